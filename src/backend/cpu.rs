@@ -1,0 +1,453 @@
+//! The f64 reference backend: forward pass, backpropagation of δ and every statistic of
+//! MATH.md, exact at any depth.
+//!
+//! Two devices keep it exact and small:
+//! - **Power-of-two rescaling.** After every layer each example's δ (and, for positively
+//!   homogeneous activations, its activation a) is multiplied by 2^-k so its norm is O(1),
+//!   and k is added to an integer exponent. Multiplying by a power of two is exact in
+//!   floating point, and backprop is linear in δ, so the rescaled path computes the same
+//!   mantissas as the plain one wherever the plain one does not under- or overflow.
+//! - **Checkpointing.** The forward pass keeps a^l only every K ≈ √L layers; the backward
+//!   pass recomputes one segment of K layers at a time. Memory grows like B·N·√L, never
+//!   L·N² or L·B·N; generated weights are redrawn from their Philox counters when needed.
+
+use std::borrow::Cow;
+
+use ndarray::{Array1, Array2, ArrayView1, Axis, Zip};
+
+use crate::error::{Error, Result};
+use crate::linalg::spectral_norm;
+use crate::model::{Activation, Cost, Network, Problem};
+use crate::stats::{LOG10_2, LayerStats, LayerStatus, Report, log2_sum_exp2};
+
+/// The CPU backend and its memory policy.
+#[derive(Debug, Clone)]
+pub struct CpuBackend {
+    /// Bytes the backend may spend on stored activations and cached weights before it
+    /// switches to √L checkpointing and redrawing weights.
+    pub cache_budget: u64,
+}
+
+impl Default for CpuBackend {
+    fn default() -> Self {
+        CpuBackend { cache_budget: 512 << 20 }
+    }
+}
+
+/// 2^k as an f64, exactly, for |k| ≤ 1022 (beyond: 0 or +∞, which callers avoid).
+#[inline]
+pub(crate) fn pow2(k: i64) -> f64 {
+    if k < -1022 {
+        return if k < -1074 { 0.0 } else { f64::from_bits(1u64 << (k + 1074)) };
+    }
+    if k > 1023 {
+        return f64::INFINITY;
+    }
+    f64::from_bits(((k + 1023) as u64) << 52)
+}
+
+/// Multiplies x by 2^k in at most two exact steps.
+#[inline]
+fn scale2(x: f64, k: i64) -> f64 {
+    if (-1000..=1000).contains(&k) { x * pow2(k) } else { x * pow2(k / 2) * pow2(k - k / 2) }
+}
+
+/// Rescales each row to a norm in [2^-½, 2^½) by a power of two and adds that power to `e`.
+/// Zero and non-finite rows are left alone.
+fn renormalise_rows(m: &mut Array2<f64>, e: &mut [i64]) {
+    for (mut row, ex) in m.rows_mut().into_iter().zip(e.iter_mut()) {
+        let n2 = row.dot(&row);
+        if n2 > 0.0 && n2.is_finite() {
+            let k = (0.5 * n2.log2()).round() as i64;
+            if k != 0 {
+                row.mapv_inplace(|v| scale2(v, -k));
+                *ex += k;
+            }
+        }
+    }
+}
+
+/// One forward layer: `ẑ = â W^T + b·2^{-e}` (homogeneous σ) or `z = a W^T + b`, then
+/// σ and σ′. Returns (z, σ′(z), a, exponents of a, finite?).
+struct Forward {
+    z: Array2<f64>,
+    dsig: Array2<f64>,
+    a: Array2<f64>,
+    ea: Vec<i64>,
+    finite: bool,
+}
+
+fn forward_layer(act: Activation, scaled: bool, w: &Array2<f64>, b: &Array1<f64>, a_prev: &Array2<f64>, ea_prev: &[i64]) -> Forward {
+    let mut z = a_prev.dot(&w.t());
+    let mut ea = ea_prev.to_vec();
+    let has_bias = b.iter().any(|&v| v != 0.0);
+    if has_bias {
+        for (mut row, e) in z.rows_mut().into_iter().zip(ea.iter_mut()) {
+            if !scaled || *e == 0 {
+                row += b;
+            } else if *e < -900 {
+                // The activation is negligible beside the bias: return to the natural scale.
+                let k = *e;
+                row.mapv_inplace(|v| scale2(v, k));
+                row += b;
+                *e = 0;
+            } else {
+                row.scaled_add(pow2(-*e), b);
+            }
+        }
+    }
+    let finite = z.iter().all(|v| v.is_finite());
+    let dsig = z.mapv(|v| act.dsigma(v));
+    let mut a = z.mapv(|v| act.sigma(v));
+    if scaled {
+        renormalise_rows(&mut a, &mut ea);
+    }
+    Forward { z, dsig, a, ea, finite }
+}
+
+/// What the backward pass needs of layer l: σ′(z^l) and â^{l-1} with its exponents.
+struct LayerKeep {
+    dsig: Array2<f64>,
+    a_prev: Array2<f64>,
+    ea_prev: Vec<i64>,
+    w: Option<Array2<f64>>,
+}
+
+impl CpuBackend {
+    /// The device string reported with the results.
+    pub fn device_name() -> String {
+        let model = std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+            .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        format!("{model} ({threads} threads, f64)")
+    }
+
+    /// The checkpoint interval K and whether a segment's weights are kept while it is
+    /// processed, for this problem and budget.
+    fn plan(&self, p: &Problem) -> (usize, bool) {
+        let l = p.net.depth();
+        let b = p.batch() as u64;
+        let act_bytes: u64 = (1..=l).map(|i| b * (p.net.widths[i] + p.net.widths[i - 1]) as u64 * 8).sum();
+        let k = if act_bytes <= self.cache_budget { l } else { (l as f64).sqrt().ceil() as usize };
+        let max_w: u64 = (1..=l).map(|i| (p.net.widths[i] * p.net.widths[i - 1]) as u64 * 8).max().unwrap_or(0);
+        let keep_w = matches!(p.net.params, crate::model::Params::Generated { .. }) && max_w * k as u64 <= self.cache_budget;
+        (k.max(1), keep_w)
+    }
+
+    /// Bytes the probe will hold at its peak (activations, checkpoints, weights).
+    pub fn memory_needed(&self, p: &Problem) -> u64 {
+        let (k, keep_w) = self.plan(p);
+        let l = p.net.depth() as u64;
+        let b = p.batch() as u64;
+        let n = *p.net.widths.iter().max().unwrap() as u64;
+        let max_w = (1..=p.net.depth()).map(|i| (p.net.widths[i] * p.net.widths[i - 1]) as u64 * 8).max().unwrap_or(0);
+        let segments = l.div_ceil(k as u64);
+        let checkpoints = segments * b * n * 8;
+        let segment = k as u64 * b * 2 * n * 8 + if keep_w { k as u64 * max_w } else { 0 };
+        let per_example = l * b * 8 * 2;
+        checkpoints + segment + per_example + 4 * max_w + 8 * b * n * 8
+    }
+
+    /// Runs the probe: every per-layer statistic of MATH.md for `p`.
+    ///
+    /// # Errors
+    /// [`Error::OutOfMemory`] when the plan would not fit in the memory available.
+    pub fn probe(&self, p: &Problem) -> Result<Report> {
+        check_memory(self.memory_needed(p), "the CPU probe", "lower --batch, --width or --depth")?;
+        let net = &p.net;
+        let big_l = net.depth();
+        let bsz = p.batch();
+        let (k, keep_w) = self.plan(p);
+        let scaled = net.activation.is_homogeneous();
+        let seg_start = |l: usize| ((l - 1) / k) * k; // layers s+1..=s+k share checkpoint a^s
+        let last_seg = seg_start(big_l);
+
+        // Forward pass 1: spectral norms, per-example max |σ′|, checkpoints, last segment.
+        let mut log2_wnorm = vec![0.0; big_l + 1];
+        let mut maxd = vec![vec![0.0; bsz]; big_l + 1];
+        let mut checkpoints: Vec<(Array2<f64>, Vec<i64>)> = Vec::new();
+        let mut keep: Vec<LayerKeep> = Vec::new();
+        let mut a = p.inputs.clone();
+        let mut ea = vec![0i64; bsz];
+        if scaled {
+            renormalise_rows(&mut a, &mut ea);
+        }
+        let mut z_last = Array2::<f64>::zeros((0, 0));
+        let mut overflow_layer = None;
+        for l in 1..=big_l {
+            if (l - 1) % k == 0 {
+                checkpoints.push((a.clone(), ea.clone()));
+            }
+            let (w, b) = net.layer(l);
+            log2_wnorm[l] = spectral_norm(w.view()).log2();
+            if overflow_layer.is_some() {
+                continue;
+            }
+            let f = forward_layer(net.activation_at(l), scaled, &w, &b, &a, &ea);
+            for (x, row) in f.dsig.rows().into_iter().enumerate() {
+                maxd[l][x] = row.iter().fold(0.0_f64, |m, v| m.max(v.abs()));
+            }
+            if !f.finite {
+                overflow_layer = Some(l);
+                continue;
+            }
+            if l > last_seg {
+                let w_keep = if keep_w { Some(w.into_owned()) } else { None };
+                keep.push(LayerKeep { dsig: f.dsig, a_prev: std::mem::replace(&mut a, f.a), ea_prev: std::mem::replace(&mut ea, f.ea), w: w_keep });
+            } else {
+                a = f.a;
+                ea = f.ea;
+            }
+            if l == big_l {
+                z_last = f.z;
+            }
+        }
+
+        let mut layers: Vec<LayerStats> = (1..=big_l)
+            .map(|l| LayerStats {
+                layer: l,
+                width: net.widths[l],
+                log10_grad_b_mean: f64::NAN,
+                log10_grad_b_rms: f64::NAN,
+                log10_grad_w_mean: f64::NAN,
+                log10_grad_w_rms: f64::NAN,
+                log10_weight_norm: log2_wnorm[l] * LOG10_2,
+                log10_max_dsigma: f64::NAN,
+                log10_bound: f64::NAN,
+                log10_bound_tight: f64::NAN,
+                status: LayerStatus::Overflow,
+            })
+            .collect();
+        if let Some(_ol) = overflow_layer {
+            return Ok(Report { layers, backend: "cpu".into(), device: Self::device_name(), overflow_layer, log10_cost: f64::NAN });
+        }
+        for (l, st) in layers.iter_mut().enumerate() {
+            let m = maxd[l + 1].iter().fold(0.0_f64, |m, &v| m.max(v));
+            st.log10_max_dsigma = m.log10();
+        }
+
+        // The output error e_x = a^L_x − y_x, as mantissa ê_x and exponent.
+        let (a_hat, e_out) = (a, ea);
+        let mut err = a_hat.clone();
+        let mut e_err = e_out.clone();
+        for (x, (mut row, ex)) in err.rows_mut().into_iter().zip(e_err.iter_mut()).enumerate() {
+            let y = p.targets.row(x);
+            if *ex == 0 {
+                row -= &y;
+            } else if *ex < -900 {
+                let kk = *ex;
+                row.mapv_inplace(|v| scale2(v, kk));
+                row -= &y;
+                *ex = 0;
+            } else {
+                row.scaled_add(-pow2(-*ex), &y);
+            }
+        }
+        let log2_err: Vec<f64> = err.rows().into_iter().zip(&e_err).map(|(r, &e)| e as f64 + 0.5 * r.dot(&r).log2()).collect();
+        let log10_cost = match net.cost {
+            Cost::Quadratic => (log2_sum_exp2(log2_err.iter().map(|v| 2.0 * v)) - 1.0 - (bsz as f64).log2()) * LOG10_2,
+            Cost::CrossEntropy => {
+                let c: f64 = (0..bsz).map(|x| net.cost.example_cost(z_last.row(x), a_hat.row(x), p.targets.row(x))).sum::<f64>() / bsz as f64;
+                c.log10()
+            }
+        };
+        let max_log2_err = log2_err.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v));
+
+        // Backward, one segment at a time, from the top.
+        let has_top_dsigma = net.cost == Cost::Quadratic;
+        let mut tight = log2_err.clone(); // per example: Π ‖Σ′‖ Π ‖W‖ ‖e‖ so far, in log2
+        let mut bound = max_log2_err;
+        let mut g: Option<(Array2<f64>, Vec<i64>)> = None; // δ̂^{l+1} W^{l+1} and its exponents
+        let mut status_above = LayerStatus::Ok;
+        let mut seg = Some(last_seg);
+        while let Some(s) = seg {
+            let top = (s + k).min(big_l);
+            if s != last_seg {
+                keep = self.recompute(net, s, top, &checkpoints[s / k], scaled, keep_w);
+            }
+            for l in (s + 1..=top).rev() {
+                let lk = keep.pop().ok_or_else(|| Error::Internal("segment bookkeeping".into()))?;
+                let (mut delta, mut ed) = match g.take() {
+                    None => {
+                        let d = if has_top_dsigma { &err * &lk.dsig } else { err.clone() };
+                        (d, e_err.clone())
+                    }
+                    Some((gm, ge)) => (gm * &lk.dsig, ge),
+                };
+                renormalise_rows(&mut delta, &mut ed);
+                // Bound factors of layer l: Σ′(z^l) (absent for r = L under cross-entropy)
+                // and ‖W^{l+1}‖ (added when leaving layer l+1 below).
+                if l < big_l || has_top_dsigma {
+                    bound += net.gamma_at(l).log2();
+                    for (t, m) in tight.iter_mut().zip(&maxd[l]) {
+                        *t += m.log2();
+                    }
+                }
+                let st = &mut layers[l - 1];
+                fill_gradient_stats(st, &delta, &ed, &lk.a_prev, &lk.ea_prev);
+                st.log10_bound = bound * LOG10_2;
+                st.log10_bound_tight = tight.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v)) * LOG10_2;
+                st.status = if status_above != LayerStatus::Ok {
+                    status_above
+                } else if delta.iter().all(|&v| v == 0.0) {
+                    if matches!(net.activation_at(l), Activation::Relu | Activation::LeakyRelu(_) | Activation::HardTanh | Activation::Linear) {
+                        LayerStatus::ZeroGradient
+                    } else {
+                        LayerStatus::Underflow
+                    }
+                } else {
+                    LayerStatus::Ok
+                };
+                status_above = st.status;
+                if l > 1 {
+                    let w: Cow<Array2<f64>> = match lk.w {
+                        Some(w) => Cow::Owned(w),
+                        None => net.layer(l).0,
+                    };
+                    g = Some((delta.dot(&*w), ed));
+                    bound += log2_wnorm[l];
+                    for t in tight.iter_mut() {
+                        *t += log2_wnorm[l];
+                    }
+                }
+            }
+            seg = if s == 0 { None } else { Some(s - k) };
+        }
+        Ok(Report { layers, backend: "cpu".into(), device: Self::device_name(), overflow_layer: None, log10_cost })
+    }
+
+    /// Recomputes layers s+1..=top from the checkpoint a^s.
+    fn recompute(&self, net: &Network, s: usize, top: usize, cp: &(Array2<f64>, Vec<i64>), scaled: bool, keep_w: bool) -> Vec<LayerKeep> {
+        let mut keep = Vec::with_capacity(top - s);
+        let (mut a, mut ea) = cp.clone();
+        for l in s + 1..=top {
+            let (w, b) = net.layer(l);
+            let f = forward_layer(net.activation_at(l), scaled, &w, &b, &a, &ea);
+            let w_keep = if keep_w { Some(w.into_owned()) } else { None };
+            keep.push(LayerKeep { dsig: f.dsig, a_prev: std::mem::replace(&mut a, f.a), ea_prev: std::mem::replace(&mut ea, f.ea), w: w_keep });
+        }
+        keep
+    }
+}
+
+/// The four gradient norms of one layer from δ̂ (B × n_l, exponents ed) and â^{l-1}
+/// (B × n_{l-1}, exponents ea), all in the log domain.
+fn fill_gradient_stats(st: &mut LayerStats, delta: &Array2<f64>, ed: &[i64], a_prev: &Array2<f64>, ea: &[i64]) {
+    let bsz = delta.nrows() as f64;
+    let lb = bsz.log2();
+    let sq_d: Vec<f64> = delta.rows().into_iter().map(|r| r.dot(&r)).collect();
+    let sq_a: Vec<f64> = a_prev.rows().into_iter().map(|r| r.dot(&r)).collect();
+    let t_b: Vec<f64> = sq_d.iter().zip(ed).map(|(s, &e)| 2.0 * e as f64 + s.log2()).collect();
+    st.log10_grad_b_rms = 0.5 * (log2_sum_exp2(t_b.iter().copied()) - lb) * LOG10_2;
+    let t_w: Vec<f64> = t_b.iter().zip(sq_a.iter().zip(ea)).map(|(tb, (s, &e))| tb + 2.0 * e as f64 + s.log2()).collect();
+    st.log10_grad_w_rms = 0.5 * (log2_sum_exp2(t_w.iter().copied()) - lb) * LOG10_2;
+
+    // ‖(1/B) Σ_x δ_x‖: weight each example by 2^{e_x − max e}.
+    let live = |sq: f64| sq > 0.0;
+    let m_d = ed.iter().zip(&sq_d).filter(|(_, s)| live(**s)).map(|(e, _)| *e).max();
+    st.log10_grad_b_mean = match m_d {
+        None => f64::NEG_INFINITY,
+        Some(m) => {
+            let wts: Array1<f64> = ed.iter().map(|&e| pow2(e - m)).collect();
+            let v = wts.dot(delta);
+            (m as f64 + 0.5 * v.dot(&v).log2() - lb) * LOG10_2
+        }
+    };
+    // ‖(1/B) Σ_x δ_x a_xᵀ‖_F² = (1/B²) Σ_{x,x'} (δ_x·δ_x')(a_x·a_x'), from two B×B Grams.
+    let c: Vec<i64> = ed.iter().zip(ea).map(|(a, b)| a + b).collect();
+    let m_c = c.iter().zip(sq_d.iter().zip(&sq_a)).filter(|(_, (d, a))| live(**d) && live(**a)).map(|(c, _)| *c).max();
+    st.log10_grad_w_mean = match m_c {
+        None => f64::NEG_INFINITY,
+        Some(m) => {
+            let wts: Array1<f64> = c.iter().map(|&e| pow2(e - m)).collect();
+            let dw = delta * &wts.view().insert_axis(Axis(1));
+            let gd = dw.dot(&dw.t());
+            let ga = a_prev.dot(&a_prev.t());
+            let mut s = 0.0;
+            Zip::from(&gd).and(&ga).for_each(|x, y| s += x * y);
+            (m as f64 + 0.5 * s.max(0.0).log2() - lb) * LOG10_2
+        }
+    };
+}
+
+/// Fails with [`Error::OutOfMemory`] when `needed` bytes exceed what the OS reports available.
+pub fn check_memory(needed: u64, what: &str, hint: &str) -> Result<()> {
+    if let Some(avail) = available_memory() {
+        if needed > avail {
+            return Err(Error::OutOfMemory { what: what.into(), needed_mib: needed >> 20, available_mib: avail >> 20, hint: hint.into() });
+        }
+    }
+    Ok(())
+}
+
+/// MemAvailable from /proc/meminfo, in bytes (None where there is no such file).
+pub fn available_memory() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = s.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Plain backpropagation without any rescaling, for small networks: per layer the batch
+/// gradients ∂C/∂b^l, ∂C/∂W^l and the per-example δ^l (B × n_l). An independent second
+/// implementation that the tests hold the log-domain path and finite differences against.
+pub struct PlainGrad {
+    pub grad_b: Array1<f64>,
+    pub grad_w: Array2<f64>,
+    pub delta: Array2<f64>,
+    pub a_prev: Array2<f64>,
+    pub dsig: Array2<f64>,
+}
+
+/// Forward pass without rescaling: (z^l, a^l) for l = 1..=L (index 0 holds a^0 = x).
+pub fn forward_plain(p: &Problem) -> Vec<(Array2<f64>, Array2<f64>)> {
+    let mut out = vec![(Array2::zeros((0, 0)), p.inputs.clone())];
+    for l in 1..=p.net.depth() {
+        let (w, b) = p.net.layer(l);
+        let z = out[l - 1].1.dot(&w.t()) + &b.view().insert_axis(Axis(0));
+        let act = p.net.activation_at(l);
+        let a = z.mapv(|v| act.sigma(v));
+        out.push((z, a));
+    }
+    out
+}
+
+/// C = (1/B) Σ_x C_x, by the plain forward pass.
+pub fn cost_plain(p: &Problem) -> f64 {
+    let f = forward_plain(p);
+    let (z, a) = f.last().unwrap();
+    (0..p.batch()).map(|x| p.net.cost.example_cost(z.row(x), a.row(x), p.targets.row(x))).sum::<f64>() / p.batch() as f64
+}
+
+/// Backprop without rescaling (MATH.md, "Backpropagation"); index l-1 holds layer l.
+pub fn backprop_plain(p: &Problem) -> Vec<PlainGrad> {
+    let f = forward_plain(p);
+    let big_l = p.net.depth();
+    let bsz = p.batch() as f64;
+    let mut out: Vec<PlainGrad> = Vec::with_capacity(big_l);
+    let mut delta = Array2::zeros((0, 0));
+    for l in (1..=big_l).rev() {
+        let act = p.net.activation_at(l);
+        let dsig = f[l].0.mapv(|v| act.dsigma(v));
+        delta = if l == big_l {
+            let e = &f[l].1 - &p.targets;
+            if p.net.cost == Cost::Quadratic { e * &dsig } else { e }
+        } else {
+            let (w_above, _) = p.net.layer(l + 1);
+            delta.dot(&*w_above) * &dsig
+        };
+        let a_prev = f[l - 1].1.clone();
+        let grad_b = delta.sum_axis(Axis(0)) / bsz;
+        let grad_w = delta.t().dot(&a_prev) / bsz;
+        out.push(PlainGrad { grad_b, grad_w, delta: delta.clone(), a_prev, dsig });
+    }
+    out.reverse();
+    out
+}
+
+/// ‖v‖₂ of a vector view.
+pub fn norm2(v: ArrayView1<f64>) -> f64 {
+    v.dot(&v).sqrt()
+}
