@@ -14,3 +14,6 @@ pub mod rng;
 pub mod stats;
 
 pub use error::{Error, Result};
+pub mod export;
+pub mod probe;
+pub mod cli;

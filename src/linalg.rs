@@ -68,7 +68,7 @@ pub fn spectral_norm(w: ArrayView2<f64>) -> f64 {
         }
         let r = bk * s_last.abs();
         let gap = (theta - th2).max(0.0);
-        let converged = r <= eps * theta || (gap > r && r * r <= eps * gap * theta);
+        let converged = r <= eps * theta || (gap.is_finite() && gap > r && r * r <= eps * gap * theta);
         if converged || k + 1 == m || bk <= f64::EPSILON * theta {
             break;
         }

@@ -1,1 +1,87 @@
-fn main() {}
+//! The gradscope binary: parse flags, run the library, map errors to exit codes.
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::Parser;
+
+use gradscope::backend::CpuBackend;
+use gradscope::cli::{BackendChoice, Cli, Command, ProbeArgs};
+use gradscope::export::{self, Format, RunInfo};
+use gradscope::{Error, Result};
+
+fn main() -> ExitCode {
+    std::panic::set_hook(Box::new(|info| {
+        let msg = info.payload().downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| info.payload().downcast_ref::<String>().cloned()).unwrap_or_default();
+        let at = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+        eprintln!("gradscope: internal error: {msg}{at} (please report it)");
+        std::process::exit(70);
+    }));
+    let cli = Cli::parse();
+    let res = match cli.command {
+        Command::Probe(a) => probe(a),
+    };
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gradscope: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn probe(a: ProbeArgs) -> Result<()> {
+    let (mut cfg, stored) = a.net.request().validate()?;
+    let format = match &a.out {
+        Some(p) => {
+            let f = Format::from_path(p, "--out")?;
+            export::check_writable(p, "--out")?;
+            Some(f)
+        }
+        None => None,
+    };
+    let backend = match a.backend {
+        BackendChoice::Cpu => "cpu",
+        BackendChoice::Auto => "cpu",
+        BackendChoice::Gpu => return Err(Error::Device("--backend gpu: this build has no GPU engine yet; use --backend cpu".into())),
+    };
+    let t0 = Instant::now();
+    let problem = cfg.problem(stored)?;
+    let report = CpuBackend::default().probe(&problem)?;
+    let seconds = t0.elapsed().as_secs_f64();
+    let w = &cfg.widths;
+    let shape = if w.iter().all(|&n| n == w[0]) { format!("width {} × depth {}", w[0], w.len() - 1) } else { format!("widths {}", short_list(w)) };
+    println!(
+        "gradscope probe: {}, {shape}, init {}{}, cost {}, batch {}, seed {}",
+        cfg.activation,
+        cfg.init,
+        match (cfg.sigma_w2, cfg.sigma_b2) {
+            (Some(w), Some(b)) => format!(" (σ_w² = {w}, σ_b² = {b})"),
+            (None, Some(b)) => format!(" (σ_b² = {b})"),
+            _ => String::new(),
+        },
+        cfg.cost,
+        cfg.batch,
+        cfg.seed
+    );
+    println!("backend {backend} [{}], {seconds:.2} s; values are 10^log10 (MATH.md names)", report.device);
+    print!("{}", export::table::render(&report, if a.all_layers { usize::MAX } else { 40 }));
+    if let Some(l) = report.overflow_layer {
+        println!("forward pass overflowed f64 at layer {l}: gradient fields are undefined (status overflow)");
+    }
+    println!("cost C = {}", gradscope::stats::sci(report.log10_cost));
+    if let (Some(path), Some(f)) = (&a.out, format) {
+        let info = RunInfo { config: &cfg, version: env!("CARGO_PKG_VERSION"), seconds };
+        export::write_atomic(path, &f.render(&report, &info)?)?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+fn short_list(w: &[usize]) -> String {
+    if w.len() <= 8 {
+        w.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(",")
+    } else {
+        format!("{},{},{},…,{} ({} layers)", w[0], w[1], w[2], w[w.len() - 1], w.len() - 1)
+    }
+}

@@ -125,29 +125,32 @@ impl CpuBackend {
     }
 
     /// The checkpoint interval K and whether a segment's weights are kept while it is
-    /// processed, for this problem and budget.
-    fn plan(&self, p: &Problem) -> (usize, bool) {
-        let l = p.net.depth();
-        let b = p.batch() as u64;
-        let act_bytes: u64 = (1..=l).map(|i| b * (p.net.widths[i] + p.net.widths[i - 1]) as u64 * 8).sum();
-        let k = if act_bytes <= self.cache_budget { l } else { (l as f64).sqrt().ceil() as usize };
-        let max_w: u64 = (1..=l).map(|i| (p.net.widths[i] * p.net.widths[i - 1]) as u64 * 8).max().unwrap_or(0);
-        let keep_w = matches!(p.net.params, crate::model::Params::Generated { .. }) && max_w * k as u64 <= self.cache_budget;
+    /// processed, for these widths, batch and parameter source.
+    fn plan(&self, widths: &[usize], batch: usize, generated: bool) -> (usize, bool) {
+        let l = widths.len() - 1;
+        let b = batch as u128;
+        let act_bytes: u128 = (1..=l).map(|i| b * (widths[i] + widths[i - 1]) as u128 * 8).sum();
+        let k = if act_bytes <= self.cache_budget as u128 { l } else { (l as f64).sqrt().ceil() as usize };
+        let max_w: u128 = (1..=l).map(|i| (widths[i] * widths[i - 1]) as u128 * 8).max().unwrap_or(0);
+        let keep_w = generated && max_w * k as u128 <= self.cache_budget as u128;
         (k.max(1), keep_w)
     }
 
-    /// Bytes the probe will hold at its peak (activations, checkpoints, weights).
-    pub fn memory_needed(&self, p: &Problem) -> u64 {
-        let (k, keep_w) = self.plan(p);
-        let l = p.net.depth() as u64;
-        let b = p.batch() as u64;
-        let n = *p.net.widths.iter().max().unwrap() as u64;
-        let max_w = (1..=p.net.depth()).map(|i| (p.net.widths[i] * p.net.widths[i - 1]) as u64 * 8).max().unwrap_or(0);
-        let segments = l.div_ceil(k as u64);
+    /// Bytes the probe will hold at its peak (activations, checkpoints, weights, data), for
+    /// a network with these widths and batch; saturates instead of overflowing.
+    pub fn memory_needed(&self, widths: &[usize], batch: usize, generated: bool) -> u64 {
+        let (k, keep_w) = self.plan(widths, batch, generated);
+        let l = (widths.len() - 1) as u128;
+        let b = batch as u128;
+        let n = *widths.iter().max().unwrap() as u128;
+        let max_w = (1..widths.len()).map(|i| (widths[i] * widths[i - 1]) as u128 * 8).max().unwrap_or(0);
+        let stored: u128 = if generated { 0 } else { (1..widths.len()).map(|i| (widths[i] * widths[i - 1] + widths[i]) as u128 * 8).sum() };
+        let segments = l.div_ceil(k as u128);
         let checkpoints = segments * b * n * 8;
-        let segment = k as u64 * b * 2 * n * 8 + if keep_w { k as u64 * max_w } else { 0 };
+        let segment = k as u128 * b * 2 * n * 8 + if keep_w { k as u128 * max_w } else { 0 };
         let per_example = l * b * 8 * 2;
-        checkpoints + segment + per_example + 4 * max_w + 8 * b * n * 8
+        let total = checkpoints + segment + per_example + 4 * max_w + 10 * b * n * 8 + stored;
+        total.min(u64::MAX as u128) as u64
     }
 
     /// Runs the probe: every per-layer statistic of MATH.md for `p`.
@@ -155,11 +158,12 @@ impl CpuBackend {
     /// # Errors
     /// [`Error::OutOfMemory`] when the plan would not fit in the memory available.
     pub fn probe(&self, p: &Problem) -> Result<Report> {
-        check_memory(self.memory_needed(p), "the CPU probe", "lower --batch, --width or --depth")?;
         let net = &p.net;
+        let generated = matches!(net.params, crate::model::Params::Generated { .. });
+        check_memory(self.memory_needed(&net.widths, p.batch(), generated), "the CPU probe", "lower --batch, --width or --depth")?;
         let big_l = net.depth();
         let bsz = p.batch();
-        let (k, keep_w) = self.plan(p);
+        let (k, keep_w) = self.plan(&net.widths, bsz, generated);
         let scaled = net.activation.is_homogeneous();
         let seg_start = |l: usize| ((l - 1) / k) * k; // layers s+1..=s+k share checkpoint a^s
         let last_seg = seg_start(big_l);

@@ -1,0 +1,35 @@
+//! CSV: one row per layer, the columns of `stats::FIELDS`; ±inf and nan written as numpy
+//! reads them (`np.genfromtxt(f, delimiter=",", names=True, dtype=None)`).
+
+use serde::Serialize;
+
+use super::{Exporter, RunInfo};
+use crate::error::{Error, Result};
+use crate::stats::{FIELDS, Report};
+
+pub struct CsvExporter;
+
+fn num(v: f64) -> String {
+    if v.is_nan() {
+        "nan".into()
+    } else if v.is_infinite() {
+        if v > 0.0 { "inf".into() } else { "-inf".into() }
+    } else {
+        format!("{v}")
+    }
+}
+
+impl Exporter for CsvExporter {
+    fn render<C: Serialize>(&self, r: &Report, _info: &RunInfo<C>) -> Result<Vec<u8>> {
+        let mut w = ::csv::Writer::from_writer(Vec::new());
+        let err = |e: ::csv::Error| Error::Internal(format!("CSV: {e}"));
+        w.write_record(FIELDS).map_err(err)?;
+        for st in &r.layers {
+            let mut rec = vec![st.layer.to_string(), st.width.to_string()];
+            rec.extend(st.log_fields().iter().map(|(_, v)| num(*v)));
+            rec.push(serde_json::to_value(st.status).map(|v| v.as_str().unwrap_or("").to_string()).unwrap_or_default());
+            w.write_record(&rec).map_err(err)?;
+        }
+        w.into_inner().map_err(|e| Error::Internal(format!("CSV: {e}")))
+    }
+}

@@ -1,0 +1,89 @@
+//! Writing results: JSON and CSV behind one trait, written atomically, paths checked first.
+
+mod csv;
+mod json;
+pub mod table;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+pub use self::csv::CsvExporter;
+pub use self::json::JsonExporter;
+use crate::error::{Error, Result};
+use crate::stats::Report;
+
+/// The run's context, written beside the per-layer statistics.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunInfo<C: Serialize> {
+    pub config: C,
+    pub version: &'static str,
+    pub seconds: f64,
+}
+
+/// An output format for one probe's report.
+pub trait Exporter {
+    /// Serialises the report to bytes.
+    fn render<C: Serialize>(&self, report: &Report, info: &RunInfo<C>) -> Result<Vec<u8>>;
+}
+
+/// The exporters by extension: `.json` or `.csv`.
+pub enum Format {
+    Json,
+    Csv,
+}
+
+impl Format {
+    /// The format a path's extension asks for.
+    pub fn from_path(path: &Path, flag: &str) -> Result<Format> {
+        match path.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()).as_deref() {
+            Some("json") => Ok(Format::Json),
+            Some("csv") => Ok(Format::Csv),
+            _ => Err(Error::arg(flag, format!("'{}' must end in .json or .csv", path.display()))),
+        }
+    }
+
+    pub fn render<C: Serialize>(&self, report: &Report, info: &RunInfo<C>) -> Result<Vec<u8>> {
+        match self {
+            Format::Json => JsonExporter.render(report, info),
+            Format::Csv => CsvExporter.render(report, info),
+        }
+    }
+}
+
+/// Checks, before a long run starts, that `path` can be written: its folder exists and a
+/// file can be created there. Nothing is left behind.
+pub fn check_writable(path: &Path, flag: &str) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !dir.is_dir() {
+        return Err(Error::arg(flag, format!("folder '{}' does not exist", dir.display())));
+    }
+    if path.is_dir() {
+        return Err(Error::arg(flag, format!("'{}' is a folder", path.display())));
+    }
+    let probe = tmp_path(path);
+    fs::write(&probe, b"").map_err(|e| Error::file(path, format!("cannot write here: {e}")))?;
+    let _ = fs::remove_file(&probe);
+    Ok(())
+}
+
+fn tmp_path(path: &Path) -> PathBuf {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file in the same folder, then a rename,
+/// so a reader never sees a half-written file and a failure leaves none.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = tmp_path(path);
+    let res = fs::write(&tmp, bytes).and_then(|_| fs::rename(&tmp, path));
+    if let Err(e) = res {
+        let _ = fs::remove_file(&tmp);
+        return Err(Error::file(path, format!("cannot write: {e}")));
+    }
+    Ok(())
+}

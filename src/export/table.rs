@@ -1,0 +1,52 @@
+//! The readable per-layer table `probe` prints, values as mantissa × 10^exponent.
+
+use std::fmt::Write;
+
+use crate::stats::{LayerStatus, Report, sci};
+
+/// Which layers to print: all of them up to `max_rows`, otherwise the first and last few
+/// and evenly spaced ones between.
+pub fn rows_to_show(depth: usize, max_rows: usize) -> Vec<usize> {
+    if depth <= max_rows {
+        return (1..=depth).collect();
+    }
+    let ends = 4.min(max_rows / 4);
+    let mid = max_rows.saturating_sub(2 * ends).max(1);
+    let mut v: Vec<usize> = (1..=ends).collect();
+    for i in 0..mid {
+        let l = ends + 1 + (i * (depth - 2 * ends)) / mid;
+        v.push(l);
+    }
+    v.extend(depth + 1 - ends..=depth);
+    v.dedup();
+    v
+}
+
+/// Renders the table; `max_rows` = usize::MAX prints every layer.
+pub fn render(r: &Report, max_rows: usize) -> String {
+    let mut s = String::new();
+    let heads = ["layer", "width", "grad_b_mean", "grad_b_rms", "grad_w_mean", "grad_w_rms", "weight_norm", "max_dsigma", "bound", "bound_tight"];
+    let _ = writeln!(s, "{:>6} {:>6} {}", heads[0], heads[1], heads[2..].iter().map(|h| format!("{h:>12}")).collect::<String>());
+    let depth = r.layers.len();
+    let show = rows_to_show(depth, max_rows);
+    let mut prev = 0;
+    for l in show {
+        if l > prev + 1 {
+            let _ = writeln!(s, "{:>6}", "⋮");
+        }
+        prev = l;
+        let st = &r.layers[l - 1];
+        let mut line = format!("{:>6} {:>6} ", st.layer, st.width);
+        for (_, v) in st.log_fields() {
+            let _ = write!(line, "{:>12}", sci(v));
+        }
+        if st.status != LayerStatus::Ok {
+            let _ = write!(line, "  {}", serde_json::to_value(st.status).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default());
+        }
+        let _ = writeln!(s, "{line}");
+    }
+    if prev < depth {
+        let _ = writeln!(s, "{:>6}", "⋮");
+    }
+    s
+}

@@ -1,0 +1,202 @@
+//! `gradscope probe`: a validated configuration, the problem it describes, and its run.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::backend::cpu::{CpuBackend, check_memory};
+use crate::error::{Error, Result};
+use crate::model::files::read_params;
+use crate::model::{Activation, Cost, Init, InputSpec, Network, Params, Problem, TargetSpec};
+
+/// Everything that defines a probe, validated; serialised as the `config` of the outputs.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProbeConfig {
+    /// n_0..n_L (from the weights file when `weights` is set).
+    pub widths: Vec<usize>,
+    pub activation: String,
+    pub linear_output: bool,
+    pub cost: Cost,
+    /// The init's name, or "file" for `--weights`.
+    pub init: String,
+    /// σ_w and σ_w² (null where the scheme sets the variance per layer, e.g. xavier).
+    pub sigma_w: Option<f64>,
+    pub sigma_w2: Option<f64>,
+    pub sigma_b: Option<f64>,
+    pub sigma_b2: Option<f64>,
+    pub inputs: String,
+    pub targets: String,
+    pub batch: usize,
+    pub seed: u64,
+    pub weights: Option<PathBuf>,
+    #[serde(skip)]
+    pub act: Activation,
+    #[serde(skip)]
+    pub init_spec: Option<Init>,
+    #[serde(skip)]
+    pub input_spec: InputSpec,
+    #[serde(skip)]
+    pub target_spec: TargetSpec,
+}
+
+/// The pieces of a network the user gave, before validation.
+#[derive(Debug, Clone, Default)]
+pub struct NetworkRequest {
+    pub width: Option<usize>,
+    pub depth: Option<usize>,
+    pub input_width: Option<usize>,
+    pub output_width: Option<usize>,
+    pub widths: Option<Vec<usize>>,
+    pub activation: String,
+    pub linear_output: bool,
+    pub cost: String,
+    pub init: String,
+    pub sigma_w: Option<f64>,
+    pub sigma_w2: Option<f64>,
+    pub sigma_b: Option<f64>,
+    pub sigma_b2: Option<f64>,
+    pub inputs: String,
+    pub targets: String,
+    pub batch: usize,
+    pub seed: u64,
+    pub weights: Option<PathBuf>,
+}
+
+fn variance(flag_sd: &str, sd: Option<f64>, flag_var: &str, var: Option<f64>) -> Result<Option<f64>> {
+    match (sd, var) {
+        (Some(_), Some(_)) => Err(Error::arg(flag_var, format!("give {flag_sd} or {flag_var}, not both"))),
+        (Some(s), None) => {
+            if !(s.is_finite() && s >= 0.0) {
+                Err(Error::arg(flag_sd, format!("must be finite and ≥ 0, got {s}")))
+            } else {
+                Ok(Some(s * s))
+            }
+        }
+        (None, v) => Ok(v),
+    }
+}
+
+impl NetworkRequest {
+    /// Validates the request into a [`ProbeConfig`]; a weights file is read for its widths.
+    ///
+    /// # Errors
+    /// Any malformed or contradictory value, named by its flag.
+    pub fn validate(&self) -> Result<(ProbeConfig, Option<Arc<crate::model::StoredParams>>)> {
+        let act: Activation = self.activation.parse()?;
+        let cost: Cost = self.cost.parse()?;
+        let input_spec: InputSpec = self.inputs.parse()?;
+        let target_spec: TargetSpec = self.targets.parse()?;
+        let sw2 = variance("--sigma-w", self.sigma_w, "--sigma-w2", self.sigma_w2)?;
+        let sb2 = variance("--sigma-b", self.sigma_b, "--sigma-b2", self.sigma_b2)?;
+        let (widths, init_spec, stored) = if let Some(path) = &self.weights {
+            for (given, flag) in [
+                (self.width.is_some(), "--width"),
+                (self.depth.is_some(), "--depth"),
+                (self.widths.is_some(), "--widths"),
+                (self.input_width.is_some(), "--input-width"),
+                (self.output_width.is_some(), "--output-width"),
+                (sw2.is_some(), "--sigma-w2"),
+                (sb2.is_some(), "--sigma-b2"),
+            ] {
+                if given {
+                    return Err(Error::arg(flag, "the network comes from --weights; drop this flag"));
+                }
+            }
+            let p = read_params(path)?;
+            let mut widths = vec![p.w[0].ncols()];
+            widths.extend(p.w.iter().map(|w| w.nrows()));
+            (widths, None, Some(Arc::new(p)))
+        } else {
+            let widths = match (&self.widths, self.width, self.depth) {
+                (Some(w), None, None) => {
+                    if self.input_width.is_some() || self.output_width.is_some() {
+                        return Err(Error::arg("--widths", "already names n_0 and n_L; drop --input-width/--output-width"));
+                    }
+                    w.clone()
+                }
+                (Some(_), _, _) => return Err(Error::arg("--widths", "give --widths or --width with --depth, not both")),
+                (None, Some(n), Some(l)) => {
+                    if l == 0 {
+                        return Err(Error::arg("--depth", "must be ≥ 1"));
+                    }
+                    let mut w = vec![n; l + 1];
+                    w[0] = self.input_width.unwrap_or(n);
+                    w[l] = self.output_width.unwrap_or(n);
+                    w
+                }
+                (None, None, _) => return Err(Error::arg("--width", "missing: give --width N --depth L, or --widths n0,n1,…,nL")),
+                (None, Some(_), None) => return Err(Error::arg("--depth", "missing: give --width N --depth L, or --widths n0,n1,…,nL")),
+            };
+            let kind = self.init.parse()?;
+            (widths, Some(Init::new(kind, sw2, sb2)?), None)
+        };
+        if widths.len() < 2 {
+            return Err(Error::arg("--widths", "needs at least two widths (n_0 and n_L)"));
+        }
+        if let Some(i) = widths.iter().position(|&n| n == 0) {
+            return Err(Error::arg(if self.widths.is_some() { "--widths" } else { "--width" }, format!("n_{i} is 0; widths must be ≥ 1")));
+        }
+        if self.batch == 0 {
+            return Err(Error::arg("--batch", "must be ≥ 1"));
+        }
+        let (sigma_w2, sigma_b2) = match &init_spec {
+            Some(i) => (i.sigma_w2, Some(i.sigma_b2)),
+            None => (None, None),
+        };
+        let cfg = ProbeConfig {
+            widths,
+            activation: act.to_string(),
+            linear_output: self.linear_output,
+            cost,
+            init: init_spec.map(|i| i.kind.to_string()).unwrap_or_else(|| "file".into()),
+            sigma_w: sigma_w2.map(f64::sqrt),
+            sigma_w2,
+            sigma_b: sigma_b2.map(f64::sqrt),
+            sigma_b2,
+            inputs: input_spec.to_string(),
+            targets: target_spec.to_string(),
+            batch: self.batch,
+            seed: self.seed,
+            weights: self.weights.clone(),
+            act,
+            init_spec,
+            input_spec,
+            target_spec,
+        };
+        Ok((cfg, stored))
+    }
+}
+
+impl ProbeConfig {
+    /// Builds the network and its data, checking memory before anything large is allocated.
+    ///
+    /// # Errors
+    /// Data files that do not fit the network, or a size beyond the memory available.
+    pub fn problem(&mut self, stored: Option<Arc<crate::model::StoredParams>>) -> Result<Problem> {
+        let params = match (&stored, &self.init_spec) {
+            (Some(p), _) => Params::Stored(p.clone()),
+            (None, Some(init)) => Params::Generated { init: *init, seed: self.seed },
+            (None, None) => return Err(Error::Internal("no parameter source".into())),
+        };
+        let net = Network::new(self.widths.clone(), self.act, self.linear_output, self.cost, params)?;
+        let n0 = self.widths[0];
+        let nl = *self.widths.last().unwrap();
+        // A batch from files sets B; otherwise --batch does.
+        let inputs = match &self.input_spec {
+            InputSpec::File(_) => self.input_spec.materialise(self.seed, 0, n0)?,
+            spec => {
+                let need = (self.batch as u128 * (n0 + nl) as u128 * 8).min(u64::MAX as u128) as u64;
+                check_memory(need, "the inputs and targets", "lower --batch or the widths")?;
+                spec.materialise(self.seed, self.batch, n0)?
+            }
+        };
+        self.batch = inputs.nrows();
+        check_memory(CpuBackend::default().memory_needed(&self.widths, self.batch, stored.is_none()), "this probe", "lower --batch, --width or --depth")?;
+        let targets = match &self.target_spec {
+            TargetSpec::File(_) => self.target_spec.materialise(self.seed, 0, nl)?,
+            spec => spec.materialise(self.seed, self.batch, nl)?,
+        };
+        Problem::new(net, inputs, targets)
+    }
+}
