@@ -1,0 +1,198 @@
+//! The f64 CPU reference against finite differences, exact identities, the bound and its
+//! own plain (unrescaled) path.
+
+mod common;
+
+use common::*;
+use gradscope::backend::cpu::{CpuBackend, backprop_plain, cost_plain, norm2};
+use gradscope::model::activation::all_activations;
+use gradscope::model::{Activation, Cost, Init, InitKind, TargetSpec};
+
+fn configs() -> Vec<(Activation, Cost)> {
+    let mut v: Vec<(Activation, Cost)> = all_activations().into_iter().map(|a| (a, Cost::Quadratic)).collect();
+    v.push((Activation::Sigmoid, Cost::CrossEntropy));
+    v.push((Activation::LeakyRelu(-0.3), Cost::Quadratic));
+    v
+}
+
+/// Central differences of C against backprop's ∂C/∂b^l and ∂C/∂W^l, layer by layer:
+/// ‖fd − bp‖ ≤ 1e-6 ‖bp‖. With h = 1e-5 the truncation error is O(h²) ≈ 1e-10 and the
+/// rounding error O(ε/h) ≈ 1e-11, both far inside the tolerance; a sign or index error in
+/// backprop is off by O(1).
+#[test]
+fn backprop_matches_finite_differences_for_every_activation_and_cost() {
+    let widths = [5, 7, 4, 6];
+    for (i, (act, cost)) in configs().into_iter().enumerate() {
+        let targets = if cost == Cost::CrossEntropy { TargetSpec::Uniform } else { TargetSpec::Gaussian };
+        let p = problem(&widths, act, cost, gaussian(1.7, 0.3), 3, 100 + i as u64, targets);
+        let grads = backprop_plain(&p);
+        let (w0, b0) = stored(&p);
+        let h = 1e-5;
+        for l in 0..w0.len() {
+            // Every pre-activation must be away from a kink, or the difference quotient is
+            // not a derivative there.
+            let f = gradscope::backend::cpu::forward_plain(&p);
+            let near_kink = f[l + 1].0.iter().any(|&z| act.kinks().iter().any(|k| (z - k).abs() < 1e-3));
+            assert!(!near_kink, "{act}: seed puts a pre-activation on a kink; pick another");
+            let mut fd_w = w0[l].clone();
+            for idx in ndarray::indices(w0[l].dim()) {
+                let mut wp = w0.clone();
+                wp[l][idx] += h;
+                let cp = cost_plain(&with_params(&p, wp.clone(), b0.clone()));
+                wp[l][idx] -= 2.0 * h;
+                let cm = cost_plain(&with_params(&p, wp, b0.clone()));
+                fd_w[idx] = (cp - cm) / (2.0 * h);
+            }
+            let mut fd_b = b0[l].clone();
+            for j in 0..b0[l].len() {
+                let mut bp = b0.clone();
+                bp[l][j] += h;
+                let cp = cost_plain(&with_params(&p, w0.clone(), bp.clone()));
+                bp[l][j] -= 2.0 * h;
+                let cm = cost_plain(&with_params(&p, w0.clone(), bp));
+                fd_b[j] = (cp - cm) / (2.0 * h);
+            }
+            let g = &grads[l];
+            let ew = (&fd_w - &g.grad_w).mapv(|v| v * v).sum().sqrt();
+            let nw = g.grad_w.mapv(|v| v * v).sum().sqrt();
+            let eb = norm2((&fd_b - &g.grad_b).view());
+            let nb = norm2(g.grad_b.view());
+            assert!(ew <= 1e-6 * nw, "{act}/{cost} layer {}: ∂C/∂W off by {ew:e} (norm {nw:e})", l + 1);
+            assert!(eb <= 1e-6 * nb, "{act}/{cost} layer {}: ∂C/∂b off by {eb:e} (norm {nb:e})", l + 1);
+        }
+    }
+}
+
+/// The log-domain statistics equal the plain path's norms where nothing underflows.
+#[test]
+fn log_domain_statistics_equal_the_plain_path() {
+    for (i, (act, cost)) in configs().into_iter().enumerate() {
+        let targets = if cost == Cost::CrossEntropy { TargetSpec::Uniform } else { TargetSpec::Gaussian };
+        let p = problem(&[9, 12, 8, 8, 11, 5], act, cost, gaussian(1.5, 0.1), 6, 7 + i as u64, targets);
+        let plain = backprop_plain(&p);
+        let r = CpuBackend::default().probe(&p).unwrap();
+        let bsz = p.batch() as f64;
+        for (l, (g, st)) in plain.iter().zip(&r.layers).enumerate() {
+            let what = |f: &str| format!("{act}/{cost} layer {} {f}", l + 1);
+            let rms_b = (g.delta.rows().into_iter().map(|d| d.dot(&d)).sum::<f64>() / bsz).sqrt();
+            let rms_w = (g.delta.rows().into_iter().zip(g.a_prev.rows()).map(|(d, a)| d.dot(&d) * a.dot(&a)).sum::<f64>() / bsz).sqrt();
+            let fro = g.grad_w.mapv(|v| v * v).sum().sqrt();
+            let maxd = g.dsig.iter().fold(0.0_f64, |m, v| m.max(v.abs()));
+            assert_log_close(st.log10_grad_b_mean, norm2(g.grad_b.view()).log10(), 1e-11, &what("grad_b_mean"));
+            assert_log_close(st.log10_grad_b_rms, rms_b.log10(), 1e-11, &what("grad_b_rms"));
+            assert_log_close(st.log10_grad_w_mean, fro.log10(), 1e-9, &what("grad_w_mean"));
+            assert_log_close(st.log10_grad_w_rms, rms_w.log10(), 1e-11, &what("grad_w_rms"));
+            assert_log_close(st.log10_max_dsigma, maxd.log10(), 1e-12, &what("max_dsigma"));
+        }
+        let c = cost_plain(&p);
+        assert_log_close(r.log10_cost, c.log10(), 1e-12, &format!("{act}/{cost} cost"));
+    }
+}
+
+/// Linear activation, square orthogonal weights, no bias: ‖δ^l_x‖ = ‖a^L_x − y_x‖ at every
+/// layer, so grad_b_rms is the same number at every depth, and with B = 1 the bound (**) and
+/// its tight form are equalities.
+#[test]
+fn linear_orthogonal_network_preserves_delta_norm_exactly() {
+    let init = Init::new(InitKind::Orthogonal, Some(1.0), None).unwrap();
+    for batch in [1, 5] {
+        let p = problem(&[24; 41], Activation::Linear, Cost::Quadratic, init, batch, 3, TargetSpec::Gaussian);
+        let r = CpuBackend::default().probe(&p).unwrap();
+        let top = r.layers.last().unwrap().clone();
+        for st in &r.layers {
+            assert_log_close(st.log10_grad_b_rms, top.log10_grad_b_rms, 1e-13, &format!("layer {} grad_b_rms", st.layer));
+            assert_log_close(st.log10_grad_b_mean, top.log10_grad_b_mean, 1e-13, &format!("layer {} grad_b_mean", st.layer));
+            assert_log_close(st.log10_weight_norm, 0.0, 1e-13, "‖Q‖₂");
+            if batch == 1 {
+                assert_log_close(st.log10_bound, st.log10_grad_b_rms, 1e-13, "bound is tight");
+                assert_log_close(st.log10_bound_tight, st.log10_grad_b_rms, 1e-13, "tight bound is tight");
+            }
+        }
+    }
+}
+
+/// For every example and layer ‖δ^l_x‖ ≤ 10^bound_tight ≤ 10^bound, over all activations,
+/// inits and both costs; and ‖δ_x a_xᵀ‖_F = ‖δ_x‖‖a_x‖ exactly (the reference's (*)).
+#[test]
+fn bound_and_tight_bound_hold_on_many_random_networks() {
+    let inits = [
+        Init::new(InitKind::Gaussian, Some(2.5), Some(0.2)).unwrap(),
+        Init::new(InitKind::Lecun, None, None).unwrap(),
+        Init::new(InitKind::He, None, Some(0.05)).unwrap(),
+        Init::new(InitKind::XavierNormal, None, None).unwrap(),
+        Init::new(InitKind::XavierUniform, None, None).unwrap(),
+        Init::new(InitKind::Orthogonal, Some(1.3), Some(0.1)).unwrap(),
+        Init::new(InitKind::Nielsen, None, None).unwrap(),
+    ];
+    let mut checked = 0;
+    for (i, (act, cost)) in configs().into_iter().enumerate() {
+        for (j, init) in inits.iter().enumerate() {
+            let targets = if cost == Cost::CrossEntropy { TargetSpec::Uniform } else { TargetSpec::Gaussian };
+            let p = problem(&[10, 16, 9, 14, 12, 7, 6], act, cost, *init, 4, (i * 31 + j) as u64, targets);
+            let plain = backprop_plain(&p);
+            let r = CpuBackend::default().probe(&p).unwrap();
+            for (g, st) in plain.iter().zip(&r.layers) {
+                assert!(st.log10_bound_tight <= st.log10_bound + 1e-12, "{act}/{init:?} layer {}: tight > bound", st.layer);
+                for (d, a) in g.delta.rows().into_iter().zip(g.a_prev.rows()) {
+                    let nd = norm2(d);
+                    assert!(nd.log10() <= st.log10_bound_tight + 1e-12, "{act}/{cost}/{:?} layer {}: ‖δ‖ = {nd:e} above tight bound {}", init.kind, st.layer, st.log10_bound_tight);
+                    let outer = d.insert_axis(ndarray::Axis(1)).dot(&a.insert_axis(ndarray::Axis(0)));
+                    let fro = outer.mapv(|v| v * v).sum().sqrt();
+                    let prod = nd * norm2(a);
+                    assert!((fro - prod).abs() <= 1e-13 * prod.max(1e-300), "(*) fails: {fro} vs {prod}");
+                    checked += 1;
+                }
+                assert!(st.log10_grad_b_mean <= st.log10_grad_b_rms + 1e-12);
+            }
+        }
+    }
+    assert!(checked > 1500, "only {checked} examples checked");
+}
+
+/// Depth 10,000: finite everywhere, equal to the plain path where that one is still
+/// representable, and the same whether or not the backend checkpoints.
+#[test]
+fn log_domain_stays_finite_and_consistent_to_depth_10000() {
+    let he = Init::new(InitKind::He, None, None).unwrap();
+    let cases = [
+        (Activation::Sigmoid, gaussian(1.0, 0.0)),
+        (Activation::Tanh, gaussian(0.25, 0.0)),
+        (Activation::Relu, he),
+        (Activation::Relu, gaussian(4.0, 0.0)),
+    ];
+    for (act, init) in cases {
+        let p = problem(&[16; 10_001], act, Cost::Quadratic, init, 2, 11, TargetSpec::Gaussian);
+        let full = CpuBackend { cache_budget: u64::MAX }.probe(&p).unwrap();
+        let ckpt = CpuBackend { cache_budget: 0 }.probe(&p).unwrap();
+        assert_eq!(full.layers, ckpt.layers, "{act}: checkpointed run differs from stored run");
+        let plain = backprop_plain(&p);
+        let mut compared = 0;
+        for (g, st) in plain.iter().zip(&full.layers) {
+            assert!(st.log10_grad_b_rms.is_finite() && st.log10_bound.is_finite(), "{act} layer {}: not finite", st.layer);
+            assert_eq!(st.status, gradscope::stats::LayerStatus::Ok);
+            let rms = (g.delta.rows().into_iter().map(|d| d.dot(&d)).sum::<f64>() / 2.0).sqrt();
+            // The plain path squares δ, so it is only exact while ‖δ‖² stays a normal f64.
+            if rms > 1e-140 && rms < 1e140 {
+                assert_log_close(st.log10_grad_b_rms, rms.log10(), 1e-9, &format!("{act} layer {}", st.layer));
+                compared += 1;
+            }
+        }
+        let first = full.layers[0].log10_grad_b_rms;
+        match act {
+            // γ = 1/4 and ‖W‖ ≈ 2: thousands of decades down, as the bound says.
+            Activation::Sigmoid => assert!(first < -1000.0, "sigmoid: log10 ‖δ¹‖ = {first}"),
+            Activation::Tanh => assert!(first < -1000.0, "tanh σ_w = 0.5: log10 ‖δ¹‖ = {first}"),
+            // He init is critical for relu in the wide limit; at width 16 only the
+            // finite-width drift of E log‖δ‖ (Hanin 2018) remains, far below 0.1 decade/layer.
+            _ if init.kind == InitKind::He => assert!(first > -0.1 * 10_000.0 && first < 300.0, "relu/He: log10 ‖δ¹‖ = {first}"),
+            // σ_w² = 4: χ₁ = 2, so ‖δ¹‖ ≈ 2^{L/2} = 10^1505 less the finite-width drift; the
+            // forward activations grow alike and are carried in the log domain too.
+            _ => assert!(first > 1000.0, "relu σ_w² = 4: log10 ‖δ¹‖ = {first}"),
+        }
+        // relu's plain forward pass underflows to 0 on the way (the activations drift down
+        // with the gradients), so only the checkpoint equality above applies to it.
+        if act != Activation::Relu {
+            assert!(compared >= 100, "{act}: only {compared} layers comparable with the plain path");
+        }
+    }
+}
