@@ -127,6 +127,10 @@ pub struct ProbeArgs {
     /// Write every per-layer field to FILE.json or FILE.csv.
     #[arg(long, short = 'o', value_name = "FILE", help_heading = "Output")]
     pub out: Option<PathBuf>,
+    /// Also write the network's weights and biases to FILE.npz (w1..wL, b1..bL, float64;
+    /// the layout --weights reads), e.g. to hand them to another tool.
+    #[arg(long, value_name = "FILE.npz", help_heading = "Output")]
+    pub save_weights: Option<PathBuf>,
     /// Print every layer instead of a sample of about 40 rows.
     #[arg(long, help_heading = "Output")]
     pub all_layers: bool,

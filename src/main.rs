@@ -13,6 +13,10 @@ use gradscope::{Error, Result};
 fn main() -> ExitCode {
     std::panic::set_hook(Box::new(|info| {
         let msg = info.payload().downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| info.payload().downcast_ref::<String>().cloned()).unwrap_or_default();
+        // `gradscope probe … | head` closes stdout early: that is the reader's choice, not an error.
+        if msg.contains("Broken pipe") {
+            std::process::exit(0);
+        }
         let at = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
         eprintln!("gradscope: internal error: {msg}{at} (please report it)");
         std::process::exit(70);
@@ -40,6 +44,12 @@ fn probe(a: ProbeArgs) -> Result<()> {
         }
         None => None,
     };
+    if let Some(p) = &a.save_weights {
+        if p.extension().and_then(|e| e.to_str()) != Some("npz") {
+            return Err(Error::arg("--save-weights", format!("'{}' must end in .npz", p.display())));
+        }
+        export::check_writable(p, "--save-weights")?;
+    }
     let backend = match a.backend {
         BackendChoice::Cpu => "cpu",
         BackendChoice::Auto => "cpu",
@@ -70,6 +80,17 @@ fn probe(a: ProbeArgs) -> Result<()> {
         println!("forward pass overflowed f64 at layer {l}: gradient fields are undefined (status overflow)");
     }
     println!("cost C = {}", gradscope::stats::sci(report.log10_cost));
+    if let Some(path) = &a.save_weights {
+        let l = problem.net.depth();
+        let bytes: u64 = (1..=l).map(|i| (problem.net.widths[i] * (problem.net.widths[i - 1] + 1)) as u64 * 8).sum();
+        gradscope::backend::cpu::check_memory(2 * bytes, "--save-weights", "save a smaller network")?;
+        let (w, b): (Vec<_>, Vec<_>) = (1..=l).map(|i| {
+            let (w, b) = problem.net.layer(i);
+            (w.into_owned(), b.into_owned())
+        }).unzip();
+        export::write_atomic(path, &gradscope::model::files::params_npz(&w, &b)?)?;
+        println!("wrote {}", path.display());
+    }
     if let (Some(path), Some(f)) = (&a.out, format) {
         let info = RunInfo { config: &cfg, version: env!("CARGO_PKG_VERSION"), seconds };
         export::write_atomic(path, &f.render(&report, &info)?)?;

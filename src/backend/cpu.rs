@@ -52,17 +52,26 @@ fn scale2(x: f64, k: i64) -> f64 {
     if (-1000..=1000).contains(&k) { x * pow2(k) } else { x * pow2(k / 2) * pow2(k - k / 2) }
 }
 
-/// Rescales each row to a norm in [2^-½, 2^½) by a power of two and adds that power to `e`.
-/// Zero and non-finite rows are left alone.
+/// Rescales each row to a norm in [2^-½, 2^½) by powers of two and adds those powers to
+/// `e`. The largest entry is brought near 1 first, so rows whose squares would overflow
+/// (entries past 1e154) or underflow are handled exactly too. Zero and non-finite rows are
+/// left alone.
 fn renormalise_rows(m: &mut Array2<f64>, e: &mut [i64]) {
     for (mut row, ex) in m.rows_mut().into_iter().zip(e.iter_mut()) {
+        let top = row.iter().fold(0.0_f64, |a, v| a.max(v.abs()));
+        if !(top > 0.0 && top.is_finite()) {
+            continue;
+        }
+        let k0 = top.log2().floor() as i64;
+        if k0 != 0 {
+            row.mapv_inplace(|v| scale2(v, -k0));
+            *ex += k0;
+        }
         let n2 = row.dot(&row);
-        if n2 > 0.0 && n2.is_finite() {
-            let k = (0.5 * n2.log2()).round() as i64;
-            if k != 0 {
-                row.mapv_inplace(|v| scale2(v, -k));
-                *ex += k;
-            }
+        let k = (0.5 * n2.log2()).round() as i64;
+        if k != 0 {
+            row.mapv_inplace(|v| scale2(v, -k));
+            *ex += k;
         }
     }
 }
@@ -224,7 +233,10 @@ impl CpuBackend {
                 status: LayerStatus::Overflow,
             })
             .collect();
-        if let Some(_ol) = overflow_layer {
+        if let Some(ol) = overflow_layer {
+            for st in layers.iter_mut().take(ol - 1) {
+                st.log10_max_dsigma = maxd[st.layer].iter().fold(0.0_f64, |m, &v| m.max(v)).log10();
+            }
             return Ok(Report { layers, backend: "cpu".into(), device: Self::device_name(), overflow_layer, log10_cost: f64::NAN });
         }
         for (l, st) in layers.iter_mut().enumerate() {
@@ -249,6 +261,7 @@ impl CpuBackend {
                 row.scaled_add(-pow2(-*ex), &y);
             }
         }
+        renormalise_rows(&mut err, &mut e_err);
         let log2_err: Vec<f64> = err.rows().into_iter().zip(&e_err).map(|(r, &e)| e as f64 + 0.5 * r.dot(&r).log2()).collect();
         let log10_cost = match net.cost {
             Cost::Quadratic => (log2_sum_exp2(log2_err.iter().map(|v| 2.0 * v)) - 1.0 - (bsz as f64).log2()) * LOG10_2,
@@ -342,6 +355,12 @@ fn fill_gradient_stats(st: &mut LayerStats, delta: &Array2<f64>, ed: &[i64], a_p
     let bsz = delta.nrows() as f64;
     let lb = bsz.log2();
     let sq_d: Vec<f64> = delta.rows().into_iter().map(|r| r.dot(&r)).collect();
+    // Bounded activations are not rescaled in the forward pass, but unbounded ones can
+    // exceed 1e154, whose squares overflow: rescale a copy for the norms.
+    let mut a_s = a_prev.clone();
+    let mut ea_s = ea.to_vec();
+    renormalise_rows(&mut a_s, &mut ea_s);
+    let (a_prev, ea) = (&a_s, &ea_s[..]);
     let sq_a: Vec<f64> = a_prev.rows().into_iter().map(|r| r.dot(&r)).collect();
     let t_b: Vec<f64> = sq_d.iter().zip(ed).map(|(s, &e)| 2.0 * e as f64 + s.log2()).collect();
     st.log10_grad_b_rms = 0.5 * (log2_sum_exp2(t_b.iter().copied()) - lb) * LOG10_2;

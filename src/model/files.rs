@@ -157,14 +157,14 @@ pub fn read_params(path: &Path) -> Result<StoredParams> {
     Ok(StoredParams { w, b, source: path.display().to_string() })
 }
 
-/// Writes `w1..wL`, `b1..bL` as float64 in the layout [`read_params`] reads.
-pub fn write_params(path: &Path, w: &[Array2<f64>], b: &[Array1<f64>]) -> Result<()> {
-    let f = File::create(path).map_err(|e| Error::file(path, format!("cannot create: {e}")))?;
-    let mut npz = NpzWriter::new(f);
+/// Serialises `w1..wL`, `b1..bL` as a float64 `.npz` in the layout [`read_params`] reads
+/// (write it with `export::write_atomic`).
+pub fn params_npz(w: &[Array2<f64>], b: &[Array1<f64>]) -> Result<Vec<u8>> {
+    let err = |e: ndarray_npy::WriteNpzError| Error::Internal(format!("writing .npz: {e}"));
+    let mut npz = NpzWriter::new(std::io::Cursor::new(Vec::new()));
     for (l, (wl, bl)) in w.iter().zip(b).enumerate() {
-        npz.add_array(format!("w{}", l + 1), wl).map_err(|e| Error::file(path, e))?;
-        npz.add_array(format!("b{}", l + 1), bl).map_err(|e| Error::file(path, e))?;
+        npz.add_array(format!("w{}", l + 1), wl).map_err(err)?;
+        npz.add_array(format!("b{}", l + 1), bl).map_err(err)?;
     }
-    npz.finish().map_err(|e| Error::file(path, e))?;
-    Ok(())
+    Ok(npz.finish().map_err(err)?.into_inner())
 }
