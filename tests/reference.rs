@@ -196,3 +196,35 @@ fn log_domain_stays_finite_and_consistent_to_depth_10000() {
         }
     }
 }
+
+/// The prefix-shared multi-depth engine gives, for every depth, what a probe of that depth
+/// alone gives (the depth-L network is the prefix of the deeper one with the same seed),
+/// with and without checkpointing.
+#[test]
+fn depth_sweep_equals_independent_probes() {
+    let cases = [
+        (Activation::Tanh, Cost::Quadratic, gaussian(1.8, 0.05)),
+        (Activation::Relu, Cost::Quadratic, gaussian(2.0, 0.0)),
+        (Activation::Sigmoid, Cost::CrossEntropy, gaussian(4.0, 0.5)),
+        (Activation::Gelu, Cost::Quadratic, Init::new(InitKind::Orthogonal, Some(1.5), Some(0.1)).unwrap()),
+    ];
+    let depths = [1, 2, 3, 7, 20, 33, 64];
+    for (act, cost, init) in cases {
+        let targets = if cost == Cost::CrossEntropy { TargetSpec::Uniform } else { TargetSpec::Gaussian };
+        let deep = problem(&[12; 65], act, cost, init, 3, 21, targets.clone());
+        for budget in [u64::MAX, 0] {
+            let all = CpuBackend { cache_budget: budget }.probe_depths(&deep, &depths).unwrap();
+            for (d, r) in depths.iter().zip(&all) {
+                let alone = CpuBackend::default().probe(&problem(&vec![12; d + 1], act, cost, init, 3, 21, targets.clone())).unwrap();
+                assert_eq!(r.layers.len(), *d);
+                assert_log_close(r.log10_cost, alone.log10_cost, 1e-12, &format!("{act} depth {d} cost"));
+                for (x, y) in r.layers.iter().zip(&alone.layers) {
+                    assert_eq!(x.status, y.status);
+                    for ((name, a), (_, b)) in x.log_fields().iter().zip(y.log_fields()) {
+                        assert_log_close(*a, b, 1e-12, &format!("{act} depth {d} layer {} {name} (budget {budget})", x.layer));
+                    }
+                }
+            }
+        }
+    }
+}

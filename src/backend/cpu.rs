@@ -117,6 +117,8 @@ fn forward_layer(act: Activation, scaled: bool, w: &Array2<f64>, b: &Array1<f64>
 /// What the backward pass needs of layer l: σ′(z^l) and â^{l-1} with its exponents.
 struct LayerKeep {
     dsig: Array2<f64>,
+    /// z^l, kept only where layer l is an output (cross-entropy's cost needs it).
+    z: Option<Array2<f64>>,
     a_prev: Array2<f64>,
     ea_prev: Vec<i64>,
     w: Option<Array2<f64>>,
@@ -167,19 +169,50 @@ impl CpuBackend {
     /// # Errors
     /// [`Error::OutOfMemory`] when the plan would not fit in the memory available.
     pub fn probe(&self, p: &Problem) -> Result<Report> {
+        let mut v = self.probe_depths(p, &[p.net.depth()])?;
+        Ok(v.pop().expect("one depth, one report"))
+    }
+
+    /// The statistics of the networks of depth `depths[k]` that are prefixes of `p.net`
+    /// (same seed, so the same first layers), from one shared forward pass and one batched
+    /// backward pass: at layer l the δ's of every depth ≥ l are stacked as extra rows of
+    /// one matrix, so each weight matrix is drawn, normed and multiplied once per layer for
+    /// all depths together. Each report equals [`CpuBackend::probe`] of that depth.
+    ///
+    /// # Errors
+    /// A depth outside 1..=L, a linear output layer with more than one depth, widths that
+    /// change above the smallest depth, or too little memory.
+    pub fn probe_depths(&self, p: &Problem, depths: &[usize]) -> Result<Vec<Report>> {
         let net = &p.net;
-        let generated = matches!(net.params, crate::model::Params::Generated { .. });
-        check_memory(self.memory_needed(&net.widths, p.batch(), generated), "the CPU probe", "lower --batch, --width or --depth")?;
         let big_l = net.depth();
+        let mut ds: Vec<usize> = depths.to_vec();
+        ds.sort_unstable();
+        ds.dedup();
+        if ds.is_empty() || ds[0] == 0 || *ds.last().unwrap() > big_l {
+            return Err(Error::arg("--depths", format!("depths must lie in 1..={big_l}")));
+        }
+        if net.linear_output && ds != [big_l] {
+            return Err(Error::arg("--linear-output", "a depth sweep shares hidden layers, which have no linear output"));
+        }
+        let n_top = *net.widths.last().unwrap();
+        if ds.iter().any(|&d| net.widths[d] != n_top) {
+            return Err(Error::arg("--depths", "every swept depth needs the same output width"));
+        }
+        let generated = matches!(net.params, crate::model::Params::Generated { .. });
         let bsz = p.batch();
-        let (k, keep_w) = self.plan(&net.widths, bsz, generated);
+        let extra = (ds.len() as u128 * bsz as u128 * n_top as u128 * 8 * 2).min(u64::MAX as u128) as u64;
+        check_memory(self.memory_needed(&net.widths, bsz, generated).saturating_add(extra), "the CPU probe", "lower --batch, --width or --depth")?;
+        let top_depth = *ds.last().unwrap();
+        let (k, keep_w) = self.plan(&net.widths[..=top_depth], bsz, generated);
         let scaled = net.activation.is_homogeneous();
+        let ce = net.cost == Cost::CrossEntropy;
         let seg_start = |l: usize| ((l - 1) / k) * k; // layers s+1..=s+k share checkpoint a^s
-        let last_seg = seg_start(big_l);
+        let last_seg = seg_start(top_depth);
+        let is_depth = |l: usize| ds.binary_search(&l).is_ok();
 
         // Forward pass 1: spectral norms, per-example max |σ′|, checkpoints, last segment.
-        let mut log2_wnorm = vec![0.0; big_l + 1];
-        let mut maxd = vec![vec![0.0; bsz]; big_l + 1];
+        let mut log2_wnorm = vec![0.0; top_depth + 1];
+        let mut maxd = vec![vec![0.0; bsz]; top_depth + 1];
         let mut checkpoints: Vec<(Array2<f64>, Vec<i64>)> = Vec::new();
         let mut keep: Vec<LayerKeep> = Vec::new();
         let mut a = p.inputs.clone();
@@ -187,9 +220,8 @@ impl CpuBackend {
         if scaled {
             renormalise_rows(&mut a, &mut ea);
         }
-        let mut z_last = Array2::<f64>::zeros((0, 0));
         let mut overflow_layer = None;
-        for l in 1..=big_l {
+        for l in 1..=top_depth {
             if (l - 1) % k == 0 {
                 checkpoints.push((a.clone(), ea.clone()));
             }
@@ -208,163 +240,214 @@ impl CpuBackend {
             }
             if l > last_seg {
                 let w_keep = if keep_w { Some(w.into_owned()) } else { None };
-                keep.push(LayerKeep { dsig: f.dsig, a_prev: std::mem::replace(&mut a, f.a), ea_prev: std::mem::replace(&mut ea, f.ea), w: w_keep });
+                let z = if ce && is_depth(l) { Some(f.z) } else { None };
+                keep.push(LayerKeep { dsig: f.dsig, z, a_prev: std::mem::replace(&mut a, f.a), ea_prev: std::mem::replace(&mut ea, f.ea), w: w_keep });
             } else {
                 a = f.a;
                 ea = f.ea;
             }
-            if l == big_l {
-                z_last = f.z;
-            }
         }
-
-        let mut layers: Vec<LayerStats> = (1..=big_l)
-            .map(|l| LayerStats {
-                layer: l,
-                width: net.widths[l],
-                log10_grad_b_mean: f64::NAN,
-                log10_grad_b_rms: f64::NAN,
-                log10_grad_w_mean: f64::NAN,
-                log10_grad_w_rms: f64::NAN,
-                log10_weight_norm: log2_wnorm[l] * LOG10_2,
-                log10_max_dsigma: f64::NAN,
-                log10_bound: f64::NAN,
-                log10_bound_tight: f64::NAN,
-                status: LayerStatus::Overflow,
-            })
-            .collect();
-        if let Some(ol) = overflow_layer {
-            for st in layers.iter_mut().take(ol - 1) {
-                st.log10_max_dsigma = maxd[st.layer].iter().fold(0.0_f64, |m, &v| m.max(v)).log10();
-            }
-            return Ok(Report { layers, backend: "cpu".into(), device: Self::device_name(), overflow_layer, log10_cost: f64::NAN });
-        }
-        for (l, st) in layers.iter_mut().enumerate() {
-            let m = maxd[l + 1].iter().fold(0.0_f64, |m, &v| m.max(v));
-            st.log10_max_dsigma = m.log10();
-        }
-
-        // The output error e_x = a^L_x − y_x, as mantissa ê_x and exponent.
-        let (a_hat, e_out) = (a, ea);
-        let mut err = a_hat.clone();
-        let mut e_err = e_out.clone();
-        for (x, (mut row, ex)) in err.rows_mut().into_iter().zip(e_err.iter_mut()).enumerate() {
-            let y = p.targets.row(x);
-            if *ex == 0 {
-                row -= &y;
-            } else if *ex < -900 {
-                let kk = *ex;
-                row.mapv_inplace(|v| scale2(v, kk));
-                row -= &y;
-                *ex = 0;
-            } else {
-                row.scaled_add(-pow2(-*ex), &y);
-            }
-        }
-        renormalise_rows(&mut err, &mut e_err);
-        let log2_err: Vec<f64> = err.rows().into_iter().zip(&e_err).map(|(r, &e)| e as f64 + 0.5 * r.dot(&r).log2()).collect();
-        let log10_cost = match net.cost {
-            Cost::Quadratic => (log2_sum_exp2(log2_err.iter().map(|v| 2.0 * v)) - 1.0 - (bsz as f64).log2()) * LOG10_2,
-            Cost::CrossEntropy => {
-                let c: f64 = (0..bsz).map(|x| net.cost.example_cost(z_last.row(x), a_hat.row(x), p.targets.row(x))).sum::<f64>() / bsz as f64;
-                c.log10()
-            }
+        let empty_report = |depth: usize, status: LayerStatus| Report {
+            layers: (1..=depth)
+                .map(|l| LayerStats {
+                    layer: l,
+                    width: net.widths[l],
+                    log10_grad_b_mean: f64::NAN,
+                    log10_grad_b_rms: f64::NAN,
+                    log10_grad_w_mean: f64::NAN,
+                    log10_grad_w_rms: f64::NAN,
+                    log10_weight_norm: log2_wnorm[l] * LOG10_2,
+                    log10_max_dsigma: if overflow_layer.is_none_or(|ol| l < ol) { maxd[l].iter().fold(0.0_f64, |m, &v| m.max(v)).log10() } else { f64::NAN },
+                    log10_bound: f64::NAN,
+                    log10_bound_tight: f64::NAN,
+                    status,
+                })
+                .collect(),
+            backend: "cpu".into(),
+            device: Self::device_name(),
+            overflow_layer: overflow_layer.filter(|&ol| ol <= depth),
+            log10_cost: f64::NAN,
         };
-        let max_log2_err = log2_err.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v));
+        if let Some(ol) = overflow_layer {
+            // Depths below the overflow are unaffected: run them on their own (rare path).
+            let below: Vec<usize> = ds.iter().copied().filter(|&d| d < ol).collect();
+            let mut out = if below.is_empty() {
+                Vec::new()
+            } else {
+                let mut q = p.clone();
+                q.net.widths.truncate(below.last().unwrap() + 1);
+                self.probe_depths(&q, &below)?
+            };
+            out.extend(ds.iter().filter(|&&d| d >= ol).map(|&d| empty_report(d, LayerStatus::Overflow)));
+            return Ok(out);
+        }
+        let mut reports: Vec<Report> = ds.iter().map(|&d| empty_report(d, LayerStatus::Ok)).collect();
 
-        // Backward, one segment at a time, from the top.
-        let has_top_dsigma = net.cost == Cost::Quadratic;
-        let mut tight = log2_err.clone(); // per example: Π ‖Σ′‖ Π ‖W‖ ‖e‖ so far, in log2
-        let mut bound = max_log2_err;
-        let mut g: Option<(Array2<f64>, Vec<i64>)> = None; // δ̂^{l+1} W^{l+1} and its exponents
-        let mut status_above = LayerStatus::Ok;
+        // Backward, one segment at a time from the top. Active depths are stacked in the
+        // order they join (deepest first): rows j·B..(j+1)·B of δ belong to depth act[j].
+        let has_top_dsigma = !ce;
+        let mut act: Vec<usize> = Vec::new(); // indices into ds
+        let mut tight: Vec<Vec<f64>> = Vec::new(); // per active depth, per example, log2
+        let mut bound: Vec<f64> = Vec::new();
+        let mut status_above: Vec<LayerStatus> = Vec::new();
+        let mut g: Option<(Array2<f64>, Vec<i64>)> = None; // δ̂^{l+1} W^{l+1} for active depths
+        let mut a_above: (Array2<f64>, Vec<i64>) = (a, ea); // a^l while processing layer l
         let mut seg = Some(last_seg);
         while let Some(s) = seg {
-            let top = (s + k).min(big_l);
+            let top = (s + k).min(top_depth);
             if s != last_seg {
-                keep = self.recompute(net, s, top, &checkpoints[s / k], scaled, keep_w);
+                keep = self.recompute(net, s, top, &checkpoints[s / k], scaled, keep_w, ce, &ds);
             }
             for l in (s + 1..=top).rev() {
                 let lk = keep.pop().ok_or_else(|| Error::Internal("segment bookkeeping".into()))?;
+                let n_l = net.widths[l];
+                // δ̂^l of the depths already active: σ′(z^l) ⊙ (δ̂^{l+1} W^{l+1}).
                 let (mut delta, mut ed) = match g.take() {
-                    None => {
-                        let d = if has_top_dsigma { &err * &lk.dsig } else { err.clone() };
-                        (d, e_err.clone())
+                    None => (Array2::<f64>::zeros((0, n_l)), Vec::new()),
+                    Some((gm, ge)) => {
+                        let kact = gm.nrows() / bsz;
+                        let mut d3 = gm.into_shape_with_order((kact, bsz, n_l)).map_err(|e| Error::Internal(e.to_string()))?;
+                        d3 *= &lk.dsig;
+                        (d3.into_shape_with_order((kact * bsz, n_l)).map_err(|e| Error::Internal(e.to_string()))?, ge)
                     }
-                    Some((gm, ge)) => (gm * &lk.dsig, ge),
                 };
+                if let Ok(di) = ds.binary_search(&l) {
+                    // Depth l joins: its output error e_x = a^l_x − y_x.
+                    let (err, e_err) = output_error(&a_above.0, &a_above.1, &p.targets);
+                    let log2_err: Vec<f64> = err.rows().into_iter().zip(&e_err).map(|(r, &e)| e as f64 + 0.5 * r.dot(&r).log2()).collect();
+                    reports[di].log10_cost = if ce {
+                        let zl = lk.z.as_ref().ok_or_else(|| Error::Internal("z of an output layer was not kept".into()))?;
+                        let c: f64 = (0..bsz).map(|x| net.cost.example_cost(zl.row(x), a_above.0.row(x), p.targets.row(x))).sum::<f64>() / bsz as f64;
+                        c.log10()
+                    } else {
+                        (log2_sum_exp2(log2_err.iter().map(|v| 2.0 * v)) - 1.0 - (bsz as f64).log2()) * LOG10_2
+                    };
+                    let d_new = if has_top_dsigma { &err * &lk.dsig } else { err };
+                    delta = ndarray::concatenate(Axis(0), &[delta.view(), d_new.view()]).map_err(|e| Error::Internal(e.to_string()))?;
+                    ed.extend(e_err);
+                    bound.push(log2_err.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v)));
+                    tight.push(log2_err);
+                    status_above.push(LayerStatus::Ok);
+                    act.push(di);
+                }
                 renormalise_rows(&mut delta, &mut ed);
-                // Bound factors of layer l: Σ′(z^l) (absent for r = L under cross-entropy)
-                // and ‖W^{l+1}‖ (added when leaving layer l+1 below).
-                if l < big_l || has_top_dsigma {
-                    bound += net.gamma_at(l).log2();
-                    for (t, m) in tight.iter_mut().zip(&maxd[l]) {
-                        *t += m.log2();
+                let prev = PrevActivations::new(&lk.a_prev, &lk.ea_prev);
+                for (j, &di) in act.iter().enumerate() {
+                    let top_layer = ds[di] == l;
+                    // Bound factors of layer l: Σ′(z^l) (absent at the output under
+                    // cross-entropy); ‖W^{l+1}‖ was added when leaving layer l+1.
+                    if !top_layer || has_top_dsigma {
+                        bound[j] += net.gamma_at(l).log2();
+                        for (t, m) in tight[j].iter_mut().zip(&maxd[l]) {
+                            *t += m.log2();
+                        }
+                    }
+                    let rows = j * bsz..(j + 1) * bsz;
+                    let block = delta.slice(ndarray::s![rows.clone(), ..]);
+                    let st = &mut reports[di].layers[l - 1];
+                    fill_gradient_stats(st, block, &ed[rows], &prev);
+                    st.log10_bound = bound[j] * LOG10_2;
+                    st.log10_bound_tight = tight[j].iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v)) * LOG10_2;
+                    st.status = if status_above[j] != LayerStatus::Ok {
+                        status_above[j]
+                    } else if block.iter().all(|&v| v == 0.0) {
+                        if matches!(net.activation_at(l), Activation::Relu | Activation::LeakyRelu(_) | Activation::HardTanh | Activation::Linear) {
+                            LayerStatus::ZeroGradient
+                        } else {
+                            LayerStatus::Underflow
+                        }
+                    } else {
+                        LayerStatus::Ok
+                    };
+                    status_above[j] = st.status;
+                    if l > 1 {
+                        bound[j] += log2_wnorm[l];
+                        for t in tight[j].iter_mut() {
+                            *t += log2_wnorm[l];
+                        }
                     }
                 }
-                let st = &mut layers[l - 1];
-                fill_gradient_stats(st, &delta, &ed, &lk.a_prev, &lk.ea_prev);
-                st.log10_bound = bound * LOG10_2;
-                st.log10_bound_tight = tight.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v)) * LOG10_2;
-                st.status = if status_above != LayerStatus::Ok {
-                    status_above
-                } else if delta.iter().all(|&v| v == 0.0) {
-                    if matches!(net.activation_at(l), Activation::Relu | Activation::LeakyRelu(_) | Activation::HardTanh | Activation::Linear) {
-                        LayerStatus::ZeroGradient
-                    } else {
-                        LayerStatus::Underflow
-                    }
-                } else {
-                    LayerStatus::Ok
-                };
-                status_above = st.status;
                 if l > 1 {
                     let w: Cow<Array2<f64>> = match lk.w {
                         Some(w) => Cow::Owned(w),
                         None => net.layer(l).0,
                     };
                     g = Some((delta.dot(&*w), ed));
-                    bound += log2_wnorm[l];
-                    for t in tight.iter_mut() {
-                        *t += log2_wnorm[l];
-                    }
                 }
+                a_above = (lk.a_prev, lk.ea_prev);
             }
             seg = if s == 0 { None } else { Some(s - k) };
         }
-        Ok(Report { layers, backend: "cpu".into(), device: Self::device_name(), overflow_layer: None, log10_cost })
+        Ok(reports)
     }
 
     /// Recomputes layers s+1..=top from the checkpoint a^s.
-    fn recompute(&self, net: &Network, s: usize, top: usize, cp: &(Array2<f64>, Vec<i64>), scaled: bool, keep_w: bool) -> Vec<LayerKeep> {
+    #[allow(clippy::too_many_arguments)]
+    fn recompute(&self, net: &Network, s: usize, top: usize, cp: &(Array2<f64>, Vec<i64>), scaled: bool, keep_w: bool, ce: bool, depths: &[usize]) -> Vec<LayerKeep> {
         let mut keep = Vec::with_capacity(top - s);
         let (mut a, mut ea) = cp.clone();
         for l in s + 1..=top {
             let (w, b) = net.layer(l);
             let f = forward_layer(net.activation_at(l), scaled, &w, &b, &a, &ea);
             let w_keep = if keep_w { Some(w.into_owned()) } else { None };
-            keep.push(LayerKeep { dsig: f.dsig, a_prev: std::mem::replace(&mut a, f.a), ea_prev: std::mem::replace(&mut ea, f.ea), w: w_keep });
+            let z = if ce && depths.binary_search(&l).is_ok() { Some(f.z) } else { None };
+            keep.push(LayerKeep { dsig: f.dsig, z, a_prev: std::mem::replace(&mut a, f.a), ea_prev: std::mem::replace(&mut ea, f.ea), w: w_keep });
         }
         keep
     }
 }
 
-/// The four gradient norms of one layer from δ̂ (B × n_l, exponents ed) and â^{l-1}
-/// (B × n_{l-1}, exponents ea), all in the log domain.
-fn fill_gradient_stats(st: &mut LayerStats, delta: &Array2<f64>, ed: &[i64], a_prev: &Array2<f64>, ea: &[i64]) {
+/// e_x = a_x − y_x for activations given as mantissas `a` and exponents `ea`, returned as
+/// rescaled mantissas and exponents.
+fn output_error(a: &Array2<f64>, ea: &[i64], y: &Array2<f64>) -> (Array2<f64>, Vec<i64>) {
+    let mut err = a.clone();
+    let mut e_err = ea.to_vec();
+    for (x, (mut row, ex)) in err.rows_mut().into_iter().zip(e_err.iter_mut()).enumerate() {
+        let yx = y.row(x);
+        if *ex == 0 {
+            row -= &yx;
+        } else if *ex < -900 {
+            let kk = *ex;
+            row.mapv_inplace(|v| scale2(v, kk));
+            row -= &yx;
+            *ex = 0;
+        } else {
+            row.scaled_add(-pow2(-*ex), &yx);
+        }
+    }
+    renormalise_rows(&mut err, &mut e_err);
+    (err, e_err)
+}
+
+/// â^{l-1} rescaled for the norms (bounded activations are not rescaled in the forward
+/// pass, but unbounded ones can pass 1e154, whose squares overflow), its squared row norms
+/// and its B×B Gram matrix, shared by every depth's statistics at layer l.
+struct PrevActivations {
+    ea: Vec<i64>,
+    sq: Vec<f64>,
+    gram: Array2<f64>,
+}
+
+impl PrevActivations {
+    fn new(a_prev: &Array2<f64>, ea: &[i64]) -> Self {
+        let mut a = a_prev.clone();
+        let mut e = ea.to_vec();
+        renormalise_rows(&mut a, &mut e);
+        let sq = a.rows().into_iter().map(|r| r.dot(&r)).collect();
+        let gram = a.dot(&a.t());
+        PrevActivations { ea: e, sq, gram }
+    }
+}
+
+/// The four gradient norms of one layer from δ̂ (B × n_l, exponents ed) and â^{l-1}, all in
+/// the log domain.
+fn fill_gradient_stats(st: &mut LayerStats, delta: ndarray::ArrayView2<f64>, ed: &[i64], prev: &PrevActivations) {
     let bsz = delta.nrows() as f64;
     let lb = bsz.log2();
     let sq_d: Vec<f64> = delta.rows().into_iter().map(|r| r.dot(&r)).collect();
-    // Bounded activations are not rescaled in the forward pass, but unbounded ones can
-    // exceed 1e154, whose squares overflow: rescale a copy for the norms.
-    let mut a_s = a_prev.clone();
-    let mut ea_s = ea.to_vec();
-    renormalise_rows(&mut a_s, &mut ea_s);
-    let (a_prev, ea) = (&a_s, &ea_s[..]);
-    let sq_a: Vec<f64> = a_prev.rows().into_iter().map(|r| r.dot(&r)).collect();
     let t_b: Vec<f64> = sq_d.iter().zip(ed).map(|(s, &e)| 2.0 * e as f64 + s.log2()).collect();
     st.log10_grad_b_rms = 0.5 * (log2_sum_exp2(t_b.iter().copied()) - lb) * LOG10_2;
-    let t_w: Vec<f64> = t_b.iter().zip(sq_a.iter().zip(ea)).map(|(tb, (s, &e))| tb + 2.0 * e as f64 + s.log2()).collect();
+    let t_w: Vec<f64> = t_b.iter().zip(prev.sq.iter().zip(&prev.ea)).map(|(tb, (s, &e))| tb + 2.0 * e as f64 + s.log2()).collect();
     st.log10_grad_w_rms = 0.5 * (log2_sum_exp2(t_w.iter().copied()) - lb) * LOG10_2;
 
     // ‖(1/B) Σ_x δ_x‖: weight each example by 2^{e_x − max e}.
@@ -374,22 +457,21 @@ fn fill_gradient_stats(st: &mut LayerStats, delta: &Array2<f64>, ed: &[i64], a_p
         None => f64::NEG_INFINITY,
         Some(m) => {
             let wts: Array1<f64> = ed.iter().map(|&e| pow2(e - m)).collect();
-            let v = wts.dot(delta);
+            let v = wts.dot(&delta);
             (m as f64 + 0.5 * v.dot(&v).log2() - lb) * LOG10_2
         }
     };
     // ‖(1/B) Σ_x δ_x a_xᵀ‖_F² = (1/B²) Σ_{x,x'} (δ_x·δ_x')(a_x·a_x'), from two B×B Grams.
-    let c: Vec<i64> = ed.iter().zip(ea).map(|(a, b)| a + b).collect();
-    let m_c = c.iter().zip(sq_d.iter().zip(&sq_a)).filter(|(_, (d, a))| live(**d) && live(**a)).map(|(c, _)| *c).max();
+    let c: Vec<i64> = ed.iter().zip(&prev.ea).map(|(a, b)| a + b).collect();
+    let m_c = c.iter().zip(sq_d.iter().zip(&prev.sq)).filter(|(_, (d, a))| live(**d) && live(**a)).map(|(c, _)| *c).max();
     st.log10_grad_w_mean = match m_c {
         None => f64::NEG_INFINITY,
         Some(m) => {
             let wts: Array1<f64> = c.iter().map(|&e| pow2(e - m)).collect();
-            let dw = delta * &wts.view().insert_axis(Axis(1));
+            let dw = &delta * &wts.view().insert_axis(Axis(1));
             let gd = dw.dot(&dw.t());
-            let ga = a_prev.dot(&a_prev.t());
             let mut s = 0.0;
-            Zip::from(&gd).and(&ga).for_each(|x, y| s += x * y);
+            Zip::from(&gd).and(&prev.gram).for_each(|x, y| s += x * y);
             (m as f64 + 0.5 * s.max(0.0).log2() - lb) * LOG10_2
         }
     };
