@@ -7,6 +7,7 @@
 //! as base-10 logarithms, exact at any depth.
 
 pub mod backend;
+pub mod check;
 pub mod error;
 pub mod linalg;
 pub mod model;

@@ -1,0 +1,57 @@
+// common.wgsl: the parameter block every gradscope kernel reads and exact power-of-two helpers.
+// Prepended to every kernel file (see src/backend/gpu/context.rs, `source`).
+
+// One 64-byte block per dispatch, bound as a uniform with a dynamic offset.
+// Field use per kernel is documented at the kernel; unused fields are 0.
+struct Params {
+    batch: u32,    // B, examples
+    n_in: u32,     // inner width (n_{l-1}), or columns of W
+    n_out: u32,    // n_l, or rows of W
+    s_in: u32,     // row stride (floats, a multiple of 4) of n_in-wide arrays
+    s_out: u32,    // row stride of n_out-wide arrays
+    layer: u32,    // l
+    kind: u32,     // activation id, or weight distribution
+    flags: u32,    // FLAG_* bits
+    alpha: f32,    // leaky-relu slope
+    scale: f32,    // weight std (normal) or half-width a (uniform)
+    key_lo: u32,   // Philox key = seed
+    key_hi: u32,
+    rec: u32,      // offset (floats) of this layer's record
+    rec_next: u32, // offset of layer l+1's record
+    aux0: u32,
+    aux1: u32,
+}
+
+const FLAG_SCALED: u32 = 1u;   // positively homogeneous σ: rows carry a power-of-two exponent
+const FLAG_BIAS: u32 = 2u;     // the layer has a non-zero bias
+const FLAG_DSIG: u32 = 4u;     // multiply by σ'(z) (backward)
+const FLAG_REC_NEXT: u32 = 8u; // write ‖a^l‖², e^l into layer l+1's record
+
+// An exponent at which a row's scale makes its activation negligible beside the bias
+// (|â·2^e| < 2^-100 |b|): the row returns to its natural scale (cf. the CPU's −900 in f64).
+const E_RESET: i32 = -100;
+
+// 2^k exactly, by building the bits; 0 below 2^-126 and clamped at 2^127.
+fn pow2i(k: i32) -> f32 {
+    if (k < -126) {
+        return 0.0;
+    }
+    return bitcast<f32>(u32(min(k, 127) + 127) << 23u);
+}
+
+// v·2^k in two exact steps (|k| up to 252).
+fn scale2(v: f32, k: i32) -> f32 {
+    let h = k / 2;
+    return v * pow2i(h) * pow2i(k - h);
+}
+
+// The unbiased binary exponent of a positive finite f32 (denormals count as -127).
+fn exponent_of(v: f32) -> i32 {
+    return i32((bitcast<u32>(v) >> 23u) & 0xffu) - 127;
+}
+
+// True for finite values, by the bits: shader compilers may assume NaN and Inf never occur,
+// so `v != v` can be folded away; the exponent field cannot.
+fn is_finite_f32(v: f32) -> bool {
+    return (bitcast<u32>(v) & 0x7f800000u) != 0x7f800000u;
+}

@@ -1,0 +1,293 @@
+// pointwise.wgsl: everything done to one example's row after a layer product: σ and σ′ with
+// the conventions of src/model/activation.rs, max |σ′|, the finiteness check, and the exact
+// power-of-two renormalisation of a (homogeneous σ) or δ (always) with its exponent.
+// One 64-wide workgroup per example row. Needs common.wgsl.
+//
+// Record layout of layer l (floats, at P.rec): [0,B) max|σ′| per example, [B,2B) ‖â^{l-1}‖²,
+// [2B,3B) exponent of â^{l-1}, [3B,4B) ‖δ̂^l‖², [4B,5B) exponent of δ̂^l, [5B,6B) 1 if z^l
+// is finite else 0, then the batch-mean and Gram partial sums (reduce.wgsl).
+
+const WG: u32 = 64u;
+
+var<workgroup> red: array<f32, 64>;
+
+fn wg_max(lid: u32, v: f32) -> f32 {
+    red[lid] = v;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s = s >> 1u) {
+        if (lid < s) {
+            red[lid] = max(red[lid], red[lid + s]);
+        }
+        workgroupBarrier();
+    }
+    let r = red[0];
+    workgroupBarrier();
+    return r;
+}
+
+fn wg_sum(lid: u32, v: f32) -> f32 {
+    red[lid] = v;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s = s >> 1u) {
+        if (lid < s) {
+            red[lid] = red[lid] + red[lid + s];
+        }
+        workgroupBarrier();
+    }
+    let r = red[0];
+    workgroupBarrier();
+    return r;
+}
+
+// ---- activations (ids as ACTIVATION_IDS in src/backend/gpu/context.rs) ----
+
+const ACT_SIGMOID: u32 = 0u;
+const ACT_TANH: u32 = 1u;
+const ACT_RELU: u32 = 2u;
+const ACT_LEAKY_RELU: u32 = 3u;
+const ACT_LINEAR: u32 = 4u;
+const ACT_ERF: u32 = 5u;
+const ACT_HARD_TANH: u32 = 6u;
+const ACT_SOFTPLUS: u32 = 7u;
+const ACT_SILU: u32 = 8u;
+const ACT_GELU: u32 = 9u;
+const ACT_ELU: u32 = 10u;
+const ACT_SELU: u32 = 11u;
+
+const SELU_LAMBDA: f32 = 1.0507009873554805;
+const SELU_ALPHA: f32 = 1.6732632423543772;
+const FRAC_2_SQRT_PI: f32 = 1.1283791670955126;
+const FRAC_1_SQRT_2PI: f32 = 0.3989422804014327;
+const FRAC_1_SQRT_2: f32 = 0.7071067811865476;
+
+fn logistic(x: f32) -> f32 {
+    if (x >= 0.0) {
+        return 1.0 / (1.0 + exp(-x));
+    }
+    let e = exp(x);
+    return e / (1.0 + e);
+}
+
+// erfc with relative error < 1.2e-7 everywhere (Numerical Recipes' Chebyshev fit `erfcc`),
+// so the left tail of Φ keeps its relative precision.
+fn erfc_f(x: f32) -> f32 {
+    let z = abs(x);
+    let t = 1.0 / (1.0 + 0.5 * z);
+    let p = -1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (-0.18628806
+        + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277))))))));
+    let r = t * exp(-z * z + p);
+    return select(2.0 - r, r, x >= 0.0);
+}
+
+// erf: Taylor series near 0 (where 1 - erfc would lose relative precision), else 1 - erfc.
+fn erf_f(x: f32) -> f32 {
+    let z = abs(x);
+    if (z < 0.5) {
+        let x2 = x * x;
+        return FRAC_2_SQRT_PI * x * (1.0 + x2 * (-1.0 / 3.0 + x2 * (1.0 / 10.0 + x2 * (-1.0 / 42.0
+            + x2 * (1.0 / 216.0 + x2 * (-1.0 / 1320.0))))));
+    }
+    return sign(x) * (1.0 - erfc_f(z));
+}
+
+fn expm1_f(x: f32) -> f32 {
+    if (abs(x) < 0.1) {
+        return x * (1.0 + x * (0.5 + x * (1.0 / 6.0 + x * (1.0 / 24.0 + x * (1.0 / 120.0 + x / 720.0)))));
+    }
+    return exp(x) - 1.0;
+}
+
+fn log1p_f(u: f32) -> f32 {
+    if (u < 0.01) {
+        return u * (1.0 + u * (-0.5 + u * (1.0 / 3.0 + u * (-0.25 + u * 0.2))));
+    }
+    return log(1.0 + u);
+}
+
+// tanh from e = exp(-2|x|) (never inf/inf), with its series near 0.
+fn tanh_f(x: f32) -> f32 {
+    let z = abs(x);
+    if (z < 0.25) {
+        let x2 = x * x;
+        return x * (1.0 + x2 * (-1.0 / 3.0 + x2 * (2.0 / 15.0 + x2 * (-17.0 / 315.0 + x2 * (62.0 / 2835.0)))));
+    }
+    let e = exp(-2.0 * z);
+    return sign(x) * (1.0 - e) / (1.0 + e);
+}
+
+// (σ(x), σ′(x)); kinks as the CPU: relu′(0) = 0, leaky′(0) = α, hard-tanh′(±1) = 0.
+fn act(kind: u32, alpha: f32, x: f32) -> vec2<f32> {
+    switch kind {
+        case ACT_SIGMOID: {
+            let e = exp(-abs(x));
+            return vec2<f32>(logistic(x), e / ((1.0 + e) * (1.0 + e)));
+        }
+        case ACT_TANH: {
+            let e = exp(-2.0 * abs(x));
+            return vec2<f32>(tanh_f(x), 4.0 * e / ((1.0 + e) * (1.0 + e)));
+        }
+        case ACT_RELU: {
+            return select(vec2<f32>(0.0, 0.0), vec2<f32>(x, 1.0), x > 0.0);
+        }
+        case ACT_LEAKY_RELU: {
+            return select(vec2<f32>(alpha * x, alpha), vec2<f32>(x, 1.0), x > 0.0);
+        }
+        case ACT_LINEAR: {
+            return vec2<f32>(x, 1.0);
+        }
+        case ACT_ERF: {
+            return vec2<f32>(erf_f(x), FRAC_2_SQRT_PI * exp(-x * x));
+        }
+        case ACT_HARD_TANH: {
+            return vec2<f32>(clamp(x, -1.0, 1.0), select(0.0, 1.0, x > -1.0 && x < 1.0));
+        }
+        case ACT_SOFTPLUS: {
+            return vec2<f32>(max(x, 0.0) + log1p_f(exp(-abs(x))), logistic(x));
+        }
+        case ACT_SILU: {
+            let s = logistic(x);
+            return vec2<f32>(x * s, s * (1.0 + x * logistic(-x)));
+        }
+        case ACT_GELU: {
+            let cdf = 0.5 * erfc_f(-x * FRAC_1_SQRT_2);
+            let pdf = FRAC_1_SQRT_2PI * exp(-0.5 * x * x);
+            return vec2<f32>(x * cdf, cdf + x * pdf);
+        }
+        case ACT_ELU: {
+            return select(vec2<f32>(expm1_f(x), exp(x)), vec2<f32>(x, 1.0), x > 0.0);
+        }
+        case ACT_SELU: {
+            return select(vec2<f32>(SELU_LAMBDA * SELU_ALPHA * expm1_f(x), SELU_LAMBDA * SELU_ALPHA * exp(x)),
+                          vec2<f32>(SELU_LAMBDA * x, SELU_LAMBDA), x > 0.0);
+        }
+        default: {
+            return vec2<f32>(x, 1.0);
+        }
+    }
+}
+
+@group(0) @binding(0) var<uniform> P: Params;
+@group(0) @binding(1) var<storage, read> row_in: array<f32>;          // z^l, or g / ê (backward)
+@group(0) @binding(2) var<storage, read_write> a_out: array<f32>;     // a^l
+@group(0) @binding(3) var<storage, read_write> dsig_out: array<f32>;  // σ′(z^l)
+@group(0) @binding(4) var<storage, read> e_in: array<i32>;            // exponents of a^{l-1}
+@group(0) @binding(5) var<storage, read_write> e_out: array<i32>;     // exponents of a^l
+@group(0) @binding(6) var<storage, read_write> rec: array<f32>;       // per-layer records
+
+// After z^l = W a + b: a^l = σ(z^l), σ′(z^l), max|σ′|, finiteness, and for homogeneous σ the
+// renormalisation â^l = a^l·2^{-k}, e^l = e^{l-1} + k (k = round(log2 ‖a^l‖)).
+@compute @workgroup_size(64)
+fn forward_post(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
+                @builtin(num_workgroups) nwg: vec3<u32>) {
+    let x = wid.x + wid.y * nwg.x;
+    if (x >= P.batch) {
+        return;
+    }
+    let bsz = P.batch;
+    let row = x * P.s_out;
+    var md = 0.0;
+    var amax = 0.0;
+    var bad = 0.0;
+    for (var i = lid; i < P.s_out; i += WG) {
+        if (i >= P.n_out) {
+            // Zero the padding: a slot may have held a wider layer before.
+            a_out[row + i] = 0.0;
+            dsig_out[row + i] = 0.0;
+            continue;
+        }
+        let z = row_in[row + i];
+        if (!is_finite_f32(z)) {
+            bad = 1.0;
+        }
+        let sd = act(P.kind, P.alpha, z);
+        a_out[row + i] = sd.x;
+        dsig_out[row + i] = sd.y;
+        md = max(md, abs(sd.y));
+        amax = max(amax, abs(sd.x));
+    }
+    md = wg_max(lid, md);
+    amax = wg_max(lid, amax);
+    bad = wg_max(lid, bad);
+    let usable = amax > 0.0 && is_finite_f32(amax);
+    let big_e = select(0, exponent_of(amax), usable);
+    var s = 0.0;
+    for (var i = lid; i < P.n_out; i += WG) {
+        let v = scale2(a_out[row + i], -big_e);
+        s += v * v;
+    }
+    s = wg_sum(lid, s);
+    let scaled = (P.flags & FLAG_SCALED) != 0u;
+    var e0 = e_in[x];
+    if (scaled && (P.flags & FLAG_BIAS) != 0u && e0 < E_RESET) {
+        e0 = 0;
+    }
+    var k = 0;
+    if (scaled && usable && s > 0.0) {
+        k = big_e + i32(round(0.5 * log2(s)));
+        for (var i = lid; i < P.n_out; i += WG) {
+            a_out[row + i] = scale2(a_out[row + i], -k);
+        }
+    }
+    if (lid == 0u) {
+        let sq = scale2(s, 2 * (big_e - k));
+        rec[P.rec + x] = md;
+        rec[P.rec + 5u * bsz + x] = 1.0 - bad;
+        e_out[x] = e0 + k;
+        if ((P.flags & FLAG_REC_NEXT) != 0u) {
+            rec[P.rec_next + bsz + x] = sq;
+            rec[P.rec_next + 2u * bsz + x] = f32(e0 + k);
+        }
+    }
+}
+
+@group(0) @binding(7) var<storage, read> dsig_in: array<f32>;         // σ′(z^l)
+@group(0) @binding(8) var<storage, read_write> d_out: array<f32>;     // δ̂^l
+@group(0) @binding(9) var<storage, read_write> e_io: array<i32>;      // exponents of δ
+
+// δ^l = g ⊙ σ′(z^l) (or g alone), renormalised: δ̂ = δ·2^{-k}, e += k; ‖δ̂‖² and e recorded.
+@compute @workgroup_size(64)
+fn backward_post(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
+                 @builtin(num_workgroups) nwg: vec3<u32>) {
+    let x = wid.x + wid.y * nwg.x;
+    if (x >= P.batch) {
+        return;
+    }
+    let bsz = P.batch;
+    let row = x * P.s_out;
+    let use_dsig = (P.flags & FLAG_DSIG) != 0u;
+    var dmax = 0.0;
+    for (var i = lid; i < P.s_out; i += WG) {
+        if (i >= P.n_out) {
+            d_out[row + i] = 0.0;
+            continue;
+        }
+        var d = row_in[row + i];
+        if (use_dsig) {
+            d = d * dsig_in[row + i];
+        }
+        d_out[row + i] = d;
+        dmax = max(dmax, abs(d));
+    }
+    dmax = wg_max(lid, dmax);
+    let usable = dmax > 0.0 && is_finite_f32(dmax);
+    let big_e = select(0, exponent_of(dmax), usable);
+    var s = 0.0;
+    for (var i = lid; i < P.n_out; i += WG) {
+        let v = scale2(d_out[row + i], -big_e);
+        s += v * v;
+    }
+    s = wg_sum(lid, s);
+    var k = 0;
+    if (usable && s > 0.0) {
+        k = big_e + i32(round(0.5 * log2(s)));
+        for (var i = lid; i < P.n_out; i += WG) {
+            d_out[row + i] = scale2(d_out[row + i], -k);
+        }
+    }
+    if (lid == 0u) {
+        let e = e_io[x] + k;
+        e_io[x] = e;
+        rec[P.rec + 3u * bsz + x] = select(0.0, scale2(s, 2 * (big_e - k)), usable);
+        rec[P.rec + 4u * bsz + x] = f32(e);
+    }
+}

@@ -1,0 +1,382 @@
+//! Device setup, separate from the work: one [`Context`] owns the device, the queue, every
+//! pipeline and the error sink, built once; per-probe code only writes buffers, encodes,
+//! submits and reads back.
+
+use std::sync::{Arc, Mutex};
+
+use wgpu::util::DeviceExt;
+
+use crate::backend::shaders;
+use crate::error::{Error, Result};
+
+/// Bytes of one dispatch's parameter slot: the dynamic uniform offset must be a multiple of
+/// `min_uniform_buffer_offset_alignment`, which is at most 256 on every adapter.
+pub const PARAM_SLOT: u64 = 256;
+/// Parameter slots per submission.
+pub const PARAM_SLOTS: usize = 2048;
+/// WebGPU's cap on workgroups per dispatch dimension (adapters may allow more; we never ask).
+pub const MAX_WORKGROUPS_PER_DIM: u32 = 65_535;
+
+/// The per-dispatch parameter block, `struct Params` of shaders/common.wgsl.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct Params {
+    pub batch: u32,
+    pub n_in: u32,
+    pub n_out: u32,
+    pub s_in: u32,
+    pub s_out: u32,
+    pub layer: u32,
+    pub kind: u32,
+    pub flags: u32,
+    pub alpha: f32,
+    pub scale: f32,
+    pub key_lo: u32,
+    pub key_hi: u32,
+    pub rec: u32,
+    pub rec_next: u32,
+    pub aux0: u32,
+    pub aux1: u32,
+}
+
+pub const FLAG_SCALED: u32 = 1;
+pub const FLAG_BIAS: u32 = 2;
+pub const FLAG_DSIG: u32 = 4;
+pub const FLAG_REC_NEXT: u32 = 8;
+
+/// How a binding is used: read-only storage or read-write storage (binding 0 is always the
+/// parameter uniform).
+#[derive(Clone, Copy)]
+enum Access {
+    Read,
+    ReadWrite,
+}
+
+/// One compute kernel: its pipeline and bind-group layout (binding numbers in order).
+pub struct Kernel {
+    pub name: &'static str,
+    pub pipeline: wgpu::ComputePipeline,
+    pub layout: wgpu::BindGroupLayout,
+    pub bindings: Vec<u32>,
+}
+
+/// Everything a probe needs from the device, built once.
+pub struct Context {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    pub limits: wgpu::Limits,
+    pub params: wgpu::Buffer,
+    pub draw_weights: Kernel,
+    pub philox_words: Kernel,
+    pub mm_forward: Kernel,
+    pub mm_backward: Kernel,
+    pub forward_post: Kernel,
+    pub backward_post: Kernel,
+    pub batch_mean: Kernel,
+    pub gram: Kernel,
+    /// Uncaptured validation errors and device loss, in the order they arrived.
+    errors: Arc<Mutex<Vec<String>>>,
+}
+
+impl Context {
+    /// Opens `adapter` with every limit it offers and builds all pipelines.
+    ///
+    /// # Errors
+    /// [`Error::Device`] when the device cannot be created or a shader fails to compile.
+    pub fn new(adapter: &wgpu::Adapter) -> Result<Context> {
+        let info = adapter.get_info();
+        // `required_limits` is exact: ask for what the adapter has, so jobs may use it all.
+        let limits = adapter.limits();
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("gradscope"),
+            required_features: wgpu::Features::empty(),
+            required_limits: limits.clone(),
+            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        }))
+        .map_err(|e| Error::Device(format!("cannot open GPU '{}': {e}", info.name)))?;
+        let errors = Arc::new(Mutex::new(Vec::new()));
+        {
+            let sink = errors.clone();
+            device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+                sink.lock().unwrap().push(e.to_string());
+            }));
+            let sink = errors.clone();
+            device.set_device_lost_callback(move |reason, msg| {
+                sink.lock().unwrap().push(format!("device lost ({reason:?}): {msg}"));
+            });
+        }
+        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let mut modules = std::collections::HashMap::new();
+        for m in shaders::modules() {
+            let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(m.label),
+                source: wgpu::ShaderSource::Wgsl(m.source.into()),
+            });
+            modules.insert(m.label, module);
+        }
+        use Access::{Read as R, ReadWrite as W};
+        let kernel = |module: &str, name: &'static str, b: &[(u32, Access)]| {
+            make_kernel(&device, &modules[module], name, b)
+        };
+        let draw_weights = kernel("weights", "draw_weights", &[(1, W)]);
+        let philox_words = kernel("weights", "philox_words", &[(2, R), (3, W)]);
+        let mm_forward = kernel("matmul", "forward", &[(1, R), (2, R), (3, R), (4, R), (5, W)]);
+        let mm_backward = kernel("matmul", "backward", &[(1, R), (2, R), (5, W)]);
+        let forward_post = kernel("pointwise", "forward_post", &[(1, R), (2, W), (3, W), (4, R), (5, W), (6, W)]);
+        let backward_post = kernel("pointwise", "backward_post", &[(1, R), (7, R), (8, W), (9, W), (6, W)]);
+        let batch_mean = kernel("reduce", "batch_mean", &[(1, R), (3, W)]);
+        let gram = kernel("reduce", "gram", &[(1, R), (2, R), (3, W)]);
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::Device(format!("building the GPU kernels on '{}' failed: {e}", info.name)));
+        }
+        let params = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("params"),
+            size: PARAM_SLOT * PARAM_SLOTS as u64,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        Ok(Context {
+            device,
+            queue,
+            info,
+            limits,
+            params,
+            draw_weights,
+            philox_words,
+            mm_forward,
+            mm_backward,
+            forward_post,
+            backward_post,
+            batch_mean,
+            gram,
+            errors,
+        })
+    }
+
+    /// Fails with the first uncaptured device error, naming `what` was running.
+    pub fn check(&self, what: &dyn Fn() -> String) -> Result<()> {
+        let mut errs = self.errors.lock().unwrap();
+        if errs.is_empty() {
+            return Ok(());
+        }
+        let first = errs[0].lines().next().unwrap_or("").to_string();
+        let n = errs.len();
+        errs.clear();
+        Err(Error::Device(format!(
+            "GPU error on '{}' during {}: {first}{}",
+            self.info.name,
+            what(),
+            if n > 1 { format!(" (and {} more)", n - 1) } else { String::new() }
+        )))
+    }
+
+    /// Waits for all submitted work, then reports any device error.
+    pub fn wait(&self, what: &dyn Fn() -> String) -> Result<()> {
+        if let Err(e) = self.device.poll(wgpu::PollType::wait_indefinitely()) {
+            self.check(what)?;
+            return Err(Error::Device(format!("GPU '{}' failed during {}: {e}", self.info.name, what())));
+        }
+        self.check(what)
+    }
+
+    /// A zero-initialised storage buffer of `bytes` (rounded up to 16), checked against the
+    /// device's limits, with out-of-memory turned into an error.
+    pub fn storage(&self, label: &str, bytes: u64) -> Result<wgpu::Buffer> {
+        let size = bytes.max(16).div_ceil(16) * 16;
+        if size > self.limits.max_buffer_size || size > self.limits.max_storage_buffer_binding_size {
+            return Err(Error::Device(format!(
+                "buffer '{label}' would need {} MiB, more than the {} MiB one binding may hold on '{}'",
+                size >> 20,
+                self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size) >> 20,
+                self.info.name
+            )));
+        }
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let buf = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::Device(format!("out of GPU memory allocating '{label}' ({} MiB): {e}", size >> 20)));
+        }
+        Ok(buf)
+    }
+
+    /// A storage buffer holding `data`.
+    pub fn storage_init(&self, label: &str, data: &[u8]) -> wgpu::Buffer {
+        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(label),
+            contents: data,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
+        })
+    }
+
+    /// Copies `bytes` bytes of `buf` from `offset` back to the host (after all work so far).
+    pub fn read(&self, buf: &wgpu::Buffer, offset: u64, bytes: u64, what: &dyn Fn() -> String) -> Result<Vec<u8>> {
+        let size = bytes.div_ceil(4) * 4;
+        if size == 0 {
+            return Ok(Vec::new());
+        }
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut enc = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("readback") });
+        enc.copy_buffer_to_buffer(buf, offset, &staging, 0, size);
+        self.queue.submit([enc.finish()]);
+        let slice = staging.slice(..);
+        let (tx, rx) = std::sync::mpsc::channel();
+        slice.map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        self.wait(what)?;
+        match rx.try_recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(Error::Device(format!("reading back results after {} failed: {e}", what()))),
+            Err(_) => return Err(Error::Device(format!("reading back results after {} did not complete", what()))),
+        }
+        let out = {
+            let view = slice
+                .get_mapped_range()
+                .map_err(|e| Error::Device(format!("reading back results after {} failed: {e}", what())))?;
+            view[..bytes as usize].to_vec()
+        };
+        staging.unmap();
+        Ok(out)
+    }
+}
+
+fn make_kernel(device: &wgpu::Device, module: &wgpu::ShaderModule, name: &'static str, bindings: &[(u32, Access)]) -> Kernel {
+    let mut entries = vec![wgpu::BindGroupLayoutEntry {
+        binding: 0,
+        visibility: wgpu::ShaderStages::COMPUTE,
+        ty: wgpu::BindingType::Buffer {
+            ty: wgpu::BufferBindingType::Uniform,
+            has_dynamic_offset: true,
+            min_binding_size: wgpu::BufferSize::new(std::mem::size_of::<Params>() as u64),
+        },
+        count: None,
+    }];
+    for &(binding, access) in bindings {
+        entries.push(wgpu::BindGroupLayoutEntry {
+            binding,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty: wgpu::BufferBindingType::Storage { read_only: matches!(access, Access::Read) },
+                has_dynamic_offset: false,
+                min_binding_size: None,
+            },
+            count: None,
+        });
+    }
+    let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some(name), entries: &entries });
+    let pl = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+        label: Some(name),
+        bind_group_layouts: &[Some(&layout)],
+        immediate_size: 0,
+    });
+    let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        label: Some(name),
+        layout: Some(&pl),
+        module,
+        entry_point: Some(name),
+        compilation_options: wgpu::PipelineCompilationOptions::default(),
+        cache: None,
+    });
+    Kernel { name, pipeline, layout, bindings: bindings.iter().map(|b| b.0).collect() }
+}
+
+/// Records dispatches into one compute pass, each with its own parameter slot, and submits
+/// them as one bounded piece of work (so no submission can trip an OS GPU watchdog).
+pub struct Recorder<'c> {
+    ctx: &'c Context,
+    encoder: Option<wgpu::CommandEncoder>,
+    pass: Option<wgpu::ComputePass<'static>>,
+    params: Vec<Params>,
+    /// Work recorded since the last submit, in multiply-adds (a rough cost measure).
+    pub work: f64,
+    /// Layers touched since the last submit.
+    pub layers: usize,
+}
+
+impl<'c> Recorder<'c> {
+    pub fn new(ctx: &'c Context) -> Self {
+        Recorder { ctx, encoder: None, pass: None, params: Vec::new(), work: 0.0, layers: 0 }
+    }
+
+    /// True when the next layer should go into a fresh submission.
+    pub fn full(&self, work_budget: f64, layer_budget: usize) -> bool {
+        self.params.len() + 16 > PARAM_SLOTS || self.work >= work_budget || self.layers >= layer_budget
+    }
+
+    /// Records one dispatch of `k` with `params` and `buffers` bound in `k.bindings` order.
+    pub fn dispatch(&mut self, k: &Kernel, params: Params, buffers: &[&wgpu::Buffer], groups: (u32, u32, u32)) {
+        debug_assert_eq!(buffers.len(), k.bindings.len(), "{}", k.name);
+        if groups.0 == 0 || groups.1 == 0 || groups.2 == 0 {
+            return;
+        }
+        let slot = self.params.len() as u64;
+        self.params.push(params);
+        let mut entries = vec![wgpu::BindGroupEntry {
+            binding: 0,
+            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer: &self.ctx.params,
+                offset: 0,
+                size: wgpu::BufferSize::new(std::mem::size_of::<Params>() as u64),
+            }),
+        }];
+        for (&b, buf) in k.bindings.iter().zip(buffers) {
+            entries.push(wgpu::BindGroupEntry { binding: b, resource: buf.as_entire_binding() });
+        }
+        let bg = self.ctx.device.create_bind_group(&wgpu::BindGroupDescriptor { label: Some(k.name), layout: &k.layout, entries: &entries });
+        if self.pass.is_none() {
+            let mut enc = self.ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("gradscope") });
+            let pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("gradscope"), timestamp_writes: None }).forget_lifetime();
+            self.encoder = Some(enc);
+            self.pass = Some(pass);
+        }
+        let pass = self.pass.as_mut().unwrap();
+        pass.set_pipeline(&k.pipeline);
+        pass.set_bind_group(0, &bg, &[(slot * PARAM_SLOT) as u32]);
+        pass.dispatch_workgroups(groups.0, groups.1, groups.2);
+    }
+
+    /// Submits what was recorded and waits for it; device errors name `what`.
+    pub fn flush(&mut self, what: &dyn Fn() -> String) -> Result<()> {
+        if let Some(pass) = self.pass.take() {
+            drop(pass);
+            let enc = self.encoder.take().unwrap();
+            let mut bytes = vec![0u8; self.params.len() * PARAM_SLOT as usize];
+            for (i, p) in self.params.iter().enumerate() {
+                let o = i * PARAM_SLOT as usize;
+                bytes[o..o + std::mem::size_of::<Params>()].copy_from_slice(bytemuck::bytes_of(p));
+            }
+            self.ctx.queue.write_buffer(&self.ctx.params, 0, &bytes);
+            self.ctx.queue.submit([enc.finish()]);
+            self.params.clear();
+            self.ctx.wait(what)?;
+        }
+        self.work = 0.0;
+        self.layers = 0;
+        Ok(())
+    }
+}
+
+/// Workgroup counts for `n` items of `per_group` each, as a 2-D grid when one dimension of
+/// at most [`MAX_WORKGROUPS_PER_DIM`] would not do (kernels rebuild the linear index).
+pub fn grid(n: u64, per_group: u64) -> (u32, u32, u32) {
+    let groups = n.div_ceil(per_group);
+    if groups <= MAX_WORKGROUPS_PER_DIM as u64 {
+        (groups as u32, 1, 1)
+    } else {
+        let y = groups.div_ceil(MAX_WORKGROUPS_PER_DIM as u64);
+        (MAX_WORKGROUPS_PER_DIM, y as u32, 1)
+    }
+}

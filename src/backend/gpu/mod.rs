@@ -1,0 +1,164 @@
+//! The wgpu compute backend: the statistics of MATH.md in f32 WGSL kernels on any Vulkan,
+//! Metal or DX12 adapter, cross-checked against the f64 CPU reference ([`crate::check`]).
+//!
+//! Device choice follows wgpu's conventions: `WGPU_BACKEND` restricts the APIs searched,
+//! `WGPU_ADAPTER_NAME` (or [`GpuOptions::adapter`]) picks an adapter by a case-insensitive
+//! substring of its name. Software adapters (Mesa's lavapipe) are used only when asked for.
+
+mod context;
+mod probe;
+
+pub use context::{Context, Params};
+
+use crate::error::{Error, Result};
+use crate::model::Problem;
+use crate::stats::Report;
+
+/// How to choose the adapter.
+#[derive(Debug, Clone, Default)]
+pub struct GpuOptions {
+    /// Case-insensitive substring of the adapter's name; `WGPU_ADAPTER_NAME` when `None`.
+    pub adapter: Option<String>,
+    /// Accept a software adapter (DeviceType::Cpu, e.g. lavapipe) when no hardware one exists.
+    pub allow_software: bool,
+}
+
+/// One adapter as `gradscope devices` lists it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AdapterRow {
+    pub name: String,
+    pub backend: String,
+    pub device_type: String,
+    pub driver: String,
+    pub driver_info: String,
+    pub is_software: bool,
+    pub max_storage_buffer_binding_size: u64,
+    pub max_buffer_size: u64,
+    pub max_compute_workgroups_per_dimension: u32,
+    pub max_compute_invocations_per_workgroup: u32,
+    pub max_compute_workgroup_storage_size: u32,
+}
+
+fn instance() -> (wgpu::Instance, wgpu::Backends) {
+    let desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+    let backends = desc.backends;
+    (wgpu::Instance::new(desc), backends)
+}
+
+fn adapters() -> Vec<wgpu::Adapter> {
+    let (inst, backends) = instance();
+    pollster::block_on(inst.enumerate_adapters(backends))
+}
+
+fn row(a: &wgpu::Adapter) -> AdapterRow {
+    let i = a.get_info();
+    let l = a.limits();
+    AdapterRow {
+        name: i.name.clone(),
+        backend: format!("{:?}", i.backend),
+        device_type: format!("{:?}", i.device_type),
+        driver: i.driver.clone(),
+        driver_info: i.driver_info.clone(),
+        is_software: i.device_type == wgpu::DeviceType::Cpu,
+        max_storage_buffer_binding_size: l.max_storage_buffer_binding_size,
+        max_buffer_size: l.max_buffer_size,
+        max_compute_workgroups_per_dimension: l.max_compute_workgroups_per_dimension,
+        max_compute_invocations_per_workgroup: l.max_compute_invocations_per_workgroup,
+        max_compute_workgroup_storage_size: l.max_compute_workgroup_storage_size,
+    }
+}
+
+/// Every adapter wgpu can see (respecting `WGPU_BACKEND`), for `gradscope devices`.
+pub fn list_adapters() -> Vec<AdapterRow> {
+    adapters().iter().map(row).collect()
+}
+
+/// True when some adapter is real hardware (not a software rasteriser).
+pub fn hardware_adapter_available() -> bool {
+    adapters().iter().any(|a| a.get_info().device_type != wgpu::DeviceType::Cpu)
+}
+
+fn rank(t: wgpu::DeviceType) -> u8 {
+    match t {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Other => 3,
+        wgpu::DeviceType::Cpu => 4,
+    }
+}
+
+/// The GPU backend: a device with every pipeline built.
+pub struct GpuBackend {
+    ctx: Context,
+}
+
+impl GpuBackend {
+    /// Opens the adapter `opts` asks for (or the best hardware one).
+    ///
+    /// # Errors
+    /// [`Error::Device`] with a one-line reason: no adapter, no adapter matching the name,
+    /// only a software adapter without `allow_software`, or the device failing to open.
+    pub fn new(opts: &GpuOptions) -> Result<GpuBackend> {
+        let all = adapters();
+        if all.is_empty() {
+            return Err(Error::Device(
+                "no GPU adapter found (no Vulkan, Metal or DX12 driver; on Linux without a GPU, Mesa's lavapipe provides one: apt-get install mesa-vulkan-drivers)".into(),
+            ));
+        }
+        let wanted = opts.adapter.clone().or_else(|| std::env::var("WGPU_ADAPTER_NAME").ok()).filter(|s| !s.trim().is_empty());
+        let chosen = match &wanted {
+            Some(name) => {
+                let needle = name.to_lowercase();
+                all.into_iter().find(|a| a.get_info().name.to_lowercase().contains(&needle)).ok_or_else(|| {
+                    let names: Vec<String> = adapters().iter().map(|a| a.get_info().name).collect();
+                    Error::Device(format!("no GPU adapter matches '{name}' (available: {})", names.join("; ")))
+                })?
+            }
+            None => {
+                let mut all = all;
+                all.sort_by_key(|a| rank(a.get_info().device_type));
+                let best = all.into_iter().next().unwrap();
+                if best.get_info().device_type == wgpu::DeviceType::Cpu && !opts.allow_software {
+                    return Err(Error::Device(format!(
+                        "only a software GPU adapter is available ('{}'), far slower than the CPU backend; use --backend cpu, or allow it explicitly",
+                        best.get_info().name
+                    )));
+                }
+                best
+            }
+        };
+        Ok(GpuBackend { ctx: Context::new(&chosen)? })
+    }
+
+    /// The adapter's name with its API, e.g. "NVIDIA H100 (Vulkan, f32)".
+    pub fn device_name(&self) -> String {
+        format!("{} ({:?}, f32)", self.ctx.info.name, self.ctx.info.backend)
+    }
+
+    /// True on a software adapter (DeviceType::Cpu, e.g. lavapipe).
+    pub fn is_software(&self) -> bool {
+        self.ctx.info.device_type == wgpu::DeviceType::Cpu
+    }
+
+    /// The device context (for tests and benchmarks that drive kernels directly).
+    pub fn context(&self) -> &Context {
+        &self.ctx
+    }
+
+    /// Every per-layer statistic of MATH.md for `p`, computed on the GPU; the report's
+    /// backend is "gpu".
+    ///
+    /// # Errors
+    /// [`Error::Device`] when the job cannot fit the device (said before any work starts,
+    /// with what would fit) or the device fails mid-run (with the kernel and layers).
+    pub fn probe(&self, p: &Problem) -> Result<Report> {
+        probe::probe(&self.ctx, p, self.device_name())
+    }
+
+    /// Philox4x32-10 words for the given counters under `seed`, computed by the shader (the
+    /// bit-identity test against `crate::rng`).
+    pub fn philox_words(&self, counters: &[[u32; 4]], seed: u64) -> Result<Vec<[u32; 4]>> {
+        probe::philox_words(&self.ctx, counters, seed)
+    }
+}
