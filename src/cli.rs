@@ -19,6 +19,11 @@ pub struct Cli {
 pub enum Command {
     /// Measure every per-layer statistic of MATH.md for one network and batch.
     Probe(ProbeArgs),
+    /// Sweep depths × activations × inits × σ_w² × σ_b² × widths × seeds into a folder
+    /// (resumable: run the same command again to continue).
+    Sweep(SweepArgs),
+    /// Join the folders of a sharded sweep (`sweep --shard K/N`) into one.
+    Merge(MergeArgs),
 }
 
 /// Which engine computes the statistics.
@@ -134,4 +139,98 @@ pub struct ProbeArgs {
     /// Print every layer instead of a sample of about 40 rows.
     #[arg(long, help_heading = "Output")]
     pub all_layers: bool,
+}
+
+/// `gradscope sweep`: every list flag takes comma-separated values; `--config FILE.toml`
+/// takes the same names as keys (flags given on the command line win).
+#[derive(Debug, Args)]
+pub struct SweepArgs {
+    /// A TOML file with any of the keys below, e.g. `activations = ["tanh", "relu"]`,
+    /// `sigma-w2 = [1.0, 2.0]`, `depths = "log:1..5000:200"`.
+    #[arg(long, value_name = "FILE.toml")]
+    pub config: Option<PathBuf>,
+    /// Depths: a list `1,2,5,10`, a range `1..100` or `1..100:5`, or a log grid `log:1..10000:200`.
+    #[arg(long)]
+    pub depths: Option<String>,
+    /// Activations, e.g. `sigmoid,tanh,relu` (default tanh).
+    #[arg(long, value_delimiter = ',')]
+    pub activations: Option<Vec<String>>,
+    /// Inits (default gaussian); lecun, he, xavier-* and nielsen fix σ_w² themselves.
+    #[arg(long, value_delimiter = ',')]
+    pub inits: Option<Vec<String>>,
+    /// σ_w² grid for gaussian and orthogonal inits (default 1).
+    #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
+    pub sigma_w2: Option<Vec<f64>>,
+    /// σ_w grid, instead of --sigma-w2.
+    #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
+    pub sigma_w: Option<Vec<f64>>,
+    /// σ_b² grid (default 0).
+    #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
+    pub sigma_b2: Option<Vec<f64>>,
+    /// σ_b grid, instead of --sigma-b2.
+    #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
+    pub sigma_b: Option<Vec<f64>>,
+    /// Widths to sweep; each network has that width on every layer.
+    #[arg(long, value_delimiter = ',')]
+    pub widths: Option<Vec<usize>>,
+    /// Examples per batch (default 16).
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Seeds (default 0).
+    #[arg(long, value_delimiter = ',')]
+    pub seeds: Option<Vec<u64>>,
+    /// quadratic or cross-entropy (default quadratic).
+    #[arg(long)]
+    pub cost: Option<String>,
+    /// Inputs: gaussian or sign (default gaussian).
+    #[arg(long)]
+    pub inputs: Option<String>,
+    /// Targets: zeros, gaussian or uniform (default zeros).
+    #[arg(long)]
+    pub targets: Option<String>,
+    /// cpu (default) or gpu.
+    #[arg(long)]
+    pub backend: Option<String>,
+    /// Output folder (created; an existing one must hold the same sweep, which resumes).
+    #[arg(long, short = 'o')]
+    pub out: Option<PathBuf>,
+    /// Run only shard K of N (configurations whose index ≡ K−1 mod N), e.g. for a Slurm
+    /// job array; join the folders with `gradscope merge`.
+    #[arg(long, value_name = "K/N")]
+    pub shard: Option<String>,
+    /// No progress output.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+impl SweepArgs {
+    pub fn file(&self) -> crate::sweep::SweepFile {
+        crate::sweep::SweepFile {
+            activations: self.activations.clone(),
+            inits: self.inits.clone(),
+            sigma_w: self.sigma_w.clone(),
+            sigma_w2: self.sigma_w2.clone(),
+            sigma_b: self.sigma_b.clone(),
+            sigma_b2: self.sigma_b2.clone(),
+            widths: self.widths.clone(),
+            batch: self.batch,
+            seeds: self.seeds.clone(),
+            cost: self.cost.clone(),
+            backend: self.backend.clone(),
+            out: self.out.clone(),
+            depths: self.depths.clone(),
+            inputs: self.inputs.clone(),
+            targets: self.targets.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// The folder to create (or complete) with every shard's results.
+    #[arg(long, short = 'o')]
+    pub out: PathBuf,
+    /// The shard folders.
+    #[arg(required = true)]
+    pub shards: Vec<PathBuf>,
 }

@@ -18,3 +18,4 @@ pub use error::{Error, Result};
 pub mod export;
 pub mod probe;
 pub mod cli;
+pub mod sweep;

@@ -6,7 +6,7 @@ use std::time::Instant;
 use clap::Parser;
 
 use gradscope::backend::CpuBackend;
-use gradscope::cli::{BackendChoice, Cli, Command, ProbeArgs};
+use gradscope::cli::{BackendChoice, Cli, Command, MergeArgs, ProbeArgs, SweepArgs};
 use gradscope::export::{self, Format, RunInfo};
 use gradscope::{Error, Result};
 
@@ -24,6 +24,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let res = match cli.command {
         Command::Probe(a) => probe(a),
+        Command::Sweep(a) => sweep(a),
+        Command::Merge(a) => merge(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,
@@ -105,4 +107,42 @@ fn short_list(w: &[usize]) -> String {
     } else {
         format!("{},{},{},…,{} ({} layers)", w[0], w[1], w[2], w[w.len() - 1], w.len() - 1)
     }
+}
+
+fn sweep(a: SweepArgs) -> Result<()> {
+    let mut file = a.file();
+    if let Some(path) = &a.config {
+        file = file.or(gradscope::sweep::SweepFile::read(path)?);
+    }
+    let out = file.out.clone().ok_or_else(|| Error::arg("--out", "missing: the folder to write the sweep into"))?;
+    let shard = a.shard.as_deref().map(gradscope::sweep::parse_shard).transpose()?;
+    let plan = file.plan()?;
+    let groups = plan.groups().len();
+    if !a.quiet {
+        eprintln!(
+            "gradscope sweep: {groups} configuration(s) × {} depth(s) ({}..{}), backend {}{}",
+            plan.depths.len(),
+            plan.depths[0],
+            plan.depths.last().unwrap(),
+            plan.backend,
+            shard.map(|(k, n)| format!(", shard {k}/{n}")).unwrap_or_default()
+        );
+    }
+    let opts = gradscope::sweep::RunOptions { out: out.clone(), shard, progress: !a.quiet };
+    let s = gradscope::sweep::run(&plan, &opts)?;
+    println!(
+        "{} point(s) in {}: {} configuration(s) run in {:.1} s, {} already done",
+        s.points,
+        out.display(),
+        s.groups_run,
+        s.seconds,
+        s.groups_skipped
+    );
+    Ok(())
+}
+
+fn merge(a: MergeArgs) -> Result<()> {
+    let n = gradscope::sweep::store::merge(&a.out, &a.shards)?;
+    println!("{n} point(s) merged into {}", a.out.display());
+    Ok(())
 }

@@ -7,7 +7,7 @@
 use serde::{Serialize, Serializer};
 
 /// Why a layer's gradient fields are what they are.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum LayerStatus {
     /// Every field is a finite logarithm.

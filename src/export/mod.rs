@@ -2,6 +2,7 @@
 
 mod csv;
 mod json;
+pub mod npy;
 pub mod table;
 
 use std::fs;

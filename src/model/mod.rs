@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::rng::Stream;
 
 /// The cost of one example (MATH.md, "Costs").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Cost {
     /// `C_x = ½‖a^L − y‖²`, `δ^L = Σ′(z^L)(a^L − y)`.

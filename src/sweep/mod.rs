@@ -1,0 +1,384 @@
+//! `gradscope sweep`: a grid of configurations × depths, run with the prefix-shared engine,
+//! written as it finishes, resumable, shardable.
+//!
+//! The unit of work is a *group*: one configuration (activation, init, σ_w², σ_b², width,
+//! seed) with every requested depth. A group runs as one forward pass to the deepest depth
+//! and one stacked backward pass for all depths ([`CpuBackend::probe_depths`]), so a sweep
+//! of 200 depths costs about as much as two or three probes of the deepest one, not 200.
+
+pub mod grid;
+pub mod store;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::backend::CpuBackend;
+use crate::error::{Error, Result};
+use crate::model::{Activation, Cost, Init, InitKind, InputSpec, Network, Params, Problem, TargetSpec};
+use crate::stats::{LayerStatus, Report};
+
+/// A sweep as written in `--config sweep.toml`: the keys are the flags' names.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SweepFile {
+    pub activations: Option<Vec<String>>,
+    pub inits: Option<Vec<String>>,
+    pub sigma_w: Option<Vec<f64>>,
+    pub sigma_w2: Option<Vec<f64>>,
+    pub sigma_b: Option<Vec<f64>>,
+    pub sigma_b2: Option<Vec<f64>>,
+    pub widths: Option<Vec<usize>>,
+    pub batch: Option<usize>,
+    pub seeds: Option<Vec<u64>>,
+    pub cost: Option<String>,
+    pub backend: Option<String>,
+    pub out: Option<PathBuf>,
+    pub depths: Option<String>,
+    pub inputs: Option<String>,
+    pub targets: Option<String>,
+}
+
+impl SweepFile {
+    /// Reads a TOML file; unknown keys are refused.
+    pub fn read(path: &std::path::Path) -> Result<SweepFile> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
+        toml::from_str(&text).map_err(|e| Error::file(path, e.message().replace('\n', " ")))
+    }
+
+    /// Fills every key the flags did not set from `other` (the flags win).
+    pub fn or(self, other: SweepFile) -> SweepFile {
+        SweepFile {
+            activations: self.activations.or(other.activations),
+            inits: self.inits.or(other.inits),
+            sigma_w: self.sigma_w.or(other.sigma_w),
+            sigma_w2: self.sigma_w2.or(other.sigma_w2),
+            sigma_b: self.sigma_b.or(other.sigma_b),
+            sigma_b2: self.sigma_b2.or(other.sigma_b2),
+            widths: self.widths.or(other.widths),
+            batch: self.batch.or(other.batch),
+            seeds: self.seeds.or(other.seeds),
+            cost: self.cost.or(other.cost),
+            backend: self.backend.or(other.backend),
+            out: self.out.or(other.out),
+            depths: self.depths.or(other.depths),
+            inputs: self.inputs.or(other.inputs),
+            targets: self.targets.or(other.targets),
+        }
+    }
+}
+
+/// The validated sweep: written to `meta.json` and compared on resume and merge.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SweepPlan {
+    pub activations: Vec<String>,
+    pub inits: Vec<String>,
+    /// "sigma_w" or "sigma_w2": which the user gave (both are recorded per point).
+    pub sigma_w_given_as: String,
+    pub sigma_w2: Vec<f64>,
+    pub sigma_b_given_as: String,
+    pub sigma_b2: Vec<f64>,
+    pub widths: Vec<usize>,
+    pub batch: usize,
+    pub seeds: Vec<u64>,
+    pub cost: Cost,
+    pub backend: String,
+    pub depths_spec: String,
+    pub depths: Vec<usize>,
+    pub inputs: String,
+    pub targets: String,
+}
+
+/// One configuration with all its depths.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Group {
+    pub index: usize,
+    pub activation: String,
+    pub init: String,
+    pub sigma_w: f64,
+    pub sigma_w2: f64,
+    pub sigma_b: f64,
+    pub sigma_b2: f64,
+    pub width: usize,
+    pub seed: u64,
+}
+
+fn list_or<T: Clone>(v: &Option<Vec<T>>, default: Vec<T>) -> Vec<T> {
+    v.clone().unwrap_or(default)
+}
+
+fn variances(flag_sd: &str, sd: &Option<Vec<f64>>, flag_var: &str, var: &Option<Vec<f64>>, default: f64) -> Result<(String, Vec<f64>)> {
+    let (given, v) = match (sd, var) {
+        (Some(_), Some(_)) => return Err(Error::arg(flag_var, format!("give {flag_sd} or {flag_var}, not both"))),
+        (Some(s), None) => (flag_sd.trim_start_matches("--").replace('-', "_"), s.iter().map(|x| x * x).collect::<Vec<_>>()),
+        (None, Some(v)) => (flag_var.trim_start_matches("--").replace('-', "_"), v.clone()),
+        (None, None) => (flag_var.trim_start_matches("--").replace('-', "_"), vec![default]),
+    };
+    if v.is_empty() {
+        return Err(Error::arg(flag_var, "the list is empty"));
+    }
+    if let Some(x) = v.iter().find(|x| !(x.is_finite() && **x >= 0.0)) {
+        return Err(Error::arg(flag_var, format!("values must be finite and ≥ 0, got {x}")));
+    }
+    Ok((given, v))
+}
+
+impl SweepFile {
+    /// Validates everything up front, so a bad value fails before any work or any file.
+    pub fn plan(&self) -> Result<SweepPlan> {
+        let activations = list_or(&self.activations, vec!["tanh".into()]);
+        for a in &activations {
+            a.parse::<Activation>()?;
+        }
+        let inits = list_or(&self.inits, vec!["gaussian".into()]);
+        for i in &inits {
+            i.parse::<InitKind>().map_err(|_| Error::arg("--inits", format!("unknown init '{i}'")))?;
+        }
+        let (sigma_w_given_as, sigma_w2) = variances("--sigma-w", &self.sigma_w, "--sigma-w2", &self.sigma_w2, 1.0)?;
+        let (sigma_b_given_as, sigma_b2) = variances("--sigma-b", &self.sigma_b, "--sigma-b2", &self.sigma_b2, 0.0)?;
+        let widths = self.widths.clone().ok_or_else(|| Error::arg("--widths", "missing: give the width(s) to sweep, e.g. --widths 256"))?;
+        if widths.is_empty() || widths.contains(&0) {
+            return Err(Error::arg("--widths", "widths must be a non-empty list of numbers ≥ 1"));
+        }
+        let batch = self.batch.unwrap_or(16);
+        if batch == 0 {
+            return Err(Error::arg("--batch", "must be ≥ 1"));
+        }
+        let seeds = list_or(&self.seeds, vec![0]);
+        if seeds.is_empty() {
+            return Err(Error::arg("--seeds", "the list is empty"));
+        }
+        let cost: Cost = self.cost.clone().unwrap_or_else(|| "quadratic".into()).parse()?;
+        if cost == Cost::CrossEntropy && activations.iter().any(|a| a != "sigmoid") {
+            return Err(Error::arg("--cost", "cross-entropy needs a sigmoid output; sweep only sigmoid with it"));
+        }
+        let backend = self.backend.clone().unwrap_or_else(|| "cpu".into());
+        if !["cpu", "gpu", "auto"].contains(&backend.as_str()) {
+            return Err(Error::arg("--backend", format!("'{backend}' is not auto, cpu or gpu")));
+        }
+        let depths_spec = self.depths.clone().ok_or_else(|| Error::arg("--depths", "missing: e.g. --depths log:1..5000:200"))?;
+        let depths = grid::parse_depths(&depths_spec)?;
+        let inputs = self.inputs.clone().unwrap_or_else(|| "gaussian".into());
+        if let InputSpec::File(_) = inputs.parse::<InputSpec>()? {
+            return Err(Error::arg("--inputs", "a sweep draws its inputs (gaussian or sign); probe a file's data with `probe`"));
+        }
+        let targets = self.targets.clone().unwrap_or_else(|| "zeros".into());
+        if let TargetSpec::File(_) = targets.parse::<TargetSpec>()? {
+            return Err(Error::arg("--targets", "a sweep draws its targets (zeros, gaussian or uniform)"));
+        }
+        let plan = SweepPlan { activations, inits, sigma_w_given_as, sigma_w2, sigma_b_given_as, sigma_b2, widths, batch, seeds, cost, backend, depths_spec, depths, inputs, targets };
+        // Build every group once now: an invalid combination fails here, not mid-sweep.
+        for g in plan.groups() {
+            plan.init_of(&g)?;
+        }
+        Ok(plan)
+    }
+}
+
+impl SweepPlan {
+    /// Every group, in a fixed order (the index is the group's name on disk and its shard).
+    /// Inits that fix σ_w² (lecun, he, xavier, nielsen) take no σ_w² grid; nielsen fixes σ_b².
+    pub fn groups(&self) -> Vec<Group> {
+        let mut out = Vec::new();
+        for act in &self.activations {
+            for init in &self.inits {
+                let kind: InitKind = init.parse().expect("validated");
+                let sw2s: Vec<f64> = match kind {
+                    InitKind::Gaussian | InitKind::Orthogonal => self.sigma_w2.clone(),
+                    InitKind::Lecun | InitKind::Nielsen => vec![1.0],
+                    InitKind::He => vec![2.0],
+                    // Equal widths: 2·n/(n + n) = 1.
+                    InitKind::XavierNormal | InitKind::XavierUniform => vec![1.0],
+                };
+                let sb2s: Vec<f64> = if kind == InitKind::Nielsen { vec![1.0] } else { self.sigma_b2.clone() };
+                for &sw2 in &sw2s {
+                    for &sb2 in &sb2s {
+                        for &width in &self.widths {
+                            for &seed in &self.seeds {
+                                out.push(Group {
+                                    index: out.len(),
+                                    activation: act.parse::<Activation>().expect("validated").to_string(),
+                                    init: kind.to_string(),
+                                    sigma_w: sw2.sqrt(),
+                                    sigma_w2: sw2,
+                                    sigma_b: sb2.sqrt(),
+                                    sigma_b2: sb2,
+                                    width,
+                                    seed,
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn init_of(&self, g: &Group) -> Result<Init> {
+        let kind: InitKind = g.init.parse()?;
+        let sw2 = matches!(kind, InitKind::Gaussian | InitKind::Orthogonal).then_some(g.sigma_w2);
+        let sb2 = (kind != InitKind::Nielsen).then_some(g.sigma_b2);
+        Init::new(kind, sw2, sb2)
+    }
+
+    /// The problem of a group at its deepest depth.
+    pub fn problem(&self, g: &Group) -> Result<Problem> {
+        let act: Activation = g.activation.parse()?;
+        let depth = *self.depths.last().unwrap();
+        let params = Params::Generated { init: self.init_of(g)?, seed: g.seed };
+        let net = Network::new(vec![g.width; depth + 1], act, false, self.cost, params)?;
+        let x = self.inputs.parse::<InputSpec>()?.materialise(g.seed, self.batch, g.width)?;
+        let y = self.targets.parse::<TargetSpec>()?.materialise(g.seed, self.batch, g.width)?;
+        Problem::new(net, x, y)
+    }
+
+    /// Runs one group on the CPU engine: one report per depth.
+    pub fn run_group(&self, g: &Group) -> Result<Vec<Report>> {
+        let p = self.problem(g)?;
+        let generated = true;
+        crate::backend::cpu::check_memory(
+            CpuBackend::default().memory_needed(&p.net.widths, p.batch(), generated),
+            "one sweep configuration",
+            "lower the deepest depth, --widths or --batch",
+        )?;
+        CpuBackend::default().probe_depths(&p, &self.depths)
+    }
+}
+
+/// One row of `summary.csv`: a (configuration, depth, seed) point.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SummaryRow {
+    pub activation: String,
+    pub init: String,
+    pub cost: String,
+    pub sigma_w: f64,
+    pub sigma_w2: f64,
+    pub sigma_b: f64,
+    pub sigma_b2: f64,
+    pub width: usize,
+    pub batch: usize,
+    pub seed: u64,
+    pub depth: usize,
+    #[serde(with = "store::nonfinite")]
+    pub log10_grad_b_rms_first: f64,
+    #[serde(with = "store::nonfinite")]
+    pub log10_grad_b_rms_last: f64,
+    #[serde(with = "store::nonfinite")]
+    pub log10_grad_w_rms_first: f64,
+    #[serde(with = "store::nonfinite")]
+    pub log10_grad_w_rms_last: f64,
+    #[serde(with = "store::nonfinite")]
+    pub log10_grad_b_mean_first: f64,
+    /// Least-squares slope of log10 grad_b_rms against l over layers 1..depth, in decades
+    /// per layer: positive when the gradient shrinks towards the input. Mean-field theory
+    /// predicts −log10 √χ₁.
+    #[serde(with = "store::nonfinite")]
+    pub slope_log10_grad_b_rms: f64,
+    #[serde(with = "store::nonfinite")]
+    pub log10_bound_first: f64,
+    #[serde(with = "store::nonfinite")]
+    pub log10_bound_tight_first: f64,
+    /// The status of layer 1 (ok, zero-gradient, underflow, overflow).
+    pub status_first: LayerStatus,
+}
+
+/// Least-squares slope of y against x over the finite points (NaN with fewer than two).
+pub fn ls_slope(ys: impl Iterator<Item = (f64, f64)>) -> f64 {
+    let pts: Vec<(f64, f64)> = ys.filter(|(_, y)| y.is_finite()).collect();
+    if pts.len() < 2 {
+        return f64::NAN;
+    }
+    let n = pts.len() as f64;
+    let mx = pts.iter().map(|p| p.0).sum::<f64>() / n;
+    let my = pts.iter().map(|p| p.1).sum::<f64>() / n;
+    let sxy: f64 = pts.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
+    let sxx: f64 = pts.iter().map(|p| (p.0 - mx) * (p.0 - mx)).sum();
+    sxy / sxx
+}
+
+impl SummaryRow {
+    pub fn new(plan: &SweepPlan, g: &Group, r: &Report) -> SummaryRow {
+        let first = &r.layers[0];
+        let last = r.layers.last().unwrap();
+        SummaryRow {
+            activation: g.activation.clone(),
+            init: g.init.clone(),
+            cost: plan.cost.to_string(),
+            sigma_w: g.sigma_w,
+            sigma_w2: g.sigma_w2,
+            sigma_b: g.sigma_b,
+            sigma_b2: g.sigma_b2,
+            width: g.width,
+            batch: plan.batch,
+            seed: g.seed,
+            depth: r.layers.len(),
+            log10_grad_b_rms_first: first.log10_grad_b_rms,
+            log10_grad_b_rms_last: last.log10_grad_b_rms,
+            log10_grad_w_rms_first: first.log10_grad_w_rms,
+            log10_grad_w_rms_last: last.log10_grad_w_rms,
+            log10_grad_b_mean_first: first.log10_grad_b_mean,
+            slope_log10_grad_b_rms: ls_slope(r.layers.iter().map(|s| (s.layer as f64, s.log10_grad_b_rms))),
+            log10_bound_first: first.log10_bound,
+            log10_bound_tight_first: first.log10_bound_tight,
+            status_first: first.status,
+        }
+    }
+}
+
+/// Options of a run beyond the plan.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub out: PathBuf,
+    /// (K, N): run the groups whose index ≡ K−1 (mod N).
+    pub shard: Option<(usize, usize)>,
+    /// Print progress (a bar on a terminal, plain lines otherwise).
+    pub progress: bool,
+}
+
+/// Parses `K/N` with 1 ≤ K ≤ N.
+pub fn parse_shard(s: &str) -> Result<(usize, usize)> {
+    let bad = || Error::arg("--shard", format!("'{s}' is not K/N with 1 ≤ K ≤ N"));
+    let (k, n) = s.split_once('/').ok_or_else(bad)?;
+    let (k, n): (usize, usize) = (k.trim().parse().map_err(|_| bad())?, n.trim().parse().map_err(|_| bad())?);
+    if k == 0 || n == 0 || k > n {
+        return Err(bad());
+    }
+    Ok((k, n))
+}
+
+/// What a finished run did.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    pub groups_run: usize,
+    pub groups_skipped: usize,
+    pub points: usize,
+    pub seconds: f64,
+}
+
+/// Runs (or resumes) a sweep into `opts.out`.
+///
+/// # Errors
+/// A directory holding another sweep, unwritable output, or a failing group (whose
+/// finished predecessors stay on disk).
+pub fn run(plan: &SweepPlan, opts: &RunOptions) -> Result<RunSummary> {
+    if plan.backend == "gpu" {
+        return Err(Error::Device("--backend gpu is not available for sweeps in this build; use --backend cpu".into()));
+    }
+    let dir = store::SweepDir::open(&opts.out, plan, opts.shard, &CpuBackend::device_name())?;
+    let mine: Vec<Group> = plan.groups().into_iter().filter(|g| opts.shard.is_none_or(|(k, n)| g.index % n == k - 1)).collect();
+    let todo: Vec<&Group> = mine.iter().filter(|g| !dir.is_done(g)).collect();
+    let skipped = mine.len() - todo.len();
+    let t0 = Instant::now();
+    let mut bar = store::Progress::new(opts.progress, todo.len(), skipped);
+    for g in &todo {
+        let tg = Instant::now();
+        let reports = plan.run_group(g)?;
+        dir.write_group(plan, g, &reports, tg.elapsed().as_secs_f64())?;
+        bar.tick(g, plan.depths.len());
+    }
+    bar.finish();
+    let points = dir.assemble(plan)?;
+    Ok(RunSummary { groups_run: todo.len(), groups_skipped: skipped, points, seconds: t0.elapsed().as_secs_f64() })
+}

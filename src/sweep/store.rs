@@ -1,0 +1,348 @@
+//! The sweep directory: `meta.json`, one finished group per `points/gNNNNN.{npz,json}`
+//! (written atomically, the JSON last, so a group is either complete or absent), and the
+//! assembled `summary.csv`, `summary.npy` and `profiles/*.npy`.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use ndarray::Array2;
+use ndarray_npy::{NpzReader, NpzWriter, WriteNpyExt};
+use serde::{Deserialize, Serialize};
+
+use super::{Group, SummaryRow, SweepPlan};
+use crate::error::{Error, Result};
+use crate::export::npy::{Column, table_npy};
+use crate::export::write_atomic;
+use crate::stats::Report;
+
+/// The per-layer fields kept as profiles, one `profiles/<field>.npy` each.
+pub const PROFILE_FIELDS: &[&str] = &["log10_grad_b_rms", "log10_grad_b_mean", "log10_grad_w_rms", "log10_bound", "log10_bound_tight"];
+
+/// serde for f64 that keeps ±inf and NaN (as the strings "inf", "-inf", "nan") in JSON.
+pub mod nonfinite {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        if v.is_finite() {
+            s.serialize_f64(*v)
+        } else if v.is_nan() {
+            s.serialize_str("nan")
+        } else if *v > 0.0 {
+            s.serialize_str("inf")
+        } else {
+            s.serialize_str("-inf")
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        #[derive(serde::Deserialize)]
+        #[serde(untagged)]
+        enum F {
+            N(f64),
+            S(String),
+        }
+        Ok(match F::deserialize(d)? {
+            F::N(v) => v,
+            F::S(s) => match s.as_str() {
+                "inf" => f64::INFINITY,
+                "-inf" => f64::NEG_INFINITY,
+                _ => f64::NAN,
+            },
+        })
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Meta {
+    pub gradscope_version: String,
+    pub config: SweepPlan,
+    pub shard: Option<String>,
+    pub device: String,
+    pub groups_total: usize,
+    pub groups_done: usize,
+    pub points_done: usize,
+    /// Sum of the groups' own run times, in seconds (over every run that contributed).
+    pub compute_seconds: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct GroupFile {
+    group: Group,
+    seconds: f64,
+    device: String,
+    rows: Vec<SummaryRow>,
+}
+
+/// An open sweep directory.
+pub struct SweepDir {
+    pub path: PathBuf,
+}
+
+fn io(path: &Path, what: &str, e: impl std::fmt::Display) -> Error {
+    Error::file(path, format!("{what}: {e}"))
+}
+
+fn differences(a: &SweepPlan, b: &SweepPlan) -> Vec<String> {
+    let (va, vb) = (serde_json::to_value(a).unwrap(), serde_json::to_value(b).unwrap());
+    let (oa, ob) = (va.as_object().unwrap(), vb.as_object().unwrap());
+    oa.iter().filter(|(k, v)| ob.get(*k) != Some(v)).map(|(k, _)| k.clone()).collect()
+}
+
+fn read_meta(dir: &Path) -> Result<Meta> {
+    let p = dir.join("meta.json");
+    let text = fs::read_to_string(&p).map_err(|e| io(&p, "cannot read", e))?;
+    serde_json::from_str(&text).map_err(|e| io(&p, "not a gradscope sweep's meta.json", e))
+}
+
+impl SweepDir {
+    /// Opens `path` for this plan: creates it, or checks that it holds the same sweep (and
+    /// shard) to resume. Anything else is refused before a file is touched.
+    pub fn open(path: &Path, plan: &SweepPlan, shard: Option<(usize, usize)>, device: &str) -> Result<SweepDir> {
+        let shard_s = shard.map(|(k, n)| format!("{k}/{n}"));
+        if path.exists() {
+            if !path.is_dir() {
+                return Err(Error::arg("--out", format!("'{}' exists and is not a folder", path.display())));
+            }
+            if path.join("meta.json").exists() {
+                let meta = read_meta(path)?;
+                let diff = differences(&meta.config, plan);
+                if !diff.is_empty() {
+                    return Err(Error::arg("--out", format!("'{}' holds a sweep of another configuration (differs in: {}); choose another folder", path.display(), diff.join(", "))));
+                }
+                if meta.shard != shard_s {
+                    return Err(Error::arg("--shard", format!("'{}' holds shard {}, not {}", path.display(), meta.shard.as_deref().unwrap_or("none"), shard_s.as_deref().unwrap_or("none"))));
+                }
+            } else if fs::read_dir(path).map_err(|e| io(path, "cannot list", e))?.next().is_some() {
+                return Err(Error::arg("--out", format!("'{}' is not empty and holds no gradscope sweep; choose an empty or new folder", path.display())));
+            }
+        } else if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            if !parent.is_dir() {
+                return Err(Error::arg("--out", format!("folder '{}' does not exist", parent.display())));
+            }
+        }
+        fs::create_dir_all(path.join("points")).map_err(|e| io(path, "cannot create", e))?;
+        let dir = SweepDir { path: path.to_path_buf() };
+        if !path.join("meta.json").exists() {
+            let groups_total = plan.groups().iter().filter(|g| shard.is_none_or(|(k, n)| g.index % n == k - 1)).count();
+            let meta = Meta { gradscope_version: env!("CARGO_PKG_VERSION").into(), config: plan.clone(), shard: shard_s, device: device.into(), groups_total, groups_done: 0, points_done: 0, compute_seconds: 0.0 };
+            dir.write_meta(&meta)?;
+        }
+        Ok(dir)
+    }
+
+    fn write_meta(&self, meta: &Meta) -> Result<()> {
+        let mut v = serde_json::to_vec_pretty(meta).map_err(|e| Error::Internal(e.to_string()))?;
+        v.push(b'\n');
+        write_atomic(&self.path.join("meta.json"), &v)
+    }
+
+    fn group_json(&self, g: &Group) -> PathBuf {
+        self.path.join("points").join(format!("g{:05}.json", g.index))
+    }
+
+    /// True when the group's files are complete and describe this very group.
+    pub fn is_done(&self, g: &Group) -> bool {
+        let Ok(text) = fs::read_to_string(self.group_json(g)) else { return false };
+        let Ok(gf) = serde_json::from_str::<GroupFile>(&text) else { return false };
+        gf.group == *g && self.group_json(g).with_extension("npz").exists()
+    }
+
+    /// Writes one finished group: profiles first, then the JSON that marks it done.
+    pub fn write_group(&self, plan: &SweepPlan, g: &Group, reports: &[Report], seconds: f64) -> Result<()> {
+        let depth = reports.iter().map(|r| r.layers.len()).max().unwrap_or(0);
+        let mut npz = NpzWriter::new(std::io::Cursor::new(Vec::new()));
+        for field in PROFILE_FIELDS {
+            let mut a = Array2::<f64>::from_elem((reports.len(), depth), f64::NAN);
+            for (i, r) in reports.iter().enumerate() {
+                for st in &r.layers {
+                    a[(i, st.layer - 1)] = st.log_fields().iter().find(|(n, _)| n == field).unwrap().1;
+                }
+            }
+            npz.add_array(*field, &a).map_err(|e| Error::Internal(e.to_string()))?;
+        }
+        let bytes = npz.finish().map_err(|e| Error::Internal(e.to_string()))?.into_inner();
+        let json_path = self.group_json(g);
+        write_atomic(&json_path.with_extension("npz"), &bytes)?;
+        let gf = GroupFile { group: g.clone(), seconds, device: reports.first().map(|r| r.device.clone()).unwrap_or_default(), rows: reports.iter().map(|r| SummaryRow::new(plan, g, r)).collect() };
+        let mut v = serde_json::to_vec(&gf).map_err(|e| Error::Internal(e.to_string()))?;
+        v.push(b'\n');
+        write_atomic(&json_path, &v)
+    }
+
+    /// Rebuilds `summary.csv`, `summary.npy`, `profiles/*.npy` and `meta.json` from every
+    /// finished group, in group order. Returns the number of points.
+    pub fn assemble(&self, plan: &SweepPlan) -> Result<usize> {
+        let mut files: BTreeMap<usize, (GroupFile, PathBuf)> = BTreeMap::new();
+        let pts = self.path.join("points");
+        for e in fs::read_dir(&pts).map_err(|e| io(&pts, "cannot list", e))? {
+            let p = e.map_err(|e| io(&pts, "cannot list", e))?.path();
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if !(name.starts_with('g') && name.ends_with(".json")) {
+                continue;
+            }
+            let gf: GroupFile = serde_json::from_str(&fs::read_to_string(&p).map_err(|e| io(&p, "cannot read", e))?).map_err(|e| io(&p, "corrupt group file", e))?;
+            let known = plan.groups().get(gf.group.index) == Some(&gf.group);
+            if !known {
+                return Err(io(&p, "group file", "does not belong to this sweep's configuration"));
+            }
+            files.insert(gf.group.index, (gf, p.with_extension("npz")));
+        }
+        let rows: Vec<&SummaryRow> = files.values().flat_map(|(gf, _)| gf.rows.iter()).collect();
+        // summary.csv
+        let mut w = csv::Writer::from_writer(Vec::new());
+        for r in &rows {
+            w.serialize(r).map_err(|e| Error::Internal(e.to_string()))?;
+        }
+        if rows.is_empty() {
+            w.write_record(["no finished points"]).map_err(|e| Error::Internal(e.to_string()))?;
+        }
+        write_atomic(&self.path.join("summary.csv"), &w.into_inner().map_err(|e| Error::Internal(e.to_string()))?)?;
+        // summary.npy: the same table as a numpy structured array.
+        let f = |get: fn(&SummaryRow) -> f64| rows.iter().map(|r| get(r)).collect::<Vec<f64>>();
+        let cols = vec![
+            Column::Text("activation", rows.iter().map(|r| r.activation.clone()).collect()),
+            Column::Text("init", rows.iter().map(|r| r.init.clone()).collect()),
+            Column::Text("cost", rows.iter().map(|r| r.cost.clone()).collect()),
+            Column::F64("sigma_w", f(|r| r.sigma_w)),
+            Column::F64("sigma_w2", f(|r| r.sigma_w2)),
+            Column::F64("sigma_b", f(|r| r.sigma_b)),
+            Column::F64("sigma_b2", f(|r| r.sigma_b2)),
+            Column::I64("width", rows.iter().map(|r| r.width as i64).collect()),
+            Column::I64("batch", rows.iter().map(|r| r.batch as i64).collect()),
+            Column::I64("seed", rows.iter().map(|r| r.seed as i64).collect()),
+            Column::I64("depth", rows.iter().map(|r| r.depth as i64).collect()),
+            Column::F64("log10_grad_b_rms_first", f(|r| r.log10_grad_b_rms_first)),
+            Column::F64("log10_grad_b_rms_last", f(|r| r.log10_grad_b_rms_last)),
+            Column::F64("log10_grad_w_rms_first", f(|r| r.log10_grad_w_rms_first)),
+            Column::F64("log10_grad_w_rms_last", f(|r| r.log10_grad_w_rms_last)),
+            Column::F64("log10_grad_b_mean_first", f(|r| r.log10_grad_b_mean_first)),
+            Column::F64("slope_log10_grad_b_rms", f(|r| r.slope_log10_grad_b_rms)),
+            Column::F64("log10_bound_first", f(|r| r.log10_bound_first)),
+            Column::F64("log10_bound_tight_first", f(|r| r.log10_bound_tight_first)),
+        ];
+        write_atomic(&self.path.join("summary.npy"), &table_npy(&cols)?)?;
+        // profiles/<field>.npy: rows = summary rows, NaN-padded to the deepest depth.
+        let max_depth = rows.iter().map(|r| r.depth).max().unwrap_or(0);
+        let prof = self.path.join("profiles");
+        fs::create_dir_all(&prof).map_err(|e| io(&prof, "cannot create", e))?;
+        for field in super::store::PROFILE_FIELDS {
+            let mut all = Array2::<f64>::from_elem((rows.len(), max_depth), f64::NAN);
+            let mut row0 = 0;
+            for (gf, npz_path) in files.values() {
+                let file = fs::File::open(npz_path).map_err(|e| io(npz_path, "cannot open", e))?;
+                let mut z = NpzReader::new(file).map_err(|e| io(npz_path, "corrupt", e))?;
+                let a: Array2<f64> = z.by_name(field).map_err(|e| io(npz_path, "corrupt", e))?;
+                if a.nrows() != gf.rows.len() {
+                    return Err(io(npz_path, "corrupt", "row count differs from its JSON"));
+                }
+                all.slice_mut(ndarray::s![row0..row0 + a.nrows(), ..a.ncols()]).assign(&a);
+                row0 += a.nrows();
+            }
+            let mut buf = Vec::new();
+            all.write_npy(&mut buf).map_err(|e| Error::Internal(e.to_string()))?;
+            write_atomic(&prof.join(format!("{field}.npy")), &buf)?;
+        }
+        let mut meta = read_meta(&self.path)?;
+        meta.groups_done = files.len();
+        meta.points_done = rows.len();
+        meta.compute_seconds = files.values().map(|(gf, _)| gf.seconds).sum();
+        if let Some((gf, _)) = files.values().next() {
+            meta.device = gf.device.clone();
+        }
+        self.write_meta(&meta)?;
+        Ok(rows.len())
+    }
+}
+
+/// Joins shard directories into `out`: every shard must hold the same configuration, and
+/// no group may appear twice with different contents.
+pub fn merge(out: &Path, shards: &[PathBuf]) -> Result<usize> {
+    if shards.is_empty() {
+        return Err(Error::arg("merge", "name at least one shard folder"));
+    }
+    let metas: Vec<Meta> = shards.iter().map(|s| read_meta(s)).collect::<Result<_>>()?;
+    let plan = metas[0].config.clone();
+    for (m, s) in metas.iter().zip(shards).skip(1) {
+        let diff = differences(&m.config, &plan);
+        if !diff.is_empty() {
+            return Err(Error::arg("merge", format!("'{}' is a sweep of another configuration than '{}' (differs in: {})", s.display(), shards[0].display(), diff.join(", "))));
+        }
+    }
+    let dir = SweepDir::open(out, &plan, None, &metas[0].device)?;
+    for s in shards {
+        let pts = s.join("points");
+        for e in fs::read_dir(&pts).map_err(|e| io(&pts, "cannot list", e))? {
+            let p = e.map_err(|e| io(&pts, "cannot list", e))?.path();
+            let Some(name) = p.file_name().and_then(|n| n.to_str()).map(String::from) else { continue };
+            if !(name.starts_with('g') && (name.ends_with(".json") || name.ends_with(".npz"))) {
+                continue;
+            }
+            let bytes = fs::read(&p).map_err(|e| io(&p, "cannot read", e))?;
+            let target = dir.path.join("points").join(&name);
+            if target.exists() {
+                if fs::read(&target).map_err(|e| io(&target, "cannot read", e))? != bytes && name.ends_with(".json") {
+                    let a: GroupFile = serde_json::from_slice(&bytes).map_err(|e| io(&p, "corrupt", e))?;
+                    let b: GroupFile = serde_json::from_str(&fs::read_to_string(&target).unwrap_or_default()).map_err(|e| io(&target, "corrupt", e))?;
+                    if a.rows != b.rows {
+                        return Err(io(&p, "conflict", format!("group {} differs from the copy already in '{}'", a.group.index, out.display())));
+                    }
+                }
+                continue;
+            }
+            write_atomic(&target, &bytes)?;
+        }
+    }
+    let mut meta = read_meta(&dir.path)?;
+    meta.groups_total = plan.groups().len();
+    dir.write_meta(&meta)?;
+    dir.assemble(&plan)
+}
+
+/// Progress on stderr: a bar on a terminal, a plain line per group otherwise.
+pub struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    plain: bool,
+    total: usize,
+    done: usize,
+    t0: Instant,
+}
+
+impl Progress {
+    pub fn new(enabled: bool, total: usize, skipped: usize) -> Progress {
+        let tty = std::io::stderr().is_terminal();
+        if enabled && skipped > 0 {
+            eprintln!("resuming: {skipped} configuration(s) already finished, {total} to run");
+        }
+        let bar = (enabled && tty).then(|| {
+            let b = indicatif::ProgressBar::new(total as u64);
+            b.set_style(
+                indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} configurations  {elapsed_precise} elapsed, ETA {eta_precise}  {per_sec}  {msg}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            b
+        });
+        Progress { bar, plain: enabled && !tty, total, done: 0, t0: Instant::now() }
+    }
+
+    pub fn tick(&mut self, g: &Group, depths: usize) {
+        self.done += 1;
+        let what = format!("{} {} σ_w²={} σ_b²={} n={} seed={}", g.activation, g.init, g.sigma_w2, g.sigma_b2, g.width, g.seed);
+        if let Some(b) = &self.bar {
+            b.set_message(what);
+            b.inc(1);
+        } else if self.plain {
+            let el = self.t0.elapsed().as_secs_f64();
+            let eta = el / self.done as f64 * (self.total - self.done) as f64;
+            eprintln!("[{}/{}] {what}: {depths} depths; {el:.1} s elapsed, ETA {eta:.0} s, {:.1} points/s", self.done, self.total, (self.done * depths) as f64 / el.max(1e-9));
+        }
+    }
+
+    pub fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish();
+        }
+    }
+}

@@ -1,0 +1,157 @@
+//! `gradscope sweep` and `merge`: resume after a kill, shards, prefix sharing against
+//! probes, and refusals that leave existing results alone.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn gradscope(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_gradscope")).args(args).output().unwrap()
+}
+
+fn ok(args: &[&str]) {
+    let o = gradscope(args);
+    assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+}
+
+fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+const GRID: &[&str] = &["--widths", "48", "--activations", "tanh,relu,sigmoid", "--sigma-w2", "0.5,1,1.5,2", "--depths", "log:1..400:12", "--batch", "4", "-q"];
+
+fn sweep(out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec!["sweep", "-o", out.to_str().unwrap()];
+    args.extend(GRID);
+    args.extend(extra);
+    gradscope(&args)
+}
+
+fn groups_done(dir: &Path) -> usize {
+    std::fs::read_dir(dir.join("points")).map(|d| d.filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "json")).count()).unwrap_or(0)
+}
+
+#[test]
+fn a_killed_sweep_resumes_without_losing_or_duplicating_points() {
+    let tmp = tempfile::tempdir().unwrap();
+    let clean = tmp.path().join("clean");
+    assert!(sweep(&clean, &[]).status.success());
+    let want = read(&clean.join("summary.csv"));
+    assert_eq!(want.lines().count(), 1 + 12 * 12, "12 configurations × 12 depths");
+
+    let killed = tmp.path().join("killed");
+    let mut args = vec!["sweep".to_string(), "-o".into(), killed.to_str().unwrap().into()];
+    args.extend(GRID.iter().map(|s| s.to_string()));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gradscope")).args(&args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let t0 = Instant::now();
+    while groups_done(&killed) < 2 && t0.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let before = groups_done(&killed);
+    assert!(before >= 2, "the sweep never finished a configuration");
+    let o = sweep(&killed, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let msg = String::from_utf8_lossy(&o.stdout);
+    if before < 12 {
+        assert!(msg.contains(&format!("{before} already done")), "resume did not skip the finished work: {msg}");
+    }
+    assert_eq!(read(&killed.join("summary.csv")), want, "resumed sweep differs from an uninterrupted one");
+    let left: Vec<_> = std::fs::read_dir(killed.join("points")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).filter(|n| n.starts_with('.')).collect();
+    assert!(left.is_empty() || before < 12, "temporary files left: {left:?}");
+}
+
+#[test]
+fn shards_merged_equal_a_single_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let whole = tmp.path().join("whole");
+    assert!(sweep(&whole, &[]).status.success());
+    let mut shard_dirs = Vec::new();
+    for k in 1..=3 {
+        let d = tmp.path().join(format!("s{k}"));
+        assert!(sweep(&d, &["--shard", &format!("{k}/3")]).status.success());
+        shard_dirs.push(d);
+    }
+    let merged = tmp.path().join("merged");
+    let mut args = vec!["merge", "-o", merged.to_str().unwrap()];
+    args.extend(shard_dirs.iter().map(|d| d.to_str().unwrap()));
+    ok(&args);
+    assert_eq!(read(&merged.join("summary.csv")), read(&whole.join("summary.csv")));
+    for f in ["summary.npy", "profiles/log10_grad_b_rms.npy", "profiles/log10_bound.npy"] {
+        assert_eq!(std::fs::read(merged.join(f)).unwrap(), std::fs::read(whole.join(f)).unwrap(), "{f} differs");
+    }
+    // A shard of another sweep is refused.
+    let other = tmp.path().join("other");
+    assert!(gradscope(&["sweep", "-o", other.to_str().unwrap(), "--widths", "8", "--depths", "1,2", "-q"]).status.success());
+    let o = gradscope(&["merge", "-o", tmp.path().join("m2").to_str().unwrap(), shard_dirs[0].to_str().unwrap(), other.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("another configuration"));
+}
+
+#[test]
+fn sweep_points_equal_independent_probes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("s");
+    ok(&["sweep", "-o", d.to_str().unwrap(), "--widths", "24", "--activations", "tanh", "--sigma-w2", "1.7", "--sigma-b2", "0.05", "--depths", "3,17,40", "--batch", "5", "--seeds", "9", "-q"]);
+    let csv = read(&d.join("summary.csv"));
+    let rows: Vec<Vec<String>> = csv.lines().skip(1).map(|l| l.split(',').map(String::from).collect()).collect();
+    let head: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+    let col = |n: &str| head.iter().position(|h| *h == n).unwrap();
+    for row in rows {
+        let depth = &row[col("depth")];
+        let out = tmp.path().join(format!("p{depth}.json"));
+        ok(&["probe", "--backend", "cpu", "-a", "tanh", "--width", "24", "--depth", depth, "--sigma-w2", "1.7", "--sigma-b2", "0.05", "--batch", "5", "--seed", "9", "-o", out.to_str().unwrap()]);
+        let v: serde_json::Value = serde_json::from_str(&read(&out)).unwrap();
+        let layers = v["layers"].as_array().unwrap();
+        for (field, layer) in [("log10_grad_b_rms_first", 0), ("log10_grad_b_rms_last", layers.len() - 1), ("log10_bound_first", 0), ("log10_bound_tight_first", 0), ("log10_grad_b_mean_first", 0)] {
+            let key = field.trim_end_matches("_first").trim_end_matches("_last");
+            let probe = layers[layer][key].as_f64().unwrap();
+            let swept: f64 = row[col(field)].parse().unwrap();
+            assert!((probe - swept).abs() <= 1e-12, "depth {depth} {field}: sweep {swept} vs probe {probe}");
+        }
+    }
+}
+
+#[test]
+fn bad_sweeps_are_refused_without_touching_results() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("s");
+    ok(&["sweep", "-o", d.to_str().unwrap(), "--widths", "8", "--depths", "1..4", "-q"]);
+    let before = read(&d.join("summary.csv"));
+    let meta = read(&d.join("meta.json"));
+    let bad = |extra: &[&str], needle: &str| {
+        let mut args = vec!["sweep", "-o", d.to_str().unwrap(), "-q"];
+        args.extend(extra);
+        let o = gradscope(&args);
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{extra:?}: {e}");
+        assert!(e.contains(needle), "{extra:?}: '{needle}' not in {e}");
+        assert_eq!(e.trim_end().lines().count(), 1, "{extra:?}: {e}");
+    };
+    bad(&["--widths", "9", "--depths", "1..4"], "another configuration");
+    bad(&["--widths", "8", "--depths", "0,1"], "depth 0");
+    bad(&["--widths", "8", "--depths", ""], "--depths");
+    bad(&["--widths", "8", "--depths", "1..4", "--shard", "4/3"], "--shard");
+    bad(&["--widths", "8", "--depths", "1..4", "--shard", "1/2"], "shard");
+    bad(&["--widths", "8", "--depths", "1..4", "--activations", "nope"], "nope");
+    bad(&["--widths", "8", "--depths", "1..4", "--sigma-w2", "-1"], "--sigma-w2");
+    let toml = tmp.path().join("s.toml");
+    std::fs::write(&toml, "widths = [8]\ndepths = \"1..4\"\ncolour = \"blue\"\n").unwrap();
+    bad(&["--config", toml.to_str().unwrap()], "colour");
+    assert_eq!(read(&d.join("summary.csv")), before);
+    assert_eq!(read(&d.join("meta.json")), meta);
+    // A TOML file with the flags' names works, and flags override it.
+    std::fs::write(&toml, "widths = [8]\ndepths = \"1..4\"\nactivations = [\"relu\"]\nsigma-w2 = [2.0]\n").unwrap();
+    let d2 = tmp.path().join("t");
+    ok(&["sweep", "--config", toml.to_str().unwrap(), "-o", d2.to_str().unwrap(), "--activations", "tanh", "-q"]);
+    let s = read(&d2.join("summary.csv"));
+    assert!(s.lines().skip(1).all(|l| l.starts_with("tanh,gaussian,quadratic,1.41") && l.contains(",2.0,")), "{s}");
+    // A non-empty folder that is not a sweep is refused.
+    let junk = tmp.path().join("junk");
+    std::fs::create_dir(&junk).unwrap();
+    std::fs::write(junk.join("thesis.tex"), "precious").unwrap();
+    let o = gradscope(&["sweep", "-o", junk.to_str().unwrap(), "--widths", "8", "--depths", "1,2", "-q"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(std::fs::read_dir(&junk).unwrap().count(), 1);
+}
