@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
 use crate::probe::NetworkRequest;
 
@@ -24,18 +24,11 @@ pub enum Command {
     Sweep(SweepArgs),
     /// Join the folders of a sharded sweep (`sweep --shard K/N`) into one.
     Merge(MergeArgs),
+    /// List every GPU adapter wgpu can see, with the limits that matter here.
+    Devices(DevicesArgs),
 }
 
-/// Which engine computes the statistics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum BackendChoice {
-    /// A hardware GPU if there is one, otherwise the CPU backend (never a software GPU).
-    Auto,
-    /// The f64 CPU reference backend.
-    Cpu,
-    /// The wgpu (f32) GPU backend.
-    Gpu,
-}
+pub use crate::backend::BackendChoice;
 
 /// The network, its parameters and its data (shared by probe and sweep).
 #[derive(Debug, Args, Clone)]
@@ -129,6 +122,15 @@ pub struct ProbeArgs {
     /// Engine: auto (hardware GPU if any, else CPU), cpu (f64 reference) or gpu (f32, wgpu).
     #[arg(long, value_enum, default_value_t = BackendChoice::Auto, help_heading = "Output")]
     pub backend: BackendChoice,
+    /// GPU adapter to use: a case-insensitive substring of its name (see `gradscope
+    /// devices`; WGPU_ADAPTER_NAME works too; WGPU_BACKEND=vulkan|metal|dx12 narrows the search).
+    #[arg(long, value_name = "NAME", help_heading = "Output")]
+    pub adapter: Option<String>,
+    /// Also run the f64 CPU reference on the same network and print, per layer and field,
+    /// the GPU's discrepancy and a pass/fail verdict against the stated tolerance (exit
+    /// code 1 on a failure).
+    #[arg(long, help_heading = "Output")]
+    pub check: bool,
     /// Write every per-layer field to FILE.json or FILE.csv.
     #[arg(long, short = 'o', value_name = "FILE", help_heading = "Output")]
     pub out: Option<PathBuf>,
@@ -233,4 +235,11 @@ pub struct MergeArgs {
     /// The shard folders.
     #[arg(required = true)]
     pub shards: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct DevicesArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }

@@ -56,6 +56,10 @@ pub enum Error {
     #[error("{0}")]
     Numerical(String),
 
+    /// `--check` found the GPU outside the tolerance of the CPU reference (exit code 1).
+    #[error("{0}")]
+    CheckFailed(String),
+
     /// A bug: an invariant that should hold did not.
     #[error("internal error: {0}")]
     Internal(String),

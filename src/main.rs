@@ -6,7 +6,8 @@ use std::time::Instant;
 use clap::Parser;
 
 use gradscope::backend::CpuBackend;
-use gradscope::cli::{BackendChoice, Cli, Command, MergeArgs, ProbeArgs, SweepArgs};
+use gradscope::backend::Engine;
+use gradscope::cli::{Cli, Command, DevicesArgs, MergeArgs, ProbeArgs, SweepArgs};
 use gradscope::export::{self, Format, RunInfo};
 use gradscope::{Error, Result};
 
@@ -26,9 +27,14 @@ fn main() -> ExitCode {
         Command::Probe(a) => probe(a),
         Command::Sweep(a) => sweep(a),
         Command::Merge(a) => merge(a),
+        Command::Devices(a) => devices(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,
+        Err(Error::CheckFailed(msg)) => {
+            eprintln!("gradscope: {msg}");
+            ExitCode::from(1)
+        }
         Err(e) => {
             eprintln!("gradscope: {e}");
             ExitCode::from(2)
@@ -52,15 +58,15 @@ fn probe(a: ProbeArgs) -> Result<()> {
         }
         export::check_writable(p, "--save-weights")?;
     }
-    let backend = match a.backend {
-        BackendChoice::Cpu => "cpu",
-        BackendChoice::Auto => "cpu",
-        BackendChoice::Gpu => return Err(Error::Device("--backend gpu: this build has no GPU engine yet; use --backend cpu".into())),
-    };
+    let (engine, why) = Engine::select(a.backend, a.adapter.clone())?;
+    if a.check && engine.name() != "gpu" {
+        return Err(Error::arg("--check", "compares the GPU backend with the CPU reference; add --backend gpu"));
+    }
     let t0 = Instant::now();
     let problem = cfg.problem(stored)?;
-    let report = CpuBackend::default().probe(&problem)?;
+    let report = engine.probe(&problem)?;
     let seconds = t0.elapsed().as_secs_f64();
+    let backend = engine.name();
     let w = &cfg.widths;
     let shape = if w.iter().all(|&n| n == w[0]) { format!("width {} × depth {}", w[0], w.len() - 1) } else { format!("widths {}", short_list(w)) };
     println!(
@@ -76,7 +82,7 @@ fn probe(a: ProbeArgs) -> Result<()> {
         cfg.batch,
         cfg.seed
     );
-    println!("backend {backend} [{}], {seconds:.2} s; values are 10^log10 (MATH.md names)", report.device);
+    println!("backend {backend} [{}] ({why}), {seconds:.2} s; values are 10^log10 (MATH.md names)", report.device);
     print!("{}", export::table::render(&report, if a.all_layers { usize::MAX } else { 40 }));
     if let Some(l) = report.overflow_layer {
         println!("forward pass overflowed f64 at layer {l}: gradient fields are undefined (status overflow)");
@@ -98,7 +104,60 @@ fn probe(a: ProbeArgs) -> Result<()> {
         export::write_atomic(path, &f.render(&report, &info)?)?;
         println!("wrote {}", path.display());
     }
+    if a.check {
+        let t1 = Instant::now();
+        let cpu = CpuBackend::default().probe(&problem)?;
+        let tol = gradscope::check::Tolerance::f32_vs_f64();
+        let c = gradscope::check::compare(&report, &cpu, &tol);
+        println!(
+            "check against the f64 CPU reference ({:.2} s): tolerance |Δlog10| ≤ {:e} + {:e}·L decades (README, \"Tolerance\")",
+            t1.elapsed().as_secs_f64(),
+            tol.base,
+            tol.per_layer
+        );
+        print!("{}", export::table::render_check(&c, &tol, if a.all_layers { usize::MAX } else { 40 }));
+        println!("{}", c.summary(10));
+        if !c.passed() {
+            return Err(Error::CheckFailed(format!("GPU and CPU disagree beyond the tolerance ({} values)", c.mismatches.len())));
+        }
+    }
     Ok(())
+}
+
+fn devices(a: DevicesArgs) -> Result<()> {
+    #[cfg(feature = "gpu")]
+    {
+        let rows = gradscope::backend::gpu::list_adapters();
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&rows).map_err(|e| Error::Internal(e.to_string()))?);
+            return Ok(());
+        }
+        if rows.is_empty() {
+            println!("no GPU adapter found (WGPU_BACKEND={}); `--backend auto` uses the CPU backend", std::env::var("WGPU_BACKEND").unwrap_or_else(|_| "all".into()));
+            return Ok(());
+        }
+        println!("{:<40} {:<8} {:<14} {:<28} {:>12} {:>12} {:>10}", "name", "backend", "type", "driver", "max binding", "max buffer", "max wg/dim");
+        for r in &rows {
+            let driver = format!("{} {}", r.driver, r.driver_info);
+            println!(
+                "{:<40} {:<8} {:<14} {:<28} {:>9} MiB {:>9} MiB {:>10}{}",
+                r.name,
+                r.backend,
+                r.device_type,
+                driver.chars().take(28).collect::<String>(),
+                r.max_storage_buffer_binding_size >> 20,
+                r.max_buffer_size >> 20,
+                r.max_compute_workgroups_per_dimension,
+                if r.is_software { "  (software: auto picks the CPU backend over it)" } else { "" }
+            );
+        }
+        Ok(())
+    }
+    #[cfg(not(feature = "gpu"))]
+    {
+        let _ = a;
+        Err(Error::Device("this gradscope was built without GPU support (cargo feature \"gpu\")".into()))
+    }
 }
 
 fn short_list(w: &[usize]) -> String {

@@ -50,3 +50,33 @@ pub fn render(r: &Report, max_rows: usize) -> String {
     }
     s
 }
+
+/// The `--check` table: per layer and field, |Δ log10| between the two reports in decades,
+/// with `✗` where it exceeds the tolerance.
+pub fn render_check(c: &crate::check::Comparison, tol: &crate::check::Tolerance, max_rows: usize) -> String {
+    let mut s = String::new();
+    let heads = ["grad_b_mean", "grad_b_rms", "grad_w_mean", "grad_w_rms", "weight_norm", "max_dsigma", "bound", "bound_tight"];
+    let fields = ["log10_grad_b_mean", "log10_grad_b_rms", "log10_grad_w_mean", "log10_grad_w_rms", "log10_weight_norm", "log10_max_dsigma", "log10_bound", "log10_bound_tight"];
+    let _ = writeln!(s, "|Δlog10| (decades) per layer and field; ✗ = beyond tolerance");
+    let _ = writeln!(s, "{:>6} {} {:>8}", "layer", heads.iter().map(|h| format!("{h:>12}")).collect::<String>(), "verdict");
+    let depth = c.per_layer.len();
+    let mut prev = 0;
+    for l in rows_to_show(depth, max_rows) {
+        if l > prev + 1 {
+            let _ = writeln!(s, "{:>6}", "⋮");
+        }
+        prev = l;
+        let mut ok = true;
+        let mut line = format!("{l:>6} ");
+        for (d, f) in c.per_layer[l - 1].iter().zip(fields) {
+            let bad = *d > tol.allowed(f, l, depth);
+            ok &= !bad;
+            let _ = write!(line, "{:>11.2e}{}", d, if bad { "✗" } else { " " });
+        }
+        let _ = writeln!(s, "{line} {:>8}", if ok { "pass" } else { "FAIL" });
+    }
+    if prev < depth {
+        let _ = writeln!(s, "{:>6}", "⋮");
+    }
+    s
+}
