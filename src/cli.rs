@@ -26,6 +26,10 @@ pub enum Command {
     Merge(MergeArgs),
     /// List every GPU adapter wgpu can see, with the limits that matter here.
     Devices(DevicesArgs),
+    /// Mean-field theory: q*, χ₁, c*, depth scales and the critical σ_w² (docs/THEORY.md).
+    Theory(crate::theory::TheoryArgs),
+    /// Reproduce a published result beside theory and measurement.
+    Reproduce(crate::theory::ReproduceArgs),
 }
 
 pub use crate::backend::BackendChoice;

@@ -13,6 +13,7 @@ pub mod linalg;
 pub mod model;
 pub mod rng;
 pub mod stats;
+pub mod theory;
 
 pub use error::{Error, Result};
 pub mod export;

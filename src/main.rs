@@ -28,6 +28,8 @@ fn main() -> ExitCode {
         Command::Sweep(a) => sweep(a),
         Command::Merge(a) => merge(a),
         Command::Devices(a) => devices(a),
+        Command::Theory(a) => gradscope::theory::run_theory(&a),
+        Command::Reproduce(a) => gradscope::theory::run_reproduce(&a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

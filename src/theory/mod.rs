@@ -1,0 +1,26 @@
+//! Theory beside measurement: mean-field predictions (q*, χ₁, c*, depth scales, the
+//! critical line), the predicted per-layer gradient profile, the anatomy of the bound, and
+//! reproductions of published results. Formulas, sources and assumptions: docs/THEORY.md.
+//!
+//! ```
+//! use gradscope::model::Activation;
+//! use gradscope::theory::{Critical, MeanField, critical_sigma_w2};
+//! let mf = MeanField::new(Activation::Tanh, 1.0, 0.05)?;
+//! println!("q* = {:.4}, χ₁ = {:.4}, ξ_∇ = {:.2}", mf.q_star(), mf.chi1(), mf.xi_grad());
+//! let Critical::At(w) = critical_sigma_w2(Activation::Tanh, 0.05)? else { unreachable!() };
+//! assert!((w - 1.7610).abs() < 1e-3);
+//! # Ok::<(), gradscope::Error>(())
+//! ```
+
+pub mod anatomy;
+pub mod cli;
+pub mod meanfield;
+pub mod predict;
+pub mod quadrature;
+pub mod reproduce;
+
+pub use anatomy::{AnatomyRow, anatomy, anatomy_table};
+pub use cli::{ReproduceArgs, TheoryArgs, run_reproduce, run_theory};
+pub use meanfield::{Critical, FixedPointKind, MeanField, chi, critical_sigma_w2, length_map, q_sequence};
+pub use predict::{Prediction, fit_line, fitted_log10_ratio, predict, predicted_log10_grad_b_rms};
+pub use reproduce::{REPRODUCTIONS, ReproduceOptions, Reproduction, reproduce};
