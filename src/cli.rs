@@ -24,6 +24,9 @@ pub enum Command {
     Sweep(SweepArgs),
     /// Join the folders of a sharded sweep (`sweep --shard K/N`) into one.
     Merge(MergeArgs),
+    /// Draw a sweep folder's figures into DIR/plots, as SVG and PNG: the first-layer
+    /// gradient against depth, the (σ_w², depth) heatmaps and each configuration's profile.
+    Plot(PlotArgs),
     /// List every GPU adapter wgpu can see, with the limits that matter here.
     Devices(DevicesArgs),
     /// Mean-field theory: q*, χ₁, c*, depth scales and the critical σ_w² (docs/THEORY.md).
@@ -142,6 +145,10 @@ pub struct ProbeArgs {
     /// the layout --weights reads), e.g. to hand them to another tool.
     #[arg(long, value_name = "FILE.npz", help_heading = "Output")]
     pub save_weights: Option<PathBuf>,
+    /// Also plot the per-layer profile (grad_b_rms, grad_b_mean, bound, bound_tight against
+    /// the layer) to FILE.svg or FILE.png.
+    #[arg(long, value_name = "FILE", help_heading = "Output")]
+    pub plot: Option<PathBuf>,
     /// Print every layer instead of a sample of about 40 rows.
     #[arg(long, help_heading = "Output")]
     pub all_layers: bool,
@@ -239,6 +246,19 @@ pub struct MergeArgs {
     /// The shard folders.
     #[arg(required = true)]
     pub shards: Vec<PathBuf>,
+}
+
+/// `gradscope plot DIR`.
+#[derive(Debug, Args)]
+pub struct PlotArgs {
+    /// The sweep folder (the one holding summary.csv).
+    pub dir: PathBuf,
+    /// The size of one figure (of one panel, where a figure has several), in pixels.
+    #[arg(long, value_name = "WxH", default_value = "1000x640")]
+    pub size: String,
+    /// The formats to write.
+    #[arg(long, value_name = "svg,png", value_delimiter = ',', default_value = "svg,png")]
+    pub format: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -17,6 +17,7 @@ pub mod theory;
 
 pub use error::{Error, Result};
 pub mod export;
+pub mod plot;
 pub mod probe;
 pub mod cli;
 pub mod sweep;

@@ -7,7 +7,7 @@ use clap::Parser;
 
 use gradscope::backend::CpuBackend;
 use gradscope::backend::Engine;
-use gradscope::cli::{Cli, Command, DevicesArgs, MergeArgs, ProbeArgs, SweepArgs};
+use gradscope::cli::{Cli, Command, DevicesArgs, MergeArgs, PlotArgs, ProbeArgs, SweepArgs};
 use gradscope::export::{self, Format, RunInfo};
 use gradscope::{Error, Result};
 
@@ -27,6 +27,7 @@ fn main() -> ExitCode {
         Command::Probe(a) => probe(a),
         Command::Sweep(a) => sweep(a),
         Command::Merge(a) => merge(a),
+        Command::Plot(a) => plot(a),
         Command::Devices(a) => devices(a),
         Command::Theory(a) => gradscope::theory::run_theory(&a),
         Command::Reproduce(a) => gradscope::theory::run_reproduce(&a),
@@ -59,6 +60,10 @@ fn probe(a: ProbeArgs) -> Result<()> {
             return Err(Error::arg("--save-weights", format!("'{}' must end in .npz", p.display())));
         }
         export::check_writable(p, "--save-weights")?;
+    }
+    if let Some(p) = &a.plot {
+        gradscope::plot::Format::from_path(p)?;
+        export::check_writable(p, "--plot")?;
     }
     let (engine, why) = Engine::select(a.backend, a.adapter.clone())?;
     if a.check && engine.name() != "gpu" {
@@ -104,6 +109,11 @@ fn probe(a: ProbeArgs) -> Result<()> {
     if let (Some(path), Some(f)) = (&a.out, format) {
         let info = RunInfo { config: &cfg, version: env!("CARGO_PKG_VERSION"), seconds };
         export::write_atomic(path, &f.render(&report, &info)?)?;
+        println!("wrote {}", path.display());
+    }
+    if let Some(path) = &a.plot {
+        let title = format!("{}, {shape}, init {}, cost {}, seed {}", cfg.activation, cfg.init, cfg.cost, cfg.seed);
+        gradscope::plot::plot_profile(&report, None, &title, path)?;
         println!("wrote {}", path.display());
     }
     if a.check {
@@ -205,5 +215,16 @@ fn sweep(a: SweepArgs) -> Result<()> {
 fn merge(a: MergeArgs) -> Result<()> {
     let n = gradscope::sweep::store::merge(&a.out, &a.shards)?;
     println!("{n} point(s) merged into {}", a.out.display());
+    Ok(())
+}
+
+fn plot(a: PlotArgs) -> Result<()> {
+    let size = gradscope::plot::parse_size(&a.size, "--size")?;
+    let formats = a.format.iter().map(|f| gradscope::plot::Format::from_name(f, "--format")).collect::<Result<Vec<_>>>()?;
+    // The χ₁ = 1 line needs the critical σ_w² of each activation: none is drawn until the
+    // theory module supplies it here.
+    let critical = |_activation: &str, _sigma_b2: f64| -> Option<f64> { None };
+    let written = gradscope::plot::plot_sweep_dir_sized(&a.dir, &critical, size, &formats)?;
+    println!("wrote {} plot(s) into {}", written.len(), a.dir.join("plots").display());
     Ok(())
 }

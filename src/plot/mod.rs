@@ -1,0 +1,127 @@
+//! Plots of probes and sweeps, as SVG or PNG: the per-layer profile, the first-layer gradient
+//! against depth, and the (σ_w², depth) heatmap with the χ₁ = 1 line.
+//!
+//! Every figure is drawn once, by `plotters` into an SVG string; a `.png` path rasterises that
+//! SVG with `resvg`. Text is measured (plotters, through `ab_glyph`) and drawn (resvg) with
+//! DejaVu Sans embedded in the binary, so no system font is needed and the PNG shows exactly
+//! what the SVG does. All values are already base-10 logarithms and are plotted on linear
+//! axes labelled `log10 …`; non-finite values (a zero gradient, an overflow) leave gaps.
+
+mod figure;
+mod lines;
+mod profile;
+mod raster;
+mod sweep;
+
+use std::path::Path;
+
+pub use self::profile::plot_profile_sized;
+pub use self::sweep::{plot_sweep_dir, plot_sweep_dir_sized};
+use crate::error::{Error, Result};
+use crate::stats::Report;
+
+/// The size, in pixels, of a figure when none is asked for (the PNG's size; the SVG's
+/// viewBox).
+pub const DEFAULT_SIZE: (u32, u32) = (1000, 640);
+
+/// The largest figure side accepted, in pixels (a 8000 × 8000 RGBA PNG is 256 MB in memory).
+pub const MAX_SIDE: u32 = 8000;
+
+/// An output format, chosen by the file's extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Svg,
+    Png,
+}
+
+impl Format {
+    /// The format a path's extension asks for: `.svg` or `.png` (any case).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for any other extension.
+    pub fn from_path(path: &Path) -> Result<Format> {
+        match path.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()).as_deref() {
+            Some("svg") => Ok(Format::Svg),
+            Some("png") => Ok(Format::Png),
+            _ => Err(Error::arg(
+                "--plot",
+                format!("'{}' must end in .svg or .png", path.display()),
+            )),
+        }
+    }
+
+    /// The format named `svg` or `png` (any case), as `gradscope plot --format` takes it.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for another name.
+    pub fn from_name(name: &str, flag: &str) -> Result<Format> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "svg" => Ok(Format::Svg),
+            "png" => Ok(Format::Png),
+            _ => Err(Error::arg(flag, format!("'{name}' is not a plot format (svg, png)"))),
+        }
+    }
+
+    /// The extension, without the dot.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Format::Svg => "svg",
+            Format::Png => "png",
+        }
+    }
+}
+
+/// Plots a probe's per-layer profile to `path` (`.svg` or `.png`, [`DEFAULT_SIZE`]):
+/// `log10_grad_b_rms` and `log10_grad_b_mean` against the layer l, with `log10_bound`,
+/// `log10_bound_tight` and, when given, the mean-field prediction of `log10_grad_b_rms`
+/// (`predicted[l-1]` for layer l) on the same axes. Non-finite values are left out.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for an extension other than .svg/.png; [`Error::File`] when
+/// the file cannot be written.
+///
+/// ```no_run
+/// # fn f(report: &gradscope::stats::Report) -> gradscope::Result<()> {
+/// gradscope::plot::plot_profile(report, None, "tanh, depth 100", "profile.svg".as_ref())?;
+/// # Ok(()) }
+/// ```
+pub fn plot_profile(report: &Report, predicted: Option<&[f64]>, title: &str, path: &Path) -> Result<()> {
+    plot_profile_sized(report, predicted, title, path, DEFAULT_SIZE)
+}
+
+/// Parses a figure size written `WIDTHxHEIGHT` in pixels, e.g. `1000x640`.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] naming `flag` for a malformed or out-of-range size.
+///
+/// ```
+/// assert_eq!(gradscope::plot::parse_size("800x500", "--size").unwrap(), (800, 500));
+/// assert!(gradscope::plot::parse_size("800", "--size").is_err());
+/// ```
+pub fn parse_size(s: &str, flag: &str) -> Result<(u32, u32)> {
+    let bad = || Error::arg(flag, format!("'{s}' is not WIDTHxHEIGHT in pixels, e.g. 1000x640"));
+    let (w, h) = s.trim().split_once(['x', 'X', '×']).ok_or_else(bad)?;
+    let size = (w.trim().parse().map_err(|_| bad())?, h.trim().parse().map_err(|_| bad())?);
+    check_size(size).map_err(|_| Error::arg(flag, format!("{s} is outside 200x150 ..= {MAX_SIDE}x{MAX_SIDE} pixels")))?;
+    Ok(size)
+}
+
+/// Checks a figure size against [`MAX_SIDE`].
+fn check_size((w, h): (u32, u32)) -> Result<()> {
+    if w < 200 || h < 150 || w > MAX_SIDE || h > MAX_SIDE {
+        return Err(Error::arg(
+            "plot size",
+            format!("{w}x{h} is outside 200x150 ..= {MAX_SIDE}x{MAX_SIDE} pixels"),
+        ));
+    }
+    Ok(())
+}
+
+/// Writes a drawn SVG to `path` in `format`, atomically.
+fn write_figure(svg: &str, size: (u32, u32), format: Format, path: &Path) -> Result<()> {
+    let bytes = match format {
+        Format::Svg => svg.as_bytes().to_vec(),
+        Format::Png => raster::svg_to_png(svg, size).map_err(|m| Error::file(path, m))?,
+    };
+    crate::export::write_atomic(path, &bytes)
+}
