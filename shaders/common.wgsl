@@ -1,7 +1,7 @@
 // common.wgsl: the parameter block every gradscope kernel reads and exact power-of-two helpers.
 // Prepended to every kernel file (see src/backend/gpu/context.rs, `source`).
 
-// One 64-byte block per dispatch, bound as a uniform with a dynamic offset.
+// One 64-byte block per dispatch, bound read-only with a dynamic offset.
 // Field use per kernel is documented at the kernel; unused fields are 0.
 struct Params {
     batch: u32,    // B, examples

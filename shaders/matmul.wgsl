@@ -6,7 +6,7 @@
 // Layouts: activations and δ are B x n row-major with row stride s (a multiple of 4) and at
 // least round4(B) rows, zero padded; W^l is round4(n_out) x s_in row-major, zero padded.
 
-@group(0) @binding(0) var<uniform> P: Params;
+@group(0) @binding(0) var<storage, read> P: Params;
 @group(0) @binding(1) var<storage, read> lhs: array<vec4<f32>>;     // a^{l-1} (forward) or δ^l (backward)
 @group(0) @binding(2) var<storage, read> w: array<vec4<f32>>;       // W^l
 @group(0) @binding(3) var<storage, read> bias: array<f32>;          // b^l at P.aux1

@@ -166,7 +166,7 @@ fn act(kind: u32, alpha: f32, x: f32) -> vec2<f32> {
     }
 }
 
-@group(0) @binding(0) var<uniform> P: Params;
+@group(0) @binding(0) var<storage, read> P: Params;
 @group(0) @binding(1) var<storage, read> row_in: array<f32>;          // z^l, or g / ê (backward)
 @group(0) @binding(2) var<storage, read_write> a_out: array<f32>;     // a^l
 @group(0) @binding(3) var<storage, read_write> dsig_out: array<f32>;  // σ′(z^l)

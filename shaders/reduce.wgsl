@@ -6,35 +6,23 @@
 // with m the largest live exponent. Reads the layer record written by pointwise.wgsl.
 // Needs common.wgsl.
 
-const RWG: u32 = 256u;
+// A fixed number of invocations, each summing a strided share and writing its own partial:
+// no workgroup barriers (costly on software adapters), a bounded record size, and the
+// host adds the partials in f64.
+const MEAN_PARTS: u32 = 64u;   // one workgroup
+const GRAM_PARTS: u32 = 256u;  // four workgroups
 
-var<workgroup> part: array<f32, 256>;
-
-fn wg_total(lid: u32, v: f32) -> f32 {
-    part[lid] = v;
-    workgroupBarrier();
-    for (var s = RWG / 2u; s > 0u; s = s >> 1u) {
-        if (lid < s) {
-            part[lid] = part[lid] + part[lid + s];
-        }
-        workgroupBarrier();
-    }
-    return part[0];
-}
-
-@group(0) @binding(0) var<uniform> P: Params;
+@group(0) @binding(0) var<storage, read> P: Params;
 @group(0) @binding(1) var<storage, read> dl: array<vec4<f32>>;   // δ̂^l, B x s_out
 @group(0) @binding(2) var<storage, read> ap: array<vec4<f32>>;   // â^{l-1}, B x s_in
 @group(0) @binding(3) var<storage, read_write> rec: array<f32>;
 
 const NO_LIVE: i32 = -2147483647;
 
-// Partial sums over units i (256 per workgroup) of (Σ_x 2^{e_x - m} δ̂_{x,i})²; at 6B + wg.
-@compute @workgroup_size(256)
-fn batch_mean(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
-              @builtin(num_workgroups) nwg: vec3<u32>) {
-    let wg = wid.x + wid.y * nwg.x;
-    let i = wg * RWG + lid;
+// Partial t of Σ_i (Σ_x 2^{e_x - m} δ̂_{x,i})² over units i ≡ t (mod MEAN_PARTS); at 6B + t.
+@compute @workgroup_size(64)
+fn batch_mean(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let t = gid.x;
     let bsz = P.batch;
     var m = NO_LIVE;
     for (var x = 0u; x < bsz; x++) {
@@ -42,28 +30,28 @@ fn batch_mean(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) 
             m = max(m, i32(rec[P.rec + 4u * bsz + x]));
         }
     }
-    var v = 0.0;
-    if (m != NO_LIVE && i < P.n_out) {
+    var acc = 0.0;
+    if (m != NO_LIVE) {
         let nq = P.s_out / 4u;
-        for (var x = 0u; x < bsz; x++) {
-            if (rec[P.rec + 3u * bsz + x] > 0.0) {
-                let d = dl[x * nq + i / 4u][i % 4u];
-                v += scale2(d, i32(rec[P.rec + 4u * bsz + x]) - m);
+        for (var i = t; i < P.n_out; i += MEAN_PARTS) {
+            var v = 0.0;
+            for (var x = 0u; x < bsz; x++) {
+                if (rec[P.rec + 3u * bsz + x] > 0.0) {
+                    let d = dl[x * nq + i / 4u][i % 4u];
+                    v += scale2(d, i32(rec[P.rec + 4u * bsz + x]) - m);
+                }
             }
+            acc += v * v;
         }
     }
-    let s = wg_total(lid, v * v);
-    if (lid == 0u) {
-        rec[P.rec + 6u * bsz + wg] = s;
-    }
+    rec[P.rec + 6u * bsz + t] = acc;
 }
 
-// Partial sums over pairs (x, x'), 256 per workgroup, of the Gram product; at 6B + aux0 + wg.
-@compute @workgroup_size(256)
-fn gram(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
-        @builtin(num_workgroups) nwg: vec3<u32>) {
-    let wg = wid.x + wid.y * nwg.x;
-    let p = wg * RWG + lid;
+// Partial t of the Gram product over pairs p = x·B + x' ≡ t (mod GRAM_PARTS), x ≤ x';
+// at 6B + aux0 + t.
+@compute @workgroup_size(64)
+fn gram(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let t = gid.x;
     let bsz = P.batch;
     var m = NO_LIVE;
     for (var x = 0u; x < bsz; x++) {
@@ -71,15 +59,18 @@ fn gram(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
             m = max(m, i32(rec[P.rec + 4u * bsz + x]) + i32(rec[P.rec + 2u * bsz + x]));
         }
     }
-    var t = 0.0;
-    if (m != NO_LIVE && p < bsz * bsz) {
-        let x = p / bsz;
-        let y = p % bsz;
-        let live_x = rec[P.rec + 3u * bsz + x] > 0.0 && rec[P.rec + bsz + x] > 0.0;
-        let live_y = rec[P.rec + 3u * bsz + y] > 0.0 && rec[P.rec + bsz + y] > 0.0;
-        if (x <= y && live_x && live_y) {
-            let nqo = P.s_out / 4u;
-            let nqi = P.s_in / 4u;
+    var acc = 0.0;
+    if (m != NO_LIVE) {
+        let nqo = P.s_out / 4u;
+        let nqi = P.s_in / 4u;
+        for (var p = t; p < bsz * bsz; p += GRAM_PARTS) {
+            let x = p / bsz;
+            let y = p % bsz;
+            let live_x = rec[P.rec + 3u * bsz + x] > 0.0 && rec[P.rec + bsz + x] > 0.0;
+            let live_y = rec[P.rec + 3u * bsz + y] > 0.0 && rec[P.rec + bsz + y] > 0.0;
+            if (x > y || !live_x || !live_y) {
+                continue;
+            }
             var gd = 0.0;
             for (var q = 0u; q < nqo; q++) {
                 gd += dot(dl[x * nqo + q], dl[y * nqo + q]);
@@ -91,11 +82,8 @@ fn gram(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
             let cx = i32(rec[P.rec + 4u * bsz + x]) + i32(rec[P.rec + 2u * bsz + x]);
             let cy = i32(rec[P.rec + 4u * bsz + y]) + i32(rec[P.rec + 2u * bsz + y]);
             let w = scale2(1.0, cx - m) * scale2(1.0, cy - m);
-            t = w * gd * ga * select(2.0, 1.0, x == y);
+            acc += w * gd * ga * select(2.0, 1.0, x == y);
         }
     }
-    let s = wg_total(lid, t);
-    if (lid == 0u) {
-        rec[P.rec + 6u * bsz + P.aux0 + wg] = s;
-    }
+    rec[P.rec + 6u * bsz + P.aux0 + t] = acc;
 }

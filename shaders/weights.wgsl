@@ -2,7 +2,7 @@
 // weight storage is ever needed (one layer at a time), and the raw Philox words for the tests.
 // Needs common.wgsl and philox.wgsl.
 
-@group(0) @binding(0) var<uniform> P: Params;
+@group(0) @binding(0) var<storage, read> P: Params;
 @group(0) @binding(1) var<storage, read_write> w_out: array<vec4<f32>>;
 
 // Distributions (P.kind).

@@ -35,7 +35,7 @@ fn gpu(test: &str) -> Option<GpuBackend> {
 }
 
 /// Probes on both backends and asserts agreement, printing the first mismatches.
-fn agree(g: &GpuBackend, p: &Problem, what: &str) -> gradscope::check::Comparison {
+fn agree(g: &GpuBackend, p: &Problem, what: &str) -> (gradscope::check::Comparison, gradscope::stats::Report) {
     let t = Instant::now();
     let gr = g.probe(p).unwrap_or_else(|e| panic!("{what}: GPU probe failed: {e}"));
     let tg = t.elapsed();
@@ -43,7 +43,7 @@ fn agree(g: &GpuBackend, p: &Problem, what: &str) -> gradscope::check::Compariso
     let c = compare(&gr, &cr, &Tolerance::f32_vs_f64());
     eprintln!("{what}: gpu {:.2}s; {}", tg.as_secs_f64(), c.summary(8));
     assert!(c.passed(), "{what}: {}", c.summary(12));
-    c
+    (c, gr)
 }
 
 #[test]
@@ -106,7 +106,7 @@ fn grad_norms_match_cpu_reference_over_random_configurations() {
             let batch = pick(40, 1, 11);
             let init = inits[(k + 3 * rep as usize) % inits.len()];
             let p = problem(&widths, *act, Cost::Quadratic, init, batch, seed, TargetSpec::Gaussian);
-            let c = agree(&g, &p, &format!("{act} {} widths {widths:?} batch {batch}", init.kind));
+            let (c, _) = agree(&g, &p, &format!("{act} {} widths {widths:?} batch {batch}", init.kind));
             worst = worst.max(c.max_abs);
             n += 1;
         }
@@ -115,7 +115,7 @@ fn grad_norms_match_cpu_reference_over_random_configurations() {
     for (i, init) in inits.iter().enumerate() {
         let widths = [13, 37, 21, 5 + i];
         let p = problem(&widths, Activation::Sigmoid, Cost::CrossEntropy, *init, 7, 77 + i as u64, TargetSpec::Uniform);
-        let c = agree(&g, &p, &format!("sigmoid cross-entropy {} widths {widths:?}", init.kind));
+        let (c, _) = agree(&g, &p, &format!("sigmoid cross-entropy {} widths {widths:?}", init.kind));
         worst = worst.max(c.max_abs);
         n += 1;
     }
@@ -139,18 +139,34 @@ fn stored_weights_match_cpu_reference() {
 }
 
 /// A 2,000-layer network stays finite on the GPU and follows the CPU's log-norm profile
-/// (‖δ¹‖ ≈ 10^-120 here: far below f32's 10^-38, so only the renormalisation keeps it).
+/// (‖δ¹‖ ≈ 10^-120 here: far below f32's 10^-38, so only the renormalisation keeps it),
+/// with √L checkpoints (K = 45) and segment recomputation forced by a zero keep budget.
 #[test]
 fn two_thousand_layers_stay_finite_and_match_cpu() {
-    let Some(g) = gpu("two_thousand_layers_stay_finite_and_match_cpu") else { return };
+    let Some(mut g) = gpu("two_thousand_layers_stay_finite_and_match_cpu") else { return };
+    g.keep_budget = 0;
     let widths = vec![24; 2001];
     let p = problem(&widths, Activation::Tanh, Cost::Quadratic, gaussian(1.0, 0.05), 4, 11, TargetSpec::Gaussian);
-    let c = agree(&g, &p, "tanh 2000 x 24");
-    let _ = c;
-    let gr = g.probe(&p).unwrap();
+    let (_, gr) = agree(&g, &p, "tanh 2000 x 24, checkpointed");
     let first = &gr.layers[0];
     assert!(first.log10_grad_b_rms.is_finite() && first.log10_grad_b_rms < -38.0, "‖δ¹‖ = 10^{}", first.log10_grad_b_rms);
-    assert!(gr.layers.iter().all(|s| s.status == LayerStatus::Ok));
+    assert!(gr.layers.iter().all(|s| s.status == LayerStatus::Ok && s.log10_grad_w_mean.is_finite()));
+    // Homogeneous σ: the forward activations are renormalised too.
     let p = problem(&widths, Activation::Relu, Cost::Quadratic, Init::new(InitKind::He, None, None).unwrap(), 3, 12, TargetSpec::Gaussian);
-    agree(&g, &p, "relu He 2000 x 24");
+    agree(&g, &p, "relu He 2000 x 24, checkpointed");
+}
+
+/// Checkpointing with a depth that is not a multiple of K, and stored weights through the
+/// weight ring, agree with keeping everything.
+#[test]
+fn checkpointed_and_kept_runs_agree() {
+    let Some(mut g) = gpu("checkpointed_and_kept_runs_agree") else { return };
+    let p = problem(&[7, 19, 19, 19, 19, 19, 19, 19, 19, 19, 19, 5], Activation::Selu, Cost::Quadratic, gaussian(1.1, 0.1), 6, 21, TargetSpec::Gaussian);
+    let (w, b) = stored(&p);
+    let q = with_params(&p, w, b);
+    let kept = g.probe(&q).unwrap();
+    g.keep_budget = 0;
+    let (_, ckpt) = agree(&g, &q, "selu stored, checkpointed (L = 11, K = 4)");
+    let c = compare(&ckpt, &kept, &Tolerance { base: 0.0, per_layer: 0.0 });
+    assert!(c.passed(), "recomputation is not bit-identical: {}", c.summary(5));
 }

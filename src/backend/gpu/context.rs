@@ -9,8 +9,12 @@ use wgpu::util::DeviceExt;
 use crate::backend::shaders;
 use crate::error::{Error, Result};
 
-/// Bytes of one dispatch's parameter slot: the dynamic uniform offset must be a multiple of
-/// `min_uniform_buffer_offset_alignment`, which is at most 256 on every adapter.
+/// Bytes of one dispatch's parameter slot: the dynamic offset must be a multiple of
+/// `min_storage_buffer_offset_alignment`, which is at most 256 on every adapter.
+///
+/// The block is bound as a read-only *storage* buffer, not a uniform: Mesa's lavapipe
+/// constant-folds uniform values that steer loops into the shader and recompiles it
+/// whenever they change, i.e. on every layer (~2.5 ms a dispatch).
 pub const PARAM_SLOT: u64 = 256;
 /// Parameter slots per submission.
 pub const PARAM_SLOTS: usize = 2048;
@@ -45,7 +49,7 @@ pub const FLAG_DSIG: u32 = 4;
 pub const FLAG_REC_NEXT: u32 = 8;
 
 /// How a binding is used: read-only storage or read-write storage (binding 0 is always the
-/// parameter uniform).
+/// parameter block).
 #[derive(Clone, Copy)]
 enum Access {
     Read,
@@ -135,7 +139,7 @@ impl Context {
         let params = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("params"),
             size: PARAM_SLOT * PARAM_SLOTS as u64,
-            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
         Ok(Context {
@@ -258,7 +262,7 @@ fn make_kernel(device: &wgpu::Device, module: &wgpu::ShaderModule, name: &'stati
         binding: 0,
         visibility: wgpu::ShaderStages::COMPUTE,
         ty: wgpu::BindingType::Buffer {
-            ty: wgpu::BufferBindingType::Uniform,
+            ty: wgpu::BufferBindingType::Storage { read_only: true },
             has_dynamic_offset: true,
             min_binding_size: wgpu::BufferSize::new(std::mem::size_of::<Params>() as u64),
         },

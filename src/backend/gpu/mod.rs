@@ -91,6 +91,9 @@ fn rank(t: wgpu::DeviceType) -> u8 {
 /// The GPU backend: a device with every pipeline built.
 pub struct GpuBackend {
     ctx: Context,
+    /// Device bytes the probe may spend keeping every layer's activations; beyond it, it
+    /// keeps √L checkpoints and recomputes segments (memory B·N·√L).
+    pub keep_budget: u64,
 }
 
 impl GpuBackend {
@@ -128,7 +131,7 @@ impl GpuBackend {
                 best
             }
         };
-        Ok(GpuBackend { ctx: Context::new(&chosen)? })
+        Ok(GpuBackend { ctx: Context::new(&chosen)?, keep_budget: probe::KEEP_BUDGET })
     }
 
     /// The adapter's name with its API, e.g. "NVIDIA H100 (Vulkan, f32)".
@@ -153,7 +156,7 @@ impl GpuBackend {
     /// [`Error::Device`] when the job cannot fit the device (said before any work starts,
     /// with what would fit) or the device fails mid-run (with the kernel and layers).
     pub fn probe(&self, p: &Problem) -> Result<Report> {
-        probe::probe(&self.ctx, p, self.device_name())
+        probe::probe(&self.ctx, p, self.device_name(), self.keep_budget)
     }
 
     /// Philox4x32-10 words for the given counters under `seed`, computed by the shader (the

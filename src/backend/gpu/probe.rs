@@ -18,12 +18,16 @@ use crate::rng::Stream;
 use crate::stats::{log2_sum_exp2, LayerStats, LayerStatus, Report, LOG10_2};
 
 /// Kept activations may use this many bytes before the probe switches to √L checkpoints.
-const KEEP_BUDGET: u64 = 256 << 20;
+pub const KEEP_BUDGET: u64 = 256 << 20;
 /// Multiply-adds per submission: about 0.5 s on a 2 GFLOP/s software adapter, far under
 /// any OS watchdog (Windows TDR: 2 s) on real GPUs.
 const WORK_PER_SUBMIT: f64 = 5e8;
 /// Layers per submission (bounds the bias and weight rings).
 const LAYERS_PER_SUBMIT: usize = 64;
+/// Partial sums per layer of the batch-mean and Gram kernels (MEAN_PARTS, GRAM_PARTS in
+/// shaders/reduce.wgsl).
+const MEAN_PARTS: usize = 64;
+const GRAM_PARTS: usize = 256;
 /// Host memory for caching generated orthogonal weights (QR is O(n³) per draw).
 const ORTHO_CACHE_BUDGET: u64 = 1 << 30;
 /// Bytes of stored weights uploaded per submission.
@@ -71,7 +75,7 @@ struct Plan {
 }
 
 impl Plan {
-    fn new(ctx: &Context, p: &Problem) -> Result<Plan> {
+    fn new(ctx: &Context, p: &Problem, keep_budget: u64) -> Result<Plan> {
         let net = &p.net;
         let l = net.depth();
         let b = p.batch();
@@ -79,10 +83,9 @@ impl Plan {
         let s = round4(*net.widths.iter().max().unwrap());
         let w_floats = (1..=l).map(|i| round4(net.widths[i]) * round4(net.widths[i - 1])).max().unwrap();
         let row_bytes = (bp * s * 4) as u64;
-        let k = if 3 * l as u64 * row_bytes <= KEEP_BUDGET { l } else { (l as f64).sqrt().ceil() as usize };
+        let k = if 3 * l as u64 * row_bytes <= keep_budget { l } else { (l as f64).sqrt().ceil() as usize };
         let nseg = l.div_ceil(k);
-        let p1 = s.div_ceil(256);
-        let p2 = (b * b).div_ceil(256);
+        let (p1, p2) = (MEAN_PARTS, GRAM_PARTS);
         let rs = 6 * b + p1 + p2;
         let ring = if net.weights_are_streamable() { 1 } else { ((WEIGHT_RING_BUDGET / (w_floats as u64 * 4)) as usize).clamp(1, LAYERS_PER_SUBMIT) };
         let plan = Plan { b, bp, l, k, nseg, s, p1, p2, rs, ring, w_floats };
@@ -117,9 +120,9 @@ impl Plan {
             let max_l = bind / (self.rs as u64 * 4);
             return fail(format!("the per-layer records need {} MiB, one binding holds {} MiB", mib(rec), mib(bind)), format!("at this batch and width at most {max_l} layers fit"));
         }
-        let groups_needed = [self.b as u64, self.p1 as u64, self.p2 as u64, (self.s as u64).div_ceil(64), (self.b as u64).div_ceil(16)];
-        if groups_needed.iter().any(|&g| g > MAX_WORKGROUPS_PER_DIM as u64) || self.b > 4095 {
-            return fail(format!("batch {} needs more than {} workgroups in one dimension", self.b, MAX_WORKGROUPS_PER_DIM), "batches up to 4,095 fit".into());
+        let groups_needed = [self.b as u64, (self.s as u64).div_ceil(64), (self.b as u64).div_ceil(16)];
+        if groups_needed.iter().any(|&g| g > MAX_WORKGROUPS_PER_DIM as u64) {
+            return fail(format!("batch {} needs more than {} workgroups in one dimension", self.b, MAX_WORKGROUPS_PER_DIM), "batches up to 65,535 fit".into());
         }
         if p.net.depth() > u32::MAX as usize / 2 {
             return fail("depth beyond 2^31".into(), "use a smaller depth".into());
@@ -371,8 +374,8 @@ impl Run<'_> {
         };
         let ctx = self.ctx;
         self.rec.dispatch(&ctx.backward_post, pr, &[&b.g, &b.keep_d[i], &b.delta, &b.ed, &b.rec], grid(self.pl.b as u64, 1));
-        self.rec.dispatch(&ctx.batch_mean, pr, &[&b.delta, &b.rec], (n_out.div_ceil(256) as u32, 1, 1));
-        self.rec.dispatch(&ctx.gram, pr, &[&b.delta, a_prev, &b.rec], ((self.pl.b * self.pl.b).div_ceil(256) as u32, 1, 1));
+        self.rec.dispatch(&ctx.batch_mean, pr, &[&b.delta, &b.rec], ((MEAN_PARTS / 64) as u32, 1, 1));
+        self.rec.dispatch(&ctx.gram, pr, &[&b.delta, a_prev, &b.rec], ((GRAM_PARTS / 64) as u32, 1, 1));
         if l > 1 {
             let wi = self.weights(b, l)?;
             let groups = (round4(n_in).div_ceil(64) as u32, self.pl.b.div_ceil(16) as u32, 1);
@@ -581,8 +584,8 @@ fn run_device(ctx: &Context, p: &Problem, pl: Plan) -> Result<(DeviceOut, Plan)>
 }
 
 /// The GPU probe: device work and, alongside on the host, the spectral norms.
-pub fn probe(ctx: &Context, p: &Problem, device: String) -> Result<Report> {
-    let pl = Plan::new(ctx, p)?;
+pub fn probe(ctx: &Context, p: &Problem, device: String, keep_budget: u64) -> Result<Report> {
+    let pl = Plan::new(ctx, p, keep_budget)?;
     let cancel = std::sync::atomic::AtomicBool::new(false);
     let (dev, log2_wnorm) = std::thread::scope(|sc| {
         let norms = sc.spawn(|| weight_norms(p, &cancel));
