@@ -162,8 +162,8 @@ fn log_domain_stays_finite_and_consistent_to_depth_10000() {
     ];
     for (act, init) in cases {
         let p = problem(&[16; 10_001], act, Cost::Quadratic, init, 2, 11, TargetSpec::Gaussian);
-        let full = CpuBackend { cache_budget: u64::MAX }.probe(&p).unwrap();
-        let ckpt = CpuBackend { cache_budget: 0 }.probe(&p).unwrap();
+        let full = CpuBackend { cache_budget: u64::MAX, ..Default::default() }.probe(&p).unwrap();
+        let ckpt = CpuBackend { cache_budget: 0, ..Default::default() }.probe(&p).unwrap();
         assert_eq!(full.layers, ckpt.layers, "{act}: checkpointed run differs from stored run");
         let plain = backprop_plain(&p);
         let mut compared = 0;
@@ -213,7 +213,7 @@ fn depth_sweep_equals_independent_probes() {
         let targets = if cost == Cost::CrossEntropy { TargetSpec::Uniform } else { TargetSpec::Gaussian };
         let deep = problem(&[12; 65], act, cost, init, 3, 21, targets.clone());
         for budget in [u64::MAX, 0] {
-            let all = CpuBackend { cache_budget: budget }.probe_depths(&deep, &depths).unwrap();
+            let all = CpuBackend { cache_budget: budget, ..Default::default() }.probe_depths(&deep, &depths).unwrap();
             for (d, r) in depths.iter().zip(&all) {
                 let alone = CpuBackend::default().probe(&problem(&vec![12; d + 1], act, cost, init, 3, 21, targets.clone())).unwrap();
                 assert_eq!(r.layers.len(), *d);

@@ -26,11 +26,15 @@ pub struct CpuBackend {
     /// Bytes the backend may spend on stored activations and cached weights before it
     /// switches to √L checkpointing and redrawing weights.
     pub cache_budget: u64,
+    /// log2 ‖G‖₂ of the standard-normal matrices G already normed, keyed by (seed, layer,
+    /// n_out, n_in): gaussian-family weights are std·G, so a sweep over σ_w² and
+    /// activations runs one Lanczos per layer, not one per configuration.
+    pub norm_cache: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<(u64, usize, usize, usize), f64>>>,
 }
 
 impl Default for CpuBackend {
     fn default() -> Self {
-        CpuBackend { cache_budget: 512 << 20 }
+        CpuBackend { cache_budget: 512 << 20, norm_cache: Default::default() }
     }
 }
 
@@ -164,6 +168,33 @@ impl CpuBackend {
         total.min(u64::MAX as u128) as u64
     }
 
+    /// log2 ‖W^l‖₂. Gaussian-family weights are W = std·G with G the stream's standard-normal
+    /// matrix, and their norm is *defined* as log2 std + log2 ‖G‖₂ with ‖G‖₂ cached, so the
+    /// value is the same whichever configuration normed G first (a resumed or sharded sweep
+    /// equals an uninterrupted one bit for bit).
+    fn log2_weight_norm(&self, net: &Network, l: usize, w: &Array2<f64>) -> f64 {
+        let (n_out, n_in) = w.dim();
+        let unit = match &net.params {
+            crate::model::Params::Generated { init, seed } => init.normal_std(n_in, n_out).filter(|s| *s > 0.0).map(|s| (s, *seed)),
+            _ => None,
+        };
+        let Some((std, seed)) = unit else { return spectral_norm(w.view()).log2() };
+        let key = (seed, l, n_out, n_in);
+        let cached = self.norm_cache.lock().ok().and_then(|c| c.get(&key).copied());
+        let g = cached.unwrap_or_else(|| {
+            let unit_init = crate::model::Init { kind: crate::model::InitKind::Gaussian, sigma_w2: Some(n_in as f64), sigma_b2: 0.0 };
+            let gm = unit_init.weights(&crate::rng::Stream::new(seed), l, n_out, n_in);
+            let v = spectral_norm(gm.view()).log2();
+            if let Ok(mut c) = self.norm_cache.lock() {
+                if c.len() < 10_000_000 {
+                    c.insert(key, v);
+                }
+            }
+            v
+        });
+        g + std.log2()
+    }
+
     /// Runs the probe: every per-layer statistic of MATH.md for `p`.
     ///
     /// # Errors
@@ -226,7 +257,7 @@ impl CpuBackend {
                 checkpoints.push((a.clone(), ea.clone()));
             }
             let (w, b) = net.layer(l);
-            log2_wnorm[l] = spectral_norm(w.view()).log2();
+            log2_wnorm[l] = self.log2_weight_norm(net, l, &w);
             if overflow_layer.is_some() {
                 continue;
             }

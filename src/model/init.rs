@@ -136,6 +136,16 @@ impl Init {
         }
     }
 
+    /// For inits whose weights are `std · G` with G the standard-normal matrix of the
+    /// stream (gaussian, lecun, he, xavier-normal, nielsen), that std; None otherwise.
+    /// ‖W‖₂ = std·‖G‖₂, so one spectral norm serves every σ_w² of a seed.
+    pub fn normal_std(&self, n_in: usize, n_out: usize) -> Option<f64> {
+        match self.kind {
+            InitKind::XavierUniform | InitKind::Orthogonal => None,
+            _ => Some((self.layer_sigma_w2(n_in, n_out) / n_in as f64).sqrt()),
+        }
+    }
+
     /// Draws `W^l` (n_out × n_in) from the seed's stream; `layer` is l ≥ 1.
     pub fn weights(&self, stream: &Stream, layer: usize, n_out: usize, n_in: usize) -> Array2<f64> {
         let l = layer as u32;
@@ -143,11 +153,10 @@ impl Init {
         match self.kind {
             InitKind::XavierUniform => {
                 let a = (6.0 / (n_in + n_out) as f64).sqrt();
-                for (i, mut row) in w.rows_mut().into_iter().enumerate() {
-                    let r = row.as_slice_mut().expect("standard layout");
+                par_rows(&mut w, |i, r| {
                     stream.fill_uniform(Purpose::Weight, l, i as u32, r);
                     r.iter_mut().for_each(|v| *v = a * (2.0 * *v - 1.0));
-                }
+                });
             }
             InitKind::Orthogonal => {
                 fill_normal_rows(&mut w, stream, l, 1.0);
@@ -176,13 +185,37 @@ impl Init {
 }
 
 fn fill_normal_rows(w: &mut Array2<f64>, stream: &Stream, layer: u32, std: f64) {
-    for (i, mut row) in w.rows_mut().into_iter().enumerate() {
-        let r = row.as_slice_mut().expect("standard layout");
+    par_rows(w, |i, r| {
         stream.fill_normal(Purpose::Weight, layer, i as u32, r);
         if std != 1.0 {
             r.iter_mut().for_each(|v| *v *= std);
         }
+    });
+}
+
+/// Calls `f(row index, row)` for every row, on all cores when the matrix is large. Each
+/// entry depends only on its own Philox counter, so the result is the same on any number
+/// of threads.
+fn par_rows(w: &mut Array2<f64>, f: impl Fn(usize, &mut [f64]) + Sync) {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (rows, cols) = w.dim();
+    if threads < 2 || rows < 2 || rows * cols < 1 << 15 {
+        for (i, mut row) in w.rows_mut().into_iter().enumerate() {
+            f(i, row.as_slice_mut().expect("standard layout"));
+        }
+        return;
     }
+    let chunk = rows.div_ceil(threads);
+    let f = &f;
+    std::thread::scope(|s| {
+        for (c, mut block) in w.axis_chunks_iter_mut(ndarray::Axis(0), chunk).enumerate() {
+            s.spawn(move || {
+                for (i, mut row) in block.rows_mut().into_iter().enumerate() {
+                    f(c * chunk + i, row.as_slice_mut().expect("standard layout"));
+                }
+            });
+        }
+    });
 }
 
 /// The Haar-random (semi-)orthogonal factor of a Gaussian matrix G (n × m): Q of G = QR with

@@ -234,16 +234,16 @@ impl SweepPlan {
         Problem::new(net, x, y)
     }
 
-    /// Runs one group on the CPU engine: one report per depth.
-    pub fn run_group(&self, g: &Group) -> Result<Vec<Report>> {
+    /// Runs one group on the CPU engine: one report per depth. Reusing `cpu` across groups
+    /// shares its cache of spectral norms.
+    pub fn run_group(&self, cpu: &CpuBackend, g: &Group) -> Result<Vec<Report>> {
         let p = self.problem(g)?;
-        let generated = true;
         crate::backend::cpu::check_memory(
-            CpuBackend::default().memory_needed(&p.net.widths, p.batch(), generated),
+            cpu.memory_needed(&p.net.widths, p.batch(), true),
             "one sweep configuration",
             "lower the deepest depth, --widths or --batch",
         )?;
-        CpuBackend::default().probe_depths(&p, &self.depths)
+        cpu.probe_depths(&p, &self.depths)
     }
 }
 
@@ -372,9 +372,10 @@ pub fn run(plan: &SweepPlan, opts: &RunOptions) -> Result<RunSummary> {
     let skipped = mine.len() - todo.len();
     let t0 = Instant::now();
     let mut bar = store::Progress::new(opts.progress, todo.len(), skipped);
+    let cpu = CpuBackend::default();
     for g in &todo {
         let tg = Instant::now();
-        let reports = plan.run_group(g)?;
+        let reports = plan.run_group(&cpu, g)?;
         dir.write_group(plan, g, &reports, tg.elapsed().as_secs_f64())?;
         bar.tick(g, plan.depths.len());
     }
