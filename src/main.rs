@@ -113,7 +113,9 @@ fn probe(a: ProbeArgs) -> Result<()> {
     }
     if let Some(path) = &a.plot {
         let title = format!("{}, {shape}, init {}, cost {}, seed {}", cfg.activation, cfg.init, cfg.cost, cfg.seed);
-        gradscope::plot::plot_profile(&report, None, &title, path)?;
+        // The mean-field prediction, where the theory covers this network (else left out).
+        let predicted = gradscope::theory::predicted_log10_grad_b_rms(&problem).ok();
+        gradscope::plot::plot_profile(&report, predicted.as_deref(), &title, path)?;
         println!("wrote {}", path.display());
     }
     if a.check {
@@ -221,9 +223,7 @@ fn merge(a: MergeArgs) -> Result<()> {
 fn plot(a: PlotArgs) -> Result<()> {
     let size = gradscope::plot::parse_size(&a.size, "--size")?;
     let formats = a.format.iter().map(|f| gradscope::plot::Format::from_name(f, "--format")).collect::<Result<Vec<_>>>()?;
-    // The χ₁ = 1 line needs the critical σ_w² of each activation: none is drawn until the
-    // theory module supplies it here.
-    let critical = |_activation: &str, _sigma_b2: f64| -> Option<f64> { None };
+    let critical = gradscope::plot::mean_field_critical_sigma_w2;
     let written = gradscope::plot::plot_sweep_dir_sized(&a.dir, &critical, size, &formats)?;
     println!("wrote {} plot(s) into {}", written.len(), a.dir.join("plots").display());
     Ok(())

@@ -404,6 +404,11 @@ fn cli_plot_writes_into_dir_plots() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(dir.join("plots/grad_first_vs_depth.svg").is_file());
     assert!(!dir.join("plots/grad_first_vs_depth.png").exists(), "--format svg wrote a PNG");
+    // The χ₁ = 1 line comes from mean-field theory: tanh at σ_b² = 0.05 (MATH.md), relu.
+    let heat = fs::read_to_string(dir.join("plots/heatmap_tanh_gaussian.svg")).unwrap();
+    assert!(heat.contains("χ₁ = 1: σ_w² = 1.761"), "no χ₁ = 1 line for tanh");
+    let heat = fs::read_to_string(dir.join("plots/heatmap_relu_gaussian.svg")).unwrap();
+    assert!(heat.contains("χ₁ = 1: σ_w² = 2"), "no χ₁ = 1 line for relu");
 
     let empty = dir.join("empty");
     fs::create_dir_all(&empty).unwrap();
@@ -423,6 +428,12 @@ fn cli_probe_plot_writes_a_profile_and_checks_the_extension_first() {
     let out = gradscope(&[&args[..], &[png.to_str().unwrap()]].concat());
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(png_size(&png), plot::DEFAULT_SIZE);
+    let svg = dir.join("p.svg");
+    let out = gradscope(&[&args[..], &[svg.to_str().unwrap()]].concat());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = fs::read_to_string(&svg).unwrap();
+    assert!(text.contains("tanh") && text.contains("bound_tight"), "the probe's SVG lacks its title or legend");
+    assert!(text.contains("mean-field prediction"), "probe --plot drew no mean-field prediction");
     let pdf = dir.join("p.pdf");
     let out = gradscope(&[&args[..], &[pdf.to_str().unwrap()]].concat());
     assert_eq!(out.status.code(), Some(2));

@@ -106,6 +106,24 @@ pub fn parse_size(s: &str, flag: &str) -> Result<(u32, u32)> {
     Ok(size)
 }
 
+/// The σ_w² at which χ₁ = 1 for an activation (as `summary.csv` names it) and σ_b², from
+/// mean-field theory ([`crate::theory::critical_sigma_w2`]); `None` for an activation the
+/// theory does not know or a σ_b² without a critical point. The `critical` argument of
+/// [`plot_sweep_dir`] for the heatmaps' χ₁ = 1 line.
+///
+/// ```
+/// let c = gradscope::plot::mean_field_critical_sigma_w2("tanh", 0.05).unwrap();
+/// assert!((c - 1.7610).abs() < 1e-3);
+/// assert_eq!(gradscope::plot::mean_field_critical_sigma_w2("relu", 0.0), Some(2.0));
+/// ```
+pub fn mean_field_critical_sigma_w2(activation: &str, sigma_b2: f64) -> Option<f64> {
+    let act: crate::model::activation::Activation = activation.parse().ok()?;
+    match crate::theory::critical_sigma_w2(act, sigma_b2) {
+        Ok(crate::theory::Critical::At(w)) if w.is_finite() => Some(w),
+        _ => None,
+    }
+}
+
 /// Checks a figure size against [`MAX_SIDE`].
 fn check_size((w, h): (u32, u32)) -> Result<()> {
     if w < 200 || h < 150 || w > MAX_SIDE || h > MAX_SIDE {
