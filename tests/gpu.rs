@@ -170,3 +170,26 @@ fn checkpointed_and_kept_runs_agree() {
     let c = compare(&ckpt, &kept, &Tolerance { base: 0.0, per_layer: 0.0 });
     assert!(c.passed(), "recomputation is not bit-identical: {}", c.summary(5));
 }
+
+/// Bad input fails in the first second with a one-line reason: an adapter name that matches
+/// nothing, and a job too big for the device (said before any work, with what would fit).
+#[test]
+fn bad_adapter_names_and_oversized_jobs_are_clear_errors() {
+    let Some(g) = gpu("bad_adapter_names_and_oversized_jobs_are_clear_errors") else { return };
+    let e = GpuBackend::new(&GpuOptions { adapter: Some("no-such-gpu-xyz".into()), allow_software: true }).err().expect("a name matching nothing must fail");
+    let msg = e.to_string();
+    assert!(msg.contains("no GPU adapter matches 'no-such-gpu-xyz'") && !msg.contains('\n'), "{msg}");
+    // One weight matrix beyond the largest storage binding (128 MiB on lavapipe).
+    let bind = g.context().limits.max_storage_buffer_binding_size.min(g.context().limits.max_buffer_size);
+    let n = ((bind / 4) as f64).sqrt() as usize + 8;
+    if n <= 20_000 {
+        let p = problem(&[n, n], Activation::Tanh, Cost::Quadratic, gaussian(1.0, 0.0), 1, 1, TargetSpec::Zeros);
+        let t = Instant::now();
+        let msg = g.probe(&p).err().expect("an oversized job must fail").to_string();
+        assert!(msg.contains("does not fit") && msg.contains("fit") && !msg.contains('\n'), "{msg}");
+        assert!(t.elapsed().as_secs_f64() < 5.0, "the size check must come before any work");
+        eprintln!("{msg}");
+    } else {
+        eprintln!("bad_adapter_names_and_oversized_jobs_are_clear_errors: binding limit too large to exceed cheaply; size check not exercised");
+    }
+}

@@ -104,7 +104,7 @@ impl Plan {
         let lim = &ctx.limits;
         let bind = lim.max_storage_buffer_binding_size.min(lim.max_buffer_size);
         let dev = &ctx.info.name;
-        let mib = |b: u64| b >> 20;
+        let mib = |b: u64| format!("{:.1}", b as f64 / 1048576.0);
         let fail = |what: String, fits: String| Err(Error::Device(format!("the job does not fit '{dev}': {what}; {fits}")));
         let row = (self.bp * self.s * 4) as u64;
         if row > bind {
