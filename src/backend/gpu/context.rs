@@ -18,6 +18,8 @@ use crate::error::{Error, Result};
 pub const PARAM_SLOT: u64 = 256;
 /// Parameter slots per submission.
 pub const PARAM_SLOTS: usize = 2048;
+/// The longest wait for one submission before the device is declared hung.
+pub const WAIT_LIMIT: std::time::Duration = std::time::Duration::from_secs(300);
 /// WebGPU's cap on workgroups per dispatch dimension (adapters may allow more; we never ask).
 pub const MAX_WORKGROUPS_PER_DIM: u32 = 65_535;
 
@@ -177,9 +179,11 @@ impl Context {
         )))
     }
 
-    /// Waits for all submitted work, then reports any device error.
+    /// Waits for all submitted work (never forever: one submission is bounded to well under
+    /// a second of work, so [`WAIT_LIMIT`] means a hung device), then reports device errors.
     pub fn wait(&self, what: &dyn Fn() -> String) -> Result<()> {
-        if let Err(e) = self.device.poll(wgpu::PollType::wait_indefinitely()) {
+        let poll = wgpu::PollType::Wait { submission_index: None, timeout: Some(WAIT_LIMIT) };
+        if let Err(e) = self.device.poll(poll) {
             self.check(what)?;
             return Err(Error::Device(format!("GPU '{}' failed during {}: {e}", self.info.name, what())));
         }
