@@ -230,7 +230,8 @@ pub fn run_theory(a: &TheoryArgs) -> Result<()> {
             if a.critical {
                 println!("  critical_sigma_w2  {}   χ₁ = 1 at σ_b² = {}", num(out.critical_sigma_w2), mf.sigma_b2);
             }
-            let phase = if out.chi1 < 1.0 { "ordered (vanishing)" } else if out.chi1 > 1.0 { "chaotic (exploding)" } else { "critical" };
+            let m = super::meanfield::MARGINAL;
+            let phase = if out.chi1 < 1.0 - m { "ordered (vanishing)" } else if out.chi1 > 1.0 + m { "chaotic (exploding)" } else { "critical" };
             println!("  phase              {phase}");
             let seq: Vec<String> = out.q_sequence.iter().map(|q| format!("{q:.6}")).collect();
             println!("  q_sequence         {} (q¹ from ‖x‖²/n₀ = {})", seq.join(" "), a.input_norm2);

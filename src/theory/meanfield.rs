@@ -537,8 +537,10 @@ pub fn critical_sigma_w2(act: Activation, sigma_b2: f64) -> Result<Critical> {
                 if f == 0.0 {
                     return Ok(Critical::At(w));
                 }
-                if let Some(fp) = f_prev {
-                    if fp * f < 0.0 {
+                if let Some(fp) = f_prev
+                    && fp * f < 0.0
+                {
+                    {
                         // Within the bracket q* is finite, so chi_m1 cannot fail there.
                         let mut err = None;
                         let root = brent(

@@ -24,3 +24,13 @@ pub use cli::{ReproduceArgs, TheoryArgs, run_reproduce, run_theory};
 pub use meanfield::{Critical, FixedPointKind, MeanField, chi, critical_sigma_w2, length_map, q_sequence};
 pub use predict::{Prediction, fit_line, fitted_log10_ratio, predict, predicted_log10_grad_b_rms};
 pub use reproduce::{REPRODUCTIONS, ReproduceOptions, Reproduction, reproduce};
+
+/// The critical σ_w² for an activation given by name and a σ_b², or None where there is
+/// none or the name does not parse (for drawing the χ₁ = 1 line on sweep plots).
+pub fn critical_sigma_w2_by_name(activation: &str, sigma_b2: f64) -> Option<f64> {
+    let act: crate::model::Activation = activation.parse().ok()?;
+    match critical_sigma_w2(act, sigma_b2) {
+        Ok(Critical::At(w)) => Some(w),
+        _ => None,
+    }
+}

@@ -161,15 +161,11 @@ fn q_and_chi(net: &Network, vars: &[(f64, f64)], norm2: f64) -> Result<(Vec<f64>
             )));
         }
         let act = net.activation_at(l);
-        let same_next = l >= 2 && l + 1 <= big_l && vars[l] == vars[l - 1] && net.activation_at(l - 1) == act;
+        let same_next = l >= 2 && l < big_l && vars[l] == vars[l - 1] && net.activation_at(l - 1) == act;
         if l < big_l {
             log_chis[l] = if settled && same_next { log_chis[l - 1] } else { chi(act, vars[l].0, q).log10() };
             let next = if settled && same_next { q } else { length_map(act, vars[l].0, vars[l].1, q) };
-            if next == q || (q < 1e-200 && next < 1e-200) || ((next - q).abs() <= 1e-14 * q) {
-                settled = true;
-            } else {
-                settled = false;
-            }
+            settled = next == q || (q < 1e-200 && next < 1e-200) || ((next - q).abs() <= 1e-14 * q);
             qs[l + 1] = next;
         }
     }

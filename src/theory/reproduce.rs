@@ -304,7 +304,7 @@ pub struct NielsenRow {
 /// otherwise (mean 0.13 and mean square 0.087, near MNIST's 0.13 and 0.11), labels uniform
 /// on 0..9, one-hot targets. Drawn from the Philox stream of `seed`.
 pub fn synthetic_mnist(seed: u64, batch: usize) -> (Array2<f64>, Array2<f64>) {
-    let s = Stream::new(seed ^ 0x6d6e_6973_74);
+    let s = Stream::new(seed ^ 0x006d_6e69_7374);
     let mut x = Array2::<f64>::zeros((batch, 784));
     let mut y = Array2::<f64>::zeros((batch, 10));
     let mut on = vec![0.0; 784];
@@ -397,7 +397,7 @@ fn nielsen_table(opt: &ReproduceOptions) -> Result<Reproduction> {
     let init = Init::new(InitKind::Nielsen, None, None)?;
     let mut means = vec![Vec::new(); 3];
     let mut rmss = vec![Vec::new(); 3];
-    let mut predicted = vec![f64::NAN; 3];
+    let mut predicted = [f64::NAN; 3];
     for seed in 1..=opt.seeds {
         let net = Network::new(widths.clone(), Activation::Sigmoid, false, Cost::CrossEntropy, Params::Generated { init, seed })?;
         let p = Problem::new(net, x.clone(), y.clone())?;
