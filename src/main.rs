@@ -95,6 +95,8 @@ fn probe(a: ProbeArgs) -> Result<()> {
         println!("forward pass overflowed f64 at layer {l}: gradient fields are undefined (status overflow)");
     }
     println!("cost C = {}", gradscope::stats::sci(report.log10_cost));
+    let mean_field = gradscope::probe::MeanFieldSummary::new(&problem, &report);
+    println!("{}", mean_field.line());
     if let Some(path) = &a.save_weights {
         let l = problem.net.depth();
         let bytes: u64 = (1..=l).map(|i| (problem.net.widths[i] * (problem.net.widths[i - 1] + 1)) as u64 * 8).sum();
@@ -107,15 +109,14 @@ fn probe(a: ProbeArgs) -> Result<()> {
         println!("wrote {}", path.display());
     }
     if let (Some(path), Some(f)) = (&a.out, format) {
-        let info = RunInfo { config: &cfg, version: env!("CARGO_PKG_VERSION"), seconds };
+        let info = RunInfo { config: &cfg, version: env!("CARGO_PKG_VERSION"), seconds, mean_field: Some(mean_field.clone()) };
         export::write_atomic(path, &f.render(&report, &info)?)?;
         println!("wrote {}", path.display());
     }
     if let Some(path) = &a.plot {
         let title = format!("{}, {shape}, init {}, cost {}, seed {}", cfg.activation, cfg.init, cfg.cost, cfg.seed);
         // The mean-field prediction, where the theory covers this network (else left out).
-        let predicted = gradscope::theory::predicted_log10_grad_b_rms(&problem).ok();
-        gradscope::plot::plot_profile(&report, predicted.as_deref(), &title, path)?;
+        gradscope::plot::plot_profile(&report, mean_field.log10_grad_b_rms_predicted.as_deref(), &title, path)?;
         println!("wrote {}", path.display());
     }
     if a.check {

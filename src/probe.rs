@@ -200,3 +200,60 @@ impl ProbeConfig {
         Problem::new(net, inputs, targets)
     }
 }
+
+/// The mean-field prediction beside a probe's measurement (docs/THEORY.md): the predicted
+/// per-layer `log10_grad_b_rms` and the fitted per-layer log10 ratio ‖δ^l‖/‖δ^{l+1}‖ of
+/// both profiles over the same layers (the top layer is left out of the fit: the output
+/// error sets it, not the per-layer factor χ₁).
+#[derive(Debug, Clone, Serialize)]
+pub struct MeanFieldSummary {
+    /// Predicted log10 grad_b_rms for l = 1..L; None where the theory does not cover the
+    /// network (then `unavailable` says why).
+    pub log10_grad_b_rms_predicted: Option<Vec<f64>>,
+    pub unavailable: Option<String>,
+    /// Layers of the fit, inclusive.
+    pub fit_from: usize,
+    pub fit_to: usize,
+    /// −slope of the measured log10 grad_b_rms against l (decades per layer).
+    pub fitted_log10_ratio_measured: Option<f64>,
+    /// The same for the prediction (½ log10 χ₁ at equal widths).
+    pub fitted_log10_ratio_predicted: Option<f64>,
+}
+
+impl MeanFieldSummary {
+    pub fn new(p: &Problem, r: &crate::stats::Report) -> MeanFieldSummary {
+        let big_l = r.layers.len();
+        let (fit_from, fit_to) = (1, if big_l >= 3 { big_l - 1 } else { big_l });
+        let (pred, unavailable) = match crate::theory::predicted_log10_grad_b_rms(p) {
+            Ok(v) => (Some(v), None),
+            Err(e) => (None, Some(e.to_string())),
+        };
+        MeanFieldSummary {
+            fitted_log10_ratio_measured: crate::theory::fitted_log10_ratio(r, fit_from, fit_to),
+            fitted_log10_ratio_predicted: pred.as_deref().and_then(|v| crate::theory::predict::fitted_log10_ratio_of(v, fit_from, fit_to)),
+            log10_grad_b_rms_predicted: pred,
+            unavailable,
+            fit_from,
+            fit_to,
+        }
+    }
+
+    /// One line for the terminal.
+    pub fn line(&self) -> String {
+        match (&self.unavailable, self.fitted_log10_ratio_measured, self.fitted_log10_ratio_predicted) {
+            (Some(why), m, _) => format!(
+                "mean field: unavailable ({why}); measured ‖δ^l‖/‖δ^(l+1)‖ = {} per layer",
+                m.map(|v| crate::stats::sci(v)).unwrap_or_else(|| "n/a".into())
+            ),
+            (None, Some(m), Some(p)) => format!(
+                "mean field (docs/THEORY.md): ‖δ^l‖/‖δ^(l+1)‖ fitted over layers {}..{}: measured {}, predicted {} per layer; layer 1 predicted {}",
+                self.fit_from,
+                self.fit_to,
+                crate::stats::sci(m),
+                crate::stats::sci(p),
+                self.log10_grad_b_rms_predicted.as_ref().map(|v| crate::stats::sci(v[0])).unwrap_or_default()
+            ),
+            _ => "mean field: too few layers to fit a per-layer ratio".into(),
+        }
+    }
+}

@@ -93,19 +93,12 @@ struct Forward {
 fn forward_layer(act: Activation, scaled: bool, w: &Array2<f64>, b: &Array1<f64>, a_prev: &Array2<f64>, ea_prev: &[i64]) -> Forward {
     let mut z = a_prev.dot(&w.t());
     let mut ea = ea_prev.to_vec();
-    let has_bias = b.iter().any(|&v| v != 0.0);
-    if has_bias {
+    if let Some(kb) = top_exponent(b.view()) {
         for (mut row, e) in z.rows_mut().into_iter().zip(ea.iter_mut()) {
             if !scaled || *e == 0 {
                 row += b;
-            } else if *e < -900 {
-                // The activation is negligible beside the bias: return to the natural scale.
-                let k = *e;
-                row.mapv_inplace(|v| scale2(v, k));
-                row += b;
-                *e = 0;
             } else {
-                row.scaled_add(pow2(-*e), b);
+                add_scaled(&mut row, e, b.view(), kb, 1.0);
             }
         }
     }
@@ -437,17 +430,32 @@ fn output_error(a: &Array2<f64>, ea: &[i64], y: &Array2<f64>) -> (Array2<f64>, V
         let yx = y.row(x);
         if *ex == 0 {
             row -= &yx;
-        } else if *ex < -900 {
-            let kk = *ex;
-            row.mapv_inplace(|v| scale2(v, kk));
-            row -= &yx;
-            *ex = 0;
-        } else {
-            row.scaled_add(-pow2(-*ex), &yx);
+        } else if let Some(ky) = top_exponent(yx) {
+            add_scaled(&mut row, ex, yx, ky, -1.0);
         }
     }
     renormalise_rows(&mut err, &mut e_err);
     (err, e_err)
+}
+
+/// ⌊log2 max|v|⌋, or None for a zero vector.
+fn top_exponent(v: ndarray::ArrayView1<f64>) -> Option<i64> {
+    let m = v.iter().fold(0.0_f64, |a, x| a.max(x.abs()));
+    (m > 0.0).then(|| m.log2().floor() as i64)
+}
+
+/// row·2^e + sign·v  →  mantissa in `row`, exponent in `e`, computed at the common
+/// exponent max(e, k_v) (k_v = ⌊log2 max|v|⌋), so neither term overflows and the smaller
+/// one underflows only where it is negligible. Scaling by powers of two is exact, so
+/// wherever nothing underflows this is the plain sum, rounded once.
+fn add_scaled(row: &mut ndarray::ArrayViewMut1<f64>, e: &mut i64, v: ndarray::ArrayView1<f64>, k_v: i64, sign: f64) {
+    let m = (*e).max(k_v);
+    if m != *e {
+        let k = *e - m;
+        row.mapv_inplace(|x| scale2(x, k));
+    }
+    Zip::from(row).and(v).for_each(|r, &x| *r += sign * scale2(x, -m));
+    *e = m;
 }
 
 /// â^{l-1} rescaled for the norms (bounded activations are not rescaled in the forward

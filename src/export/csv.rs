@@ -20,14 +20,21 @@ fn num(v: f64) -> String {
 }
 
 impl Exporter for CsvExporter {
-    fn render<C: Serialize>(&self, r: &Report, _info: &RunInfo<C>) -> Result<Vec<u8>> {
+    fn render<C: Serialize>(&self, r: &Report, info: &RunInfo<C>) -> Result<Vec<u8>> {
         let mut w = ::csv::Writer::from_writer(Vec::new());
         let err = |e: ::csv::Error| Error::Internal(format!("CSV: {e}"));
-        w.write_record(FIELDS).map_err(err)?;
+        let mut header: Vec<&str> = FIELDS.to_vec();
+        if info.mean_field.is_some() {
+            header.push("log10_grad_b_rms_predicted");
+        }
+        w.write_record(&header).map_err(err)?;
         for st in &r.layers {
             let mut rec = vec![st.layer.to_string(), st.width.to_string()];
             rec.extend(st.log_fields().iter().map(|(_, v)| num(*v)));
             rec.push(serde_json::to_value(st.status).map(|v| v.as_str().unwrap_or("").to_string()).unwrap_or_default());
+            if info.mean_field.is_some() {
+                rec.push(num(info.predicted(st.layer).unwrap_or(f64::NAN)));
+            }
             w.write_record(&rec).map_err(err)?;
         }
         w.into_inner().map_err(|e| Error::Internal(format!("CSV: {e}")))

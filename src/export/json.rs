@@ -18,7 +18,19 @@ struct Doc<'a, C: Serialize> {
     overflow_layer: Option<usize>,
     #[serde(serialize_with = "crate::stats::finite_or_null")]
     log10_cost: f64,
-    layers: &'a [crate::stats::LayerStats],
+    mean_field: Option<MeanField<'a>>,
+    layers: Vec<serde_json::Value>,
+}
+
+/// The run's mean-field summary without the per-layer array (that goes into each layer as
+/// `log10_grad_b_rms_predicted`).
+#[derive(Serialize)]
+struct MeanField<'a> {
+    unavailable: &'a Option<String>,
+    fit_from: usize,
+    fit_to: usize,
+    fitted_log10_ratio_measured: Option<f64>,
+    fitted_log10_ratio_predicted: Option<f64>,
 }
 
 impl Exporter for JsonExporter {
@@ -31,7 +43,25 @@ impl Exporter for JsonExporter {
             seconds: info.seconds,
             overflow_layer: r.overflow_layer,
             log10_cost: r.log10_cost,
-            layers: &r.layers,
+            mean_field: info.mean_field.as_ref().map(|m| MeanField {
+                unavailable: &m.unavailable,
+                fit_from: m.fit_from,
+                fit_to: m.fit_to,
+                fitted_log10_ratio_measured: m.fitted_log10_ratio_measured.filter(|v| v.is_finite()),
+                fitted_log10_ratio_predicted: m.fitted_log10_ratio_predicted.filter(|v| v.is_finite()),
+            }),
+            layers: r
+                .layers
+                .iter()
+                .map(|st| {
+                    let mut v = serde_json::to_value(st).map_err(|e| Error::Internal(format!("JSON: {e}")))?;
+                    if let (Some(obj), Some(_)) = (v.as_object_mut(), &info.mean_field) {
+                        let p = info.predicted(st.layer).filter(|x| x.is_finite());
+                        obj.insert("log10_grad_b_rms_predicted".into(), p.map_or(serde_json::Value::Null, serde_json::Value::from));
+                    }
+                    Ok(v)
+                })
+                .collect::<Result<Vec<_>>>()?,
         };
         let mut v = serde_json::to_vec_pretty(&doc).map_err(|e| Error::Internal(format!("JSON: {e}")))?;
         v.push(b'\n');

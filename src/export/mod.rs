@@ -21,6 +21,15 @@ pub struct RunInfo<C: Serialize> {
     pub config: C,
     pub version: &'static str,
     pub seconds: f64,
+    /// The mean-field prediction beside the measurement, where the run has one.
+    pub mean_field: Option<crate::probe::MeanFieldSummary>,
+}
+
+impl<C: Serialize> RunInfo<C> {
+    /// The predicted log10 grad_b_rms of layer l (1-based), if any.
+    pub fn predicted(&self, l: usize) -> Option<f64> {
+        self.mean_field.as_ref()?.log10_grad_b_rms_predicted.as_ref()?.get(l - 1).copied()
+    }
 }
 
 /// An output format for one probe's report.
