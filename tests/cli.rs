@@ -98,7 +98,17 @@ fn saved_weights_reload_to_the_same_statistics_in_float32_and_float64() {
     assert!(o.status.success(), "{}", stderr(&o));
     let ja: serde_json::Value = serde_json::from_slice(&std::fs::read(&a).unwrap()).unwrap();
     let jb: serde_json::Value = serde_json::from_slice(&std::fs::read(&b).unwrap()).unwrap();
-    assert_eq!(ja["layers"], jb["layers"], "reloaded weights give other statistics");
+    // The same statistics, but for rounding: a generated layer's ‖W‖₂ is std·‖G‖₂ (G the
+    // stream's N(0,1) matrix, normed once per seed), a stored one's is normed directly. The
+    // mean-field prediction differs by design (the init's σ_w² against the weights' own).
+    let (la, lb) = (ja["layers"].as_array().unwrap(), jb["layers"].as_array().unwrap());
+    assert_eq!(la.len(), lb.len());
+    for (x, y) in la.iter().zip(lb) {
+        for f in MATH_FIELDS {
+            let (u, v) = (x[*f].as_f64().unwrap(), y[*f].as_f64().unwrap());
+            assert!((u - v).abs() <= 1e-12, "layer {}: {f} {u} vs {v} after reloading the weights", x["layer"]);
+        }
+    }
 
     // The same weights as float32, as PyTorch would save them, read back to within f32.
     let p = gradscope::model::files::read_params(&w).unwrap();
@@ -215,5 +225,5 @@ fn dead_relu_network_reports_a_true_zero() {
     assert!(o.status.success(), "{}", stderr(&o));
     let text = std::fs::read_to_string(&out).unwrap();
     let rows: Vec<&str> = text.lines().collect();
-    assert!(rows[1].contains("-inf") && rows[1].ends_with("zero-gradient"), "{}", rows[1]);
+    assert!(rows[1].contains("-inf") && rows[1].contains(",zero-gradient"), "{}", rows[1]);
 }

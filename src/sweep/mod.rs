@@ -247,6 +247,22 @@ impl SweepPlan {
     }
 }
 
+impl SweepPlan {
+    /// The mean-field predicted log10 grad_b_rms profile of each depth of a group (None
+    /// where the theory does not cover it).
+    pub fn predictions(&self, g: &Group) -> Vec<Option<Vec<f64>>> {
+        let Ok(deep) = self.problem(g) else { return vec![None; self.depths.len()] };
+        self.depths
+            .iter()
+            .map(|&d| {
+                let mut p = deep.clone();
+                p.net.widths.truncate(d + 1);
+                crate::theory::predicted_log10_grad_b_rms(&p).ok()
+            })
+            .collect()
+    }
+}
+
 /// One row of `summary.csv`: a (configuration, depth, seed) point.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SummaryRow {
@@ -282,24 +298,24 @@ pub struct SummaryRow {
     pub log10_bound_tight_first: f64,
     /// The status of layer 1 (ok, zero-gradient, underflow, overflow).
     pub status_first: LayerStatus,
+    /// The mean-field prediction (docs/THEORY.md) of log10_grad_b_rms at layer 1, and the
+    /// slope of the predicted profile fitted like `slope_log10_grad_b_rms` (NaN where the
+    /// theory does not cover the configuration).
+    #[serde(with = "store::nonfinite")]
+    pub log10_grad_b_rms_first_predicted: f64,
+    #[serde(with = "store::nonfinite")]
+    pub slope_log10_grad_b_rms_predicted: f64,
 }
 
-/// Least-squares slope of y against x over the finite points (NaN with fewer than two).
-pub fn ls_slope(ys: impl Iterator<Item = (f64, f64)>) -> f64 {
-    let pts: Vec<(f64, f64)> = ys.filter(|(_, y)| y.is_finite()).collect();
-    if pts.len() < 2 {
-        return f64::NAN;
-    }
-    let n = pts.len() as f64;
-    let mx = pts.iter().map(|p| p.0).sum::<f64>() / n;
-    let my = pts.iter().map(|p| p.1).sum::<f64>() / n;
-    let sxy: f64 = pts.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
-    let sxx: f64 = pts.iter().map(|p| (p.0 - mx) * (p.0 - mx)).sum();
-    sxy / sxx
+/// Least-squares slope of a log10 profile (l = 1..L) against l over layers 1..L−1 (the top
+/// layer is set by the output error, not by the per-layer factor); NaN where undefined.
+pub fn profile_slope(profile: &[f64]) -> f64 {
+    let to = if profile.len() >= 3 { profile.len() - 1 } else { profile.len() };
+    crate::theory::predict::fitted_log10_ratio_of(profile, 1, to).map_or(f64::NAN, |r| -r)
 }
 
 impl SummaryRow {
-    pub fn new(plan: &SweepPlan, g: &Group, r: &Report) -> SummaryRow {
+    pub fn new(plan: &SweepPlan, g: &Group, r: &Report, predicted: Option<&[f64]>) -> SummaryRow {
         let first = &r.layers[0];
         let last = r.layers.last().unwrap();
         SummaryRow {
@@ -319,10 +335,12 @@ impl SummaryRow {
             log10_grad_w_rms_first: first.log10_grad_w_rms,
             log10_grad_w_rms_last: last.log10_grad_w_rms,
             log10_grad_b_mean_first: first.log10_grad_b_mean,
-            slope_log10_grad_b_rms: ls_slope(r.layers.iter().map(|s| (s.layer as f64, s.log10_grad_b_rms))),
+            slope_log10_grad_b_rms: profile_slope(&r.layers.iter().map(|s| s.log10_grad_b_rms).collect::<Vec<_>>()),
             log10_bound_first: first.log10_bound,
             log10_bound_tight_first: first.log10_bound_tight,
             status_first: first.status,
+            log10_grad_b_rms_first_predicted: predicted.map_or(f64::NAN, |p| p[0]),
+            slope_log10_grad_b_rms_predicted: predicted.map_or(f64::NAN, profile_slope),
         }
     }
 }

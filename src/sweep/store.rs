@@ -19,7 +19,7 @@ use crate::export::write_atomic;
 use crate::stats::Report;
 
 /// The per-layer fields kept as profiles, one `profiles/<field>.npy` each.
-pub const PROFILE_FIELDS: &[&str] = &["log10_grad_b_rms", "log10_grad_b_mean", "log10_grad_w_rms", "log10_bound", "log10_bound_tight"];
+pub const PROFILE_FIELDS: &[&str] = &["log10_grad_b_rms", "log10_grad_b_mean", "log10_grad_w_rms", "log10_bound", "log10_bound_tight", "log10_grad_b_rms_predicted"];
 
 /// serde for f64 that keeps ±inf and NaN (as the strings "inf", "-inf", "nan") in JSON.
 pub mod nonfinite {
@@ -153,10 +153,17 @@ impl SweepDir {
     /// Writes one finished group: profiles first, then the JSON that marks it done.
     pub fn write_group(&self, plan: &SweepPlan, g: &Group, reports: &[Report], seconds: f64) -> Result<()> {
         let depth = reports.iter().map(|r| r.layers.len()).max().unwrap_or(0);
+        let predicted = plan.predictions(g);
         let mut npz = NpzWriter::new(std::io::Cursor::new(Vec::new()));
         for field in PROFILE_FIELDS {
             let mut a = Array2::<f64>::from_elem((reports.len(), depth), f64::NAN);
             for (i, r) in reports.iter().enumerate() {
+                if *field == "log10_grad_b_rms_predicted" {
+                    if let Some(p) = &predicted[i] {
+                        a.slice_mut(ndarray::s![i, ..p.len()]).assign(&ndarray::ArrayView1::from(&p[..]));
+                    }
+                    continue;
+                }
                 for st in &r.layers {
                     a[(i, st.layer - 1)] = st.log_fields().iter().find(|(n, _)| n == field).unwrap().1;
                 }
@@ -166,7 +173,7 @@ impl SweepDir {
         let bytes = npz.finish().map_err(|e| Error::Internal(e.to_string()))?.into_inner();
         let json_path = self.group_json(g);
         write_atomic(&json_path.with_extension("npz"), &bytes)?;
-        let gf = GroupFile { group: g.clone(), seconds, device: reports.first().map(|r| r.device.clone()).unwrap_or_default(), rows: reports.iter().map(|r| SummaryRow::new(plan, g, r)).collect() };
+        let gf = GroupFile { group: g.clone(), seconds, device: reports.first().map(|r| r.device.clone()).unwrap_or_default(), rows: reports.iter().zip(&predicted).map(|(r, p)| SummaryRow::new(plan, g, r, p.as_deref())).collect() };
         let mut v = serde_json::to_vec(&gf).map_err(|e| Error::Internal(e.to_string()))?;
         v.push(b'\n');
         write_atomic(&json_path, &v)
@@ -222,6 +229,9 @@ impl SweepDir {
             Column::F64("slope_log10_grad_b_rms", f(|r| r.slope_log10_grad_b_rms)),
             Column::F64("log10_bound_first", f(|r| r.log10_bound_first)),
             Column::F64("log10_bound_tight_first", f(|r| r.log10_bound_tight_first)),
+            Column::Text("status_first", rows.iter().map(|r| serde_json::to_value(r.status_first).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()).collect()),
+            Column::F64("log10_grad_b_rms_first_predicted", f(|r| r.log10_grad_b_rms_first_predicted)),
+            Column::F64("slope_log10_grad_b_rms_predicted", f(|r| r.slope_log10_grad_b_rms_predicted)),
         ];
         write_atomic(&self.path.join("summary.npy"), &table_npy(&cols)?)?;
         // profiles/<field>.npy: rows = summary rows, NaN-padded to the deepest depth.
