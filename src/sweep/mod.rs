@@ -3,8 +3,9 @@
 //!
 //! The unit of work is a *group*: one configuration (activation, init, σ_w², σ_b², width,
 //! seed) with every requested depth. A group runs as one forward pass to the deepest depth
-//! and one stacked backward pass for all depths ([`CpuBackend::probe_depths`]), so a sweep
-//! of 200 depths costs about as much as two or three probes of the deepest one, not 200.
+//! and one stacked backward pass for all depths ([`Engine::probe_depths`], on the CPU or the
+//! GPU as `--backend` says), so a sweep of 200 depths costs about as much as two or three
+//! probes of the deepest one, not 200.
 
 pub mod grid;
 pub mod store;
@@ -14,7 +15,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::backend::CpuBackend;
+use crate::backend::{BackendChoice, Engine};
 use crate::error::{Error, Result};
 use crate::model::{Activation, Cost, Init, InitKind, InputSpec, Network, Params, Problem, TargetSpec};
 use crate::stats::{LayerStatus, Report};
@@ -234,16 +235,19 @@ impl SweepPlan {
         Problem::new(net, x, y)
     }
 
-    /// Runs one group on the CPU engine: one report per depth. Reusing `cpu` across groups
-    /// shares its cache of spectral norms.
-    pub fn run_group(&self, cpu: &CpuBackend, g: &Group) -> Result<Vec<Report>> {
+    /// Runs one group on `engine` (CPU or GPU, each with one forward pass and one stacked
+    /// backward pass for all depths): one report per depth. Reusing one engine across
+    /// groups shares its cache of spectral norms.
+    pub fn run_group(&self, engine: &Engine, g: &Group) -> Result<Vec<Report>> {
         let p = self.problem(g)?;
-        crate::backend::cpu::check_memory(
-            cpu.memory_needed(&p.net.widths, p.batch(), true),
-            "one sweep configuration",
-            "lower the deepest depth, --widths or --batch",
-        )?;
-        cpu.probe_depths(&p, &self.depths)
+        if let Engine::Cpu(cpu) = engine {
+            crate::backend::cpu::check_memory(
+                cpu.memory_needed(&p.net.widths, p.batch(), true),
+                "one sweep configuration",
+                "lower the deepest depth, --widths or --batch",
+            )?;
+        }
+        engine.probe_depths(&p, &self.depths)
     }
 }
 
@@ -251,15 +255,23 @@ impl SweepPlan {
     /// The mean-field predicted log10 grad_b_rms profile of each depth of a group (None
     /// where the theory does not cover it).
     pub fn predictions(&self, g: &Group) -> Vec<Option<Vec<f64>>> {
-        let Ok(deep) = self.problem(g) else { return vec![None; self.depths.len()] };
-        self.depths
-            .iter()
-            .map(|&d| {
-                let mut p = deep.clone();
-                p.net.widths.truncate(d + 1);
-                crate::theory::predicted_log10_grad_b_rms(&p).ok()
-            })
-            .collect()
+        let n = self.depths.len();
+        let Ok(p) = self.problem(g) else { return vec![None; n] };
+        let run = |k: usize| crate::theory::predict::predict_depths(&p, &self.depths[..k]);
+        // The theory fails past some depth when q^l overflows (an unbounded σ far into the
+        // chaotic phase): keep the longest prefix of depths it covers.
+        let mut got = run(n);
+        if got.is_err() {
+            let (mut ok, mut bad) = (0, n);
+            while bad - ok > 1 {
+                let mid = (ok + bad) / 2;
+                if run(mid).is_ok() { ok = mid } else { bad = mid }
+            }
+            got = if ok == 0 { Ok(Vec::new()) } else { run(ok) };
+        }
+        let mut out: Vec<Option<Vec<f64>>> = got.map(|v| v.into_iter().map(|p| Some(p.log10_grad_b_rms)).collect()).unwrap_or_default();
+        out.resize(n, None);
+        out
     }
 }
 
@@ -381,19 +393,26 @@ pub struct RunSummary {
 /// A directory holding another sweep, unwritable output, or a failing group (whose
 /// finished predecessors stay on disk).
 pub fn run(plan: &SweepPlan, opts: &RunOptions) -> Result<RunSummary> {
-    if plan.backend == "gpu" {
-        return Err(Error::Device("--backend gpu is not available for sweeps in this build; use --backend cpu".into()));
+    let choice = match plan.backend.as_str() {
+        "cpu" => BackendChoice::Cpu,
+        "gpu" => BackendChoice::Gpu,
+        "auto" => BackendChoice::Auto,
+        other => return Err(Error::arg("--backend", format!("'{other}' is not auto, cpu or gpu"))),
+    };
+    // Chosen once, before any file is touched; the device goes into meta.json.
+    let (engine, why) = Engine::select(choice, None)?;
+    if opts.progress {
+        eprintln!("engine: {} on {} ({why})", engine.name(), engine.device_name());
     }
-    let dir = store::SweepDir::open(&opts.out, plan, opts.shard, &CpuBackend::device_name())?;
+    let dir = store::SweepDir::open(&opts.out, plan, opts.shard, &engine.device_name())?;
     let mine: Vec<Group> = plan.groups().into_iter().filter(|g| opts.shard.is_none_or(|(k, n)| g.index % n == k - 1)).collect();
     let todo: Vec<&Group> = mine.iter().filter(|g| !dir.is_done(g)).collect();
     let skipped = mine.len() - todo.len();
     let t0 = Instant::now();
     let mut bar = store::Progress::new(opts.progress, todo.len(), skipped);
-    let cpu = CpuBackend::default();
     for g in &todo {
         let tg = Instant::now();
-        let reports = plan.run_group(&cpu, g)?;
+        let reports = plan.run_group(&engine, g)?;
         dir.write_group(plan, g, &reports, tg.elapsed().as_secs_f64())?;
         bar.tick(g, plan.depths.len());
     }

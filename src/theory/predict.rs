@@ -81,18 +81,31 @@ fn log10_rms_of_logs(v: &[f64]) -> f64 {
 /// [`Error::Numerical`] when q^l overflows f64 (an unbounded σ with σ_w² far past its
 /// critical value) or the predicted top-layer gradient is not finite.
 pub fn predict(p: &Problem) -> Result<Prediction> {
+    let mut v = predict_depths(p, &[p.net.depth()])?;
+    Ok(v.pop().expect("one depth"))
+}
+
+/// [`predict`] for the prefix networks of depths `depths` (each ≤ L; the sweep's depths),
+/// from one pass: q^l and the per-layer factors χ_l do not depend on the depth, only the
+/// top-layer term E‖δ^d‖² does.
+///
+/// # Errors
+/// As [`predict`]; a depth outside 1..=L.
+pub fn predict_depths(p: &Problem, depths: &[usize]) -> Result<Vec<Prediction>> {
     let net = &p.net;
-    let big_l = net.depth();
+    let big_l = depths.iter().copied().max().unwrap_or(0);
+    if big_l == 0 || big_l > net.depth() {
+        return Err(Error::Internal(format!("predict_depths: depths must lie in 1..={}", net.depth())));
+    }
     let vars = layer_variances(net);
     let n0 = net.widths[0] as f64;
-    let nl = net.widths[big_l] as f64;
     let quad = GaussianQuadrature::shared();
-    let out_act = net.activation_at(big_l);
     let bsz = p.batch();
     // Examples with the same ‖x‖² share their q sequence.
     let mut norms: Vec<(f64, usize)> = p.inputs.rows().into_iter().enumerate().map(|(x, r)| (r.dot(&r) / n0, x)).collect();
     norms.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let mut log_d2 = vec![vec![0.0; bsz]; big_l + 1]; // log10 E‖δ^l_x‖², l = 1..L
+    // Per depth: log10 E‖δ^l_x‖² for l = 1..d.
+    let mut log_d2: Vec<Vec<Vec<f64>>> = depths.iter().map(|&d| vec![vec![0.0; bsz]; d + 1]).collect();
     let mut q_sum = vec![0.0; big_l + 1];
     let mut chi_sum = vec![0.0; big_l];
     let mut i = 0;
@@ -101,54 +114,60 @@ pub fn predict(p: &Problem) -> Result<Prediction> {
         while j < norms.len() && norms[j].0 == norms[i].0 {
             j += 1;
         }
-        let (qs, log_chis) = q_and_chi(net, &vars, norms[i].0)?;
+        let (qs, log_chis) = q_and_chi(net, big_l, &vars, norms[i].0)?;
         for l in 1..=big_l {
             q_sum[l] += qs[l] * (j - i) as f64;
         }
         for l in 1..big_l {
             chi_sum[l] += 10f64.powf(log_chis[l]) * (j - i) as f64;
         }
-        let q_top = qs[big_l];
-        let kinks = out_act.kinks();
-        let d2 = |h: f64| if net.cost == Cost::CrossEntropy { 1.0 } else { out_act.dsigma(h).powi(2) };
-        let (e_d2s2, e_d2s, e_d2) = if out_act == Activation::Linear && net.cost == Cost::Quadratic {
-            (q_top, 0.0, 1.0)
-        } else {
-            (
-                quad.expect_scaled(q_top, kinks, |h| d2(h) * out_act.sigma(h).powi(2)),
-                quad.expect_scaled(q_top, kinks, |h| d2(h) * out_act.sigma(h)),
-                quad.expect_scaled(q_top, kinks, d2),
-            )
-        };
-        for &(_, x) in &norms[i..j] {
-            let y = p.targets.row(x);
-            let (sy, syy) = (y.sum(), y.dot(&y));
-            let top = nl * e_d2s2 - 2.0 * e_d2s * sy + e_d2 * syy;
-            if !(top.is_finite() && top >= 0.0) {
-                return Err(Error::Numerical(format!("the predicted E‖δ^L‖² is {top} for example {x}")));
-            }
-            let mut acc = top.max(0.0).log10();
-            log_d2[big_l][x] = acc;
-            for l in (1..big_l).rev() {
-                acc += log_chis[l];
-                log_d2[l][x] = acc;
+        for (k, &d) in depths.iter().enumerate() {
+            let out_act = net.activation_at(d);
+            let q_top = qs[d];
+            let kinks = out_act.kinks();
+            let d2 = |h: f64| if net.cost == Cost::CrossEntropy { 1.0 } else { out_act.dsigma(h).powi(2) };
+            let (e_d2s2, e_d2s, e_d2) = if out_act == Activation::Linear && net.cost == Cost::Quadratic {
+                (q_top, 0.0, 1.0)
+            } else {
+                (
+                    quad.expect_scaled(q_top, kinks, |h| d2(h) * out_act.sigma(h).powi(2)),
+                    quad.expect_scaled(q_top, kinks, |h| d2(h) * out_act.sigma(h)),
+                    quad.expect_scaled(q_top, kinks, d2),
+                )
+            };
+            let nl = net.widths[d] as f64;
+            for &(_, x) in &norms[i..j] {
+                let y = p.targets.row(x);
+                let (sy, syy) = (y.sum(), y.dot(&y));
+                let top = nl * e_d2s2 - 2.0 * e_d2s * sy + e_d2 * syy;
+                if !(top.is_finite() && top >= 0.0) {
+                    return Err(Error::Numerical(format!("the predicted E‖δ^L‖² is {top} for example {x}")));
+                }
+                let mut acc = top.max(0.0).log10();
+                log_d2[k][d][x] = acc;
+                for l in (1..d).rev() {
+                    acc += log_chis[l];
+                    log_d2[k][l][x] = acc;
+                }
             }
         }
         i = j;
     }
-    let log10_grad_b_rms = (1..=big_l).map(|l| log10_rms_of_logs(&log_d2[l].iter().map(|v| 0.5 * v).collect::<Vec<_>>())).collect();
-    Ok(Prediction {
-        log10_grad_b_rms,
-        q: (1..=big_l).map(|l| q_sum[l] / bsz as f64).collect(),
-        log10_chi: (1..big_l).map(|l| (chi_sum[l] / bsz as f64).log10()).collect(),
-    })
+    Ok(depths
+        .iter()
+        .zip(&log_d2)
+        .map(|(&d, ld)| Prediction {
+            log10_grad_b_rms: (1..=d).map(|l| log10_rms_of_logs(&ld[l].iter().map(|v| 0.5 * v).collect::<Vec<_>>())).collect(),
+            q: (1..=d).map(|l| q_sum[l] / bsz as f64).collect(),
+            log10_chi: (1..d).map(|l| (chi_sum[l] / bsz as f64).log10()).collect(),
+        })
+        .collect())
 }
 
 /// q^1..q^L (index 0 unused) and log10 χ_l = log10 σ_w²⁽ˡ⁺¹⁾ E[σ′(√q^l z)²] for l = 1..L−1,
 /// from ‖x‖²/n₀. Once q^l stops changing (to 1e-14) or falls below 1e-200 the remaining
 /// layers reuse the last values where the variances repeat, so depth 10⁴ costs little.
-fn q_and_chi(net: &Network, vars: &[(f64, f64)], norm2: f64) -> Result<(Vec<f64>, Vec<f64>)> {
-    let big_l = net.depth();
+fn q_and_chi(net: &Network, big_l: usize, vars: &[(f64, f64)], norm2: f64) -> Result<(Vec<f64>, Vec<f64>)> {
     let mut qs = vec![0.0; big_l + 1];
     let mut log_chis = vec![0.0; big_l];
     qs[1] = vars[0].0 * norm2 + vars[0].1;
