@@ -1,7 +1,7 @@
 // common.wgsl: the parameter block every gradscope kernel reads and exact power-of-two helpers.
 // Prepended to every kernel file (see src/backend/gpu/context.rs, `source`).
 
-// One 64-byte block per dispatch, bound read-only with a dynamic offset.
+// One 96-byte block per dispatch, bound read-only with a dynamic offset.
 // Field use per kernel is documented at the kernel; unused fields are 0.
 struct Params {
     batch: u32,    // B, examples
@@ -20,12 +20,22 @@ struct Params {
     rec_next: u32, // offset of layer l+1's record
     aux0: u32,
     aux1: u32,
+    // The stacked backward pass of a depth sweep (rows j·B + x belong to active depth j):
+    blocks: u32,   // active depths at this layer, the joining one (if any) last
+    brec: u32,     // offset (floats) of this layer's backward records, one per block
+    bstride: u32,  // floats per block record
+    err: u32,      // offset (floats) of the joining depth's output error ê
+    err_e: u32,    // offset of its exponents
+    pad0: u32,
+    pad1: u32,
+    pad2: u32,
 }
 
 const FLAG_SCALED: u32 = 1u;   // positively homogeneous σ: rows carry a power-of-two exponent
 const FLAG_BIAS: u32 = 2u;     // the layer has a non-zero bias
 const FLAG_DSIG: u32 = 4u;     // multiply by σ'(z) (backward)
 const FLAG_REC_NEXT: u32 = 8u; // write ‖a^l‖², e^l into layer l+1's record
+const FLAG_JOIN: u32 = 16u;    // a depth joins the backward pass at this layer (its last block)
 
 // An exponent at which a row's scale makes its activation negligible beside the bias
 // (|â·2^e| < 2^-100 |b|): the row returns to its natural scale (cf. the CPU's −900 in f64).

@@ -3,9 +3,9 @@
 // power-of-two renormalisation of a (homogeneous σ) or δ (always) with its exponent.
 // One 64-wide workgroup per example row. Needs common.wgsl.
 //
-// Record layout of layer l (floats, at P.rec): [0,B) max|σ′| per example, [B,2B) ‖â^{l-1}‖²,
-// [2B,3B) exponent of â^{l-1}, [3B,4B) ‖δ̂^l‖², [4B,5B) exponent of δ̂^l, [5B,6B) 1 if z^l
-// is finite else 0, then the batch-mean and Gram partial sums (reduce.wgsl).
+// Forward record of layer l (floats, at P.rec): [0,B) max|σ′| per example, [B,2B) ‖â^{l-1}‖²,
+// [2B,3B) exponent of â^{l-1}, [3B,4B) unused, [4B,5B) unused, [5B,6B) 1 if z^l is finite
+// else 0. Backward records (one per active depth and layer) are described at backward_post.
 
 const WG: u32 = 64u;
 
@@ -240,30 +240,45 @@ fn forward_post(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id
     }
 }
 
-@group(0) @binding(7) var<storage, read> dsig_in: array<f32>;         // σ′(z^l)
-@group(0) @binding(8) var<storage, read_write> d_out: array<f32>;     // δ̂^l
-@group(0) @binding(9) var<storage, read_write> e_io: array<i32>;      // exponents of δ
+@group(0) @binding(7) var<storage, read> dsig_in: array<f32>;         // σ′(z^l), B x s_out
+@group(0) @binding(8) var<storage, read_write> d_out: array<f32>;     // δ̂^l, stacked
+@group(0) @binding(9) var<storage, read_write> e_io: array<i32>;      // exponents of δ, stacked
+@group(0) @binding(10) var<storage, read> err_in: array<f32>;         // output errors ê per depth
+@group(0) @binding(11) var<storage, read> err_e_in: array<i32>;       // their exponents
 
-// δ^l = g ⊙ σ′(z^l) (or g alone), renormalised: δ̂ = δ·2^{-k}, e += k; ‖δ̂‖² and e recorded.
+// The stacked backward pass: row r = j·B + x is example x of active depth j (P.blocks of
+// them). δ^l = g ⊙ σ′(z^l) for the depths already active; the depth joining at its top layer
+// (FLAG_JOIN, the last block) starts from its output error ê, times σ′(z^l) when FLAG_DSIG
+// (quadratic cost). Each row is renormalised: δ̂ = δ·2^{-k}, e += k; ‖δ̂‖² and e go to the
+// block's backward record at P.brec + j·P.bstride ([0,B) ‖δ̂‖², [B,2B) exponent).
 @compute @workgroup_size(64)
 fn backward_post(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
                  @builtin(num_workgroups) nwg: vec3<u32>) {
-    let x = wid.x + wid.y * nwg.x;
-    if (x >= P.batch) {
+    let r = wid.x + wid.y * nwg.x;
+    let bsz = P.batch;
+    if (r >= P.blocks * bsz) {
         return;
     }
-    let bsz = P.batch;
-    let row = x * P.s_out;
-    let use_dsig = (P.flags & FLAG_DSIG) != 0u;
+    let j = r / bsz;
+    let x = r % bsz;
+    let join = (P.flags & FLAG_JOIN) != 0u && j + 1u == P.blocks;
+    let use_dsig = !join || (P.flags & FLAG_DSIG) != 0u;
+    let row = r * P.s_out;
+    let xrow = x * P.s_out;
     var dmax = 0.0;
     for (var i = lid; i < P.s_out; i += WG) {
         if (i >= P.n_out) {
             d_out[row + i] = 0.0;
             continue;
         }
-        var d = row_in[row + i];
+        var d = 0.0;
+        if (join) {
+            d = err_in[P.err + xrow + i];
+        } else {
+            d = row_in[row + i];
+        }
         if (use_dsig) {
-            d = d * dsig_in[row + i];
+            d = d * dsig_in[xrow + i];
         }
         d_out[row + i] = d;
         dmax = max(dmax, abs(d));
@@ -285,9 +300,16 @@ fn backward_post(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_i
         }
     }
     if (lid == 0u) {
-        let e = e_io[x] + k;
-        e_io[x] = e;
-        rec[P.rec + 3u * bsz + x] = select(0.0, scale2(s, 2 * (big_e - k)), usable);
-        rec[P.rec + 4u * bsz + x] = f32(e);
+        var e0 = 0;
+        if (join) {
+            e0 = err_e_in[P.err_e + x];
+        } else {
+            e0 = e_io[r];
+        }
+        let e = e0 + k;
+        e_io[r] = e;
+        let base = P.brec + j * P.bstride;
+        rec[base + x] = select(0.0, scale2(s, 2 * (big_e - k)), usable);
+        rec[base + bsz + x] = f32(e);
     }
 }

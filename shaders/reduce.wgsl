@@ -3,7 +3,8 @@
 //   batch_mean: ‖Σ_x 2^{e_x - m} δ̂_x‖²                        (grad_b_mean)
 //   gram:       Σ_{x,x'} w_x w_x' (δ̂_x·δ̂_x')(â_x·â_x')          (grad_w_mean, MATH.md's
 //               two B x B Gram matrices, never the n_l x n_{l-1} gradient)
-// with m the largest live exponent. Reads the layer record written by pointwise.wgsl.
+// with m the largest live exponent, per active depth (block) of the stacked backward pass.
+// Reads the records written by pointwise.wgsl.
 // Needs common.wgsl.
 
 // A fixed number of invocations, each summing a strided share and writing its own partial:
@@ -13,21 +14,25 @@ const MEAN_PARTS: u32 = 64u;   // one workgroup
 const GRAM_PARTS: u32 = 256u;  // four workgroups
 
 @group(0) @binding(0) var<storage, read> P: Params;
-@group(0) @binding(1) var<storage, read> dl: array<vec4<f32>>;   // δ̂^l, B x s_out
+@group(0) @binding(1) var<storage, read> dl: array<vec4<f32>>;   // δ̂^l, stacked (blocks x B) x s_out
 @group(0) @binding(2) var<storage, read> ap: array<vec4<f32>>;   // â^{l-1}, B x s_in
-@group(0) @binding(3) var<storage, read_write> rec: array<f32>;
+@group(0) @binding(3) var<storage, read_write> rec: array<f32>;  // backward records
+@group(0) @binding(4) var<storage, read> frec: array<f32>;       // forward record of layer l
 
 const NO_LIVE: i32 = -2147483647;
 
-// Partial t of Σ_i (Σ_x 2^{e_x - m} δ̂_{x,i})² over units i ≡ t (mod MEAN_PARTS); at 6B + t.
+// Block j = gid.y (one active depth): partial t of Σ_i (Σ_x 2^{e_x - m} δ̂_{x,i})² over units
+// i ≡ t (mod MEAN_PARTS); at 2B + t of the block's record.
 @compute @workgroup_size(64)
 fn batch_mean(@builtin(global_invocation_id) gid: vec3<u32>) {
     let t = gid.x;
+    let j = gid.y;
     let bsz = P.batch;
+    let base = P.brec + j * P.bstride;
     var m = NO_LIVE;
     for (var x = 0u; x < bsz; x++) {
-        if (rec[P.rec + 3u * bsz + x] > 0.0) {
-            m = max(m, i32(rec[P.rec + 4u * bsz + x]));
+        if (rec[base + x] > 0.0) {
+            m = max(m, i32(rec[base + bsz + x]));
         }
     }
     var acc = 0.0;
@@ -36,54 +41,58 @@ fn batch_mean(@builtin(global_invocation_id) gid: vec3<u32>) {
         for (var i = t; i < P.n_out; i += MEAN_PARTS) {
             var v = 0.0;
             for (var x = 0u; x < bsz; x++) {
-                if (rec[P.rec + 3u * bsz + x] > 0.0) {
-                    let d = dl[x * nq + i / 4u][i % 4u];
-                    v += scale2(d, i32(rec[P.rec + 4u * bsz + x]) - m);
+                if (rec[base + x] > 0.0) {
+                    let d = dl[(j * bsz + x) * nq + i / 4u][i % 4u];
+                    v += scale2(d, i32(rec[base + bsz + x]) - m);
                 }
             }
             acc += v * v;
         }
     }
-    rec[P.rec + 6u * bsz + t] = acc;
+    rec[base + 2u * bsz + t] = acc;
 }
 
-// Partial t of the Gram product over pairs p = x·B + x' ≡ t (mod GRAM_PARTS), x ≤ x';
-// at 6B + aux0 + t.
+// Block j = gid.y: partial t of the Gram product over pairs p = x·B + x' ≡ t (mod
+// GRAM_PARTS), x ≤ x'; at 2B + aux0 + t of the block's record. ‖â^{l-1}‖² and its exponent
+// come from the forward record at P.rec.
 @compute @workgroup_size(64)
 fn gram(@builtin(global_invocation_id) gid: vec3<u32>) {
     let t = gid.x;
+    let j = gid.y;
     let bsz = P.batch;
+    let base = P.brec + j * P.bstride;
     var m = NO_LIVE;
     for (var x = 0u; x < bsz; x++) {
-        if (rec[P.rec + 3u * bsz + x] > 0.0 && rec[P.rec + bsz + x] > 0.0) {
-            m = max(m, i32(rec[P.rec + 4u * bsz + x]) + i32(rec[P.rec + 2u * bsz + x]));
+        if (rec[base + x] > 0.0 && frec[P.rec + bsz + x] > 0.0) {
+            m = max(m, i32(rec[base + bsz + x]) + i32(frec[P.rec + 2u * bsz + x]));
         }
     }
     var acc = 0.0;
     if (m != NO_LIVE) {
         let nqo = P.s_out / 4u;
         let nqi = P.s_in / 4u;
+        let d0 = j * bsz;
         for (var p = t; p < bsz * bsz; p += GRAM_PARTS) {
             let x = p / bsz;
             let y = p % bsz;
-            let live_x = rec[P.rec + 3u * bsz + x] > 0.0 && rec[P.rec + bsz + x] > 0.0;
-            let live_y = rec[P.rec + 3u * bsz + y] > 0.0 && rec[P.rec + bsz + y] > 0.0;
+            let live_x = rec[base + x] > 0.0 && frec[P.rec + bsz + x] > 0.0;
+            let live_y = rec[base + y] > 0.0 && frec[P.rec + bsz + y] > 0.0;
             if (x > y || !live_x || !live_y) {
                 continue;
             }
             var gd = 0.0;
             for (var q = 0u; q < nqo; q++) {
-                gd += dot(dl[x * nqo + q], dl[y * nqo + q]);
+                gd += dot(dl[(d0 + x) * nqo + q], dl[(d0 + y) * nqo + q]);
             }
             var ga = 0.0;
             for (var q = 0u; q < nqi; q++) {
                 ga += dot(ap[x * nqi + q], ap[y * nqi + q]);
             }
-            let cx = i32(rec[P.rec + 4u * bsz + x]) + i32(rec[P.rec + 2u * bsz + x]);
-            let cy = i32(rec[P.rec + 4u * bsz + y]) + i32(rec[P.rec + 2u * bsz + y]);
+            let cx = i32(rec[base + bsz + x]) + i32(frec[P.rec + 2u * bsz + x]);
+            let cy = i32(rec[base + bsz + y]) + i32(frec[P.rec + 2u * bsz + y]);
             let w = scale2(1.0, cx - m) * scale2(1.0, cy - m);
             acc += w * gd * ga * select(2.0, 1.0, x == y);
         }
     }
-    rec[P.rec + 6u * bsz + P.aux0 + t] = acc;
+    rec[base + 2u * bsz + P.aux0 + t] = acc;
 }

@@ -165,7 +165,7 @@ impl CpuBackend {
     /// matrix, and their norm is *defined* as log2 std + log2 ‖G‖₂ with ‖G‖₂ cached, so the
     /// value is the same whichever configuration normed G first (a resumed or sharded sweep
     /// equals an uninterrupted one bit for bit).
-    fn log2_weight_norm(&self, net: &Network, l: usize, w: &Array2<f64>) -> f64 {
+    pub(crate) fn log2_weight_norm(&self, net: &Network, l: usize, w: &Array2<f64>) -> f64 {
         let (n_out, n_in) = w.dim();
         let unit = match &net.params {
             crate::model::Params::Generated { init, seed } => init.normal_std(n_in, n_out).filter(|s| *s > 0.0).map(|s| (s, *seed)),

@@ -96,4 +96,24 @@ impl Engine {
             Engine::Gpu(g) => g.probe(p),
         }
     }
+
+    /// The reports of the prefixes of `p.net` of each depth in `depths` (ascending,
+    /// deduplicated), from one forward and one stacked backward pass: see
+    /// [`CpuBackend::probe_depths`] and `GpuBackend::probe_depths`.
+    pub fn probe_depths(&self, p: &Problem, depths: &[usize]) -> Result<Vec<Report>> {
+        match self {
+            Engine::Cpu(c) => c.probe_depths(p, depths),
+            #[cfg(feature = "gpu")]
+            Engine::Gpu(g) => g.probe_depths(p, depths),
+        }
+    }
+
+    /// The device the results come from, as the reports name it.
+    pub fn device_name(&self) -> String {
+        match self {
+            Engine::Cpu(_) => CpuBackend::device_name(),
+            #[cfg(feature = "gpu")]
+            Engine::Gpu(g) => g.device_name(),
+        }
+    }
 }

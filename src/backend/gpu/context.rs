@@ -43,12 +43,20 @@ pub struct Params {
     pub rec_next: u32,
     pub aux0: u32,
     pub aux1: u32,
+    /// The stacked backward pass of a depth sweep (see shaders/common.wgsl).
+    pub blocks: u32,
+    pub brec: u32,
+    pub bstride: u32,
+    pub err: u32,
+    pub err_e: u32,
+    pub pad: [u32; 3],
 }
 
 pub const FLAG_SCALED: u32 = 1;
 pub const FLAG_BIAS: u32 = 2;
 pub const FLAG_DSIG: u32 = 4;
 pub const FLAG_REC_NEXT: u32 = 8;
+pub const FLAG_JOIN: u32 = 16;
 
 /// How a binding is used: read-only storage or read-write storage (binding 0 is always the
 /// parameter block).
@@ -132,9 +140,9 @@ impl Context {
         let mm_forward = kernel("matmul", "forward", &[(1, R), (2, R), (3, R), (4, R), (5, W)]);
         let mm_backward = kernel("matmul", "backward", &[(1, R), (2, R), (5, W)]);
         let forward_post = kernel("pointwise", "forward_post", &[(1, R), (2, W), (3, W), (4, R), (5, W), (6, W)]);
-        let backward_post = kernel("pointwise", "backward_post", &[(1, R), (7, R), (8, W), (9, W), (6, W)]);
+        let backward_post = kernel("pointwise", "backward_post", &[(1, R), (7, R), (8, W), (9, W), (6, W), (10, R), (11, R)]);
         let batch_mean = kernel("reduce", "batch_mean", &[(1, R), (3, W)]);
-        let gram = kernel("reduce", "gram", &[(1, R), (2, R), (3, W)]);
+        let gram = kernel("reduce", "gram", &[(1, R), (2, R), (3, W), (4, R)]);
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(Error::Device(format!("building the GPU kernels on '{}' failed: {e}", info.name)));
         }
@@ -345,9 +353,9 @@ impl<'c> Recorder<'c> {
         }
         let bg = self.ctx.device.create_bind_group(&wgpu::BindGroupDescriptor { label: Some(k.name), layout: &k.layout, entries: &entries });
         if self.pass.is_none() {
-            let mut enc = self.ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("gradscope") });
+            let dev = &self.ctx.device;
+            let enc = self.encoder.get_or_insert_with(|| dev.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("gradscope") }));
             let pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("gradscope"), timestamp_writes: None }).forget_lifetime();
-            self.encoder = Some(enc);
             self.pass = Some(pass);
         }
         let pass = self.pass.as_mut().unwrap();
@@ -356,17 +364,27 @@ impl<'c> Recorder<'c> {
         pass.dispatch_workgroups(groups.0, groups.1, groups.2);
     }
 
+    /// Records a copy of `bytes` bytes (multiples of 4, as the offsets) between buffers,
+    /// ordered after every dispatch recorded so far and before every later one.
+    pub fn copy(&mut self, src: &wgpu::Buffer, src_off: u64, dst: &wgpu::Buffer, dst_off: u64, bytes: u64) {
+        drop(self.pass.take());
+        let dev = &self.ctx.device;
+        let enc = self.encoder.get_or_insert_with(|| dev.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("gradscope") }));
+        enc.copy_buffer_to_buffer(src, src_off, dst, dst_off, bytes);
+    }
+
     /// Submits what was recorded and waits for it; device errors name `what`.
     pub fn flush(&mut self, what: &dyn Fn() -> String) -> Result<()> {
-        if let Some(pass) = self.pass.take() {
-            drop(pass);
-            let enc = self.encoder.take().unwrap();
+        drop(self.pass.take());
+        if let Some(enc) = self.encoder.take() {
             let mut bytes = vec![0u8; self.params.len() * PARAM_SLOT as usize];
             for (i, p) in self.params.iter().enumerate() {
                 let o = i * PARAM_SLOT as usize;
                 bytes[o..o + std::mem::size_of::<Params>()].copy_from_slice(bytemuck::bytes_of(p));
             }
-            self.ctx.queue.write_buffer(&self.ctx.params, 0, &bytes);
+            if !bytes.is_empty() {
+                self.ctx.queue.write_buffer(&self.ctx.params, 0, &bytes);
+            }
             self.ctx.queue.submit([enc.finish()]);
             self.params.clear();
             self.ctx.wait(what)?;

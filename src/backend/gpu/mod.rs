@@ -94,6 +94,9 @@ pub struct GpuBackend {
     /// Device bytes the probe may spend keeping every layer's activations; beyond it, it
     /// keeps √L checkpoints and recomputes segments (memory B·N·√L).
     pub keep_budget: u64,
+    /// Spectral norms are computed on the host in f64 by the CPU backend's Lanczos, through
+    /// its cache (shared across the probes of one backend, e.g. a sweep's groups).
+    norms: crate::backend::CpuBackend,
 }
 
 impl GpuBackend {
@@ -131,7 +134,7 @@ impl GpuBackend {
                 best
             }
         };
-        Ok(GpuBackend { ctx: Context::new(&chosen)?, keep_budget: probe::KEEP_BUDGET })
+        Ok(GpuBackend { ctx: Context::new(&chosen)?, keep_budget: probe::KEEP_BUDGET, norms: crate::backend::CpuBackend::default() })
     }
 
     /// The adapter's name with its API, e.g. "NVIDIA H100 (Vulkan, f32)".
@@ -156,7 +159,21 @@ impl GpuBackend {
     /// [`Error::Device`] when the job cannot fit the device (said before any work starts,
     /// with what would fit) or the device fails mid-run (with the kernel and layers).
     pub fn probe(&self, p: &Problem) -> Result<Report> {
-        probe::probe(&self.ctx, p, self.device_name(), self.keep_budget)
+        probe::probe(&self.ctx, p, self.device_name(), self.keep_budget, &self.norms)
+    }
+
+    /// The statistics of the networks of depth `depths[k]` that are prefixes of `p.net`
+    /// (same seed, so the same first layers), from one forward pass to the deepest depth and
+    /// one backward pass in which the δ's of every depth ≥ l are stacked as extra rows; the
+    /// contract of [`crate::backend::CpuBackend::probe_depths`] (same errors, one report per
+    /// distinct depth in ascending order), and each report equals [`GpuBackend::probe`] of
+    /// that depth ([`GpuBackend::probe`] is the one-depth case).
+    ///
+    /// # Errors
+    /// A depth outside 1..=L, a linear output layer with more than one depth, unequal output
+    /// widths, a job that cannot fit the device, or a device failure.
+    pub fn probe_depths(&self, p: &Problem, depths: &[usize]) -> Result<Vec<Report>> {
+        probe::probe_depths(&self.ctx, p, depths, self.device_name(), self.keep_budget, &self.norms)
     }
 
     /// Philox4x32-10 words for the given counters under `seed`, computed by the shader (the

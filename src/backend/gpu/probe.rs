@@ -2,17 +2,25 @@
 //! backpropagation of renormalised δ, per-layer records read back and turned into the
 //! log10 statistics of MATH.md in f64 on the host (the same arithmetic as the CPU backend).
 //!
+//! Several depths at once (a depth sweep, [`probe_depths`]): networks of different depth
+//! with the same seed share their first layers, so one forward pass to the deepest depth
+//! serves every depth, and the backward pass stacks the δ's of every depth ≥ l as extra
+//! rows (B per active depth): a depth joins at its own top layer with its own output error,
+//! and each layer's weights are drawn and multiplied once for all depths. A single probe is
+//! the one-depth case.
+//!
 //! Device memory: ⌈L/K⌉ checkpoints and 2K kept rows of B × N floats (K ≈ √L), one layer's
-//! weights, and L small per-layer records: B·N·√L, never L·N² or L·B·N.
+//! weights, L small forward records, and D·B × N for the stacked δ and the D output errors:
+//! B·N·(√L + D), never L·N² or L·B·N. Backward records are read back per submission.
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ndarray::Array2;
 
-use super::context::{grid, Context, Params, Recorder, FLAG_BIAS, FLAG_DSIG, FLAG_REC_NEXT, FLAG_SCALED, MAX_WORKGROUPS_PER_DIM};
+use super::context::{grid, Context, Params, Recorder, FLAG_BIAS, FLAG_DSIG, FLAG_JOIN, FLAG_REC_NEXT, FLAG_SCALED, MAX_WORKGROUPS_PER_DIM};
 use crate::error::{Error, Result};
-use crate::linalg::spectral_norm;
+use crate::backend::CpuBackend;
 use crate::model::{Activation, Cost, InitKind, Params as NetParams, Problem};
 use crate::rng::Stream;
 use crate::stats::{log2_sum_exp2, LayerStats, LayerStatus, Report, LOG10_2};
@@ -32,6 +40,9 @@ const GRAM_PARTS: usize = 256;
 const ORTHO_CACHE_BUDGET: u64 = 1 << 30;
 /// Bytes of stored weights uploaded per submission.
 const WEIGHT_RING_BUDGET: u64 = 256 << 20;
+/// Bytes of one stacked buffer (δ, g, output errors, backward records) of a depth sweep;
+/// more depths than fit run in several passes.
+const STACK_BUDGET: u64 = 256 << 20;
 
 /// The activation's id in shaders/pointwise.wgsl.
 pub fn activation_id(a: Activation) -> (u32, f32) {
@@ -55,6 +66,22 @@ fn round4(n: usize) -> usize {
     n.div_ceil(4) * 4
 }
 
+fn binding_limit(ctx: &Context) -> u64 {
+    ctx.limits.max_storage_buffer_binding_size.min(ctx.limits.max_buffer_size)
+}
+
+/// The most depths one pass can stack for this batch and these widths (≥ 1).
+fn max_depths_per_pass(ctx: &Context, p: &Problem) -> usize {
+    let b = p.batch() as u64;
+    let s = round4(*p.net.widths.iter().max().unwrap()) as u64;
+    let rb = (2 * b as usize + MEAN_PARTS + GRAM_PARTS) as u64;
+    let cap = STACK_BUDGET.min(binding_limit(ctx));
+    let by_rows = (cap / (4 * s)).saturating_sub(3) / b;
+    let by_rec = cap / (4 * rb);
+    let by_grid = (MAX_WORKGROUPS_PER_DIM as u64 * 16) / b;
+    by_rows.min(by_rec).min(by_grid).max(1) as usize
+}
+
 /// Sizes of one probe, checked against the device before any work starts.
 struct Plan {
     b: usize,
@@ -65,17 +92,25 @@ struct Plan {
     nseg: usize,
     /// Widest padded row (floats).
     s: usize,
-    /// Batch-mean and Gram partials per record, and the record size (floats).
+    /// Forward record size (floats per layer).
+    rs: usize,
+    /// Batch-mean and Gram partials per backward record, and its size (floats per block).
     p1: usize,
     p2: usize,
-    rs: usize,
+    rb: usize,
+    /// Depths stacked, rows of the stacked δ (padded), padded output width.
+    nd: usize,
+    rows: usize,
+    s_top: usize,
+    /// Floats of the backward-record ring (read back at every submission).
+    brec_cap: usize,
     /// Weight buffer slots (1 for drawn weights) and their size in floats.
     ring: usize,
     w_floats: usize,
 }
 
 impl Plan {
-    fn new(ctx: &Context, p: &Problem, keep_budget: u64) -> Result<Plan> {
+    fn new(ctx: &Context, p: &Problem, keep_budget: u64, nd: usize) -> Result<Plan> {
         let net = &p.net;
         let l = net.depth();
         let b = p.batch();
@@ -86,23 +121,40 @@ impl Plan {
         let k = if 3 * l as u64 * row_bytes <= keep_budget { l } else { (l as f64).sqrt().ceil() as usize };
         let nseg = l.div_ceil(k);
         let (p1, p2) = (MEAN_PARTS, GRAM_PARTS);
-        let rs = 6 * b + p1 + p2;
+        let rs = 6 * b;
+        let rb = 2 * b + p1 + p2;
+        let rows = round4(nd * b);
+        let s_top = round4(net.widths[l]);
+        let ring_budget = (STACK_BUDGET.min(binding_limit(ctx)) / 4) as usize;
+        let brec_cap = (LAYERS_PER_SUBMIT * nd * rb).min(ring_budget.max(nd * rb));
         let ring = if net.weights_are_streamable() { 1 } else { ((WEIGHT_RING_BUDGET / (w_floats as u64 * 4)) as usize).clamp(1, LAYERS_PER_SUBMIT) };
-        let plan = Plan { b, bp, l, k, nseg, s, p1, p2, rs, ring, w_floats };
+        let plan = Plan { b, bp, l, k, nseg, s, rs, p1, p2, rb, nd, rows, s_top, brec_cap, ring, w_floats };
         plan.check(ctx, p)?;
         Ok(plan)
+    }
+
+    /// Floats of one depth's output-error block.
+    fn err_floats(&self) -> usize {
+        self.b * self.s_top
     }
 
     /// Device bytes the probe allocates.
     fn bytes(&self) -> u64 {
         let row = (self.bp * self.s * 4) as u64;
-        let rows = (self.nseg + 2 * self.k + 5) as u64;
-        rows * row + (self.ring * self.w_floats * 4) as u64 + (self.l * self.rs * 4) as u64 + (LAYERS_PER_SUBMIT * self.s * 4) as u64
+        let rows = (self.nseg + 2 * self.k + 3) as u64;
+        let stacked = 2 * (self.rows * self.s * 4) as u64 + (self.rows * 4) as u64;
+        let errs = 2 * (self.nd * self.err_floats() * 4) as u64 + (self.nd * self.b * 4) as u64;
+        rows * row
+            + stacked
+            + errs
+            + (self.brec_cap * 4) as u64
+            + (self.ring * self.w_floats * 4) as u64
+            + (self.l * self.rs * 4) as u64
+            + (LAYERS_PER_SUBMIT * self.s * 4) as u64
     }
 
     fn check(&self, ctx: &Context, p: &Problem) -> Result<()> {
-        let lim = &ctx.limits;
-        let bind = lim.max_storage_buffer_binding_size.min(lim.max_buffer_size);
+        let bind = binding_limit(ctx);
         let dev = &ctx.info.name;
         let mib = |b: u64| format!("{:.1}", b as f64 / 1048576.0);
         let fail = |what: String, fits: String| Err(Error::Device(format!("the job does not fit '{dev}': {what}; {fits}")));
@@ -120,9 +172,13 @@ impl Plan {
             let max_l = bind / (self.rs as u64 * 4);
             return fail(format!("the per-layer records need {} MiB, one binding holds {} MiB", mib(rec), mib(bind)), format!("at this batch and width at most {max_l} layers fit"));
         }
-        let groups_needed = [self.b as u64, (self.s as u64).div_ceil(64), (self.b as u64).div_ceil(16)];
+        let stacked = [(self.rows * self.s * 4) as u64, (self.nd * self.err_floats() * 4) as u64, (self.brec_cap * 4) as u64];
+        if stacked.iter().any(|&v| v > bind) {
+            return fail(format!("{} depths stacked need {} MiB in one binding, which holds {} MiB", self.nd, mib(*stacked.iter().max().unwrap()), mib(bind)), "sweep fewer depths at once".into());
+        }
+        let groups_needed = [self.b as u64, (self.s as u64).div_ceil(64), (self.rows as u64).div_ceil(16), self.nd as u64];
         if groups_needed.iter().any(|&g| g > MAX_WORKGROUPS_PER_DIM as u64) {
-            return fail(format!("batch {} needs more than {} workgroups in one dimension", self.b, MAX_WORKGROUPS_PER_DIM), "batches up to 65,535 fit".into());
+            return fail(format!("batch {} x {} depths needs more than {} workgroups in one dimension", self.b, self.nd, MAX_WORKGROUPS_PER_DIM), "batches up to 65,535 fit".into());
         }
         if p.net.depth() > u32::MAX as usize / 2 {
             return fail("depth beyond 2^31".into(), "use a smaller depth".into());
@@ -141,18 +197,28 @@ struct Bufs {
     a_last: wgpu::Buffer,
     e_last: wgpu::Buffer,
     z: wgpu::Buffer,
+    /// Stacked: g = δ^{l+1} W^{l+1}, δ̂^l and its exponents (rows j·B + x).
     g: wgpu::Buffer,
     delta: wgpu::Buffer,
     ed: wgpu::Buffer,
+    /// Per depth: a^d (captured in the forward pass), then its output error ê; exponents;
+    /// z^d for the cross-entropy cost.
+    errs: wgpu::Buffer,
+    err_e: wgpu::Buffer,
+    out_z: wgpu::Buffer,
     w: Vec<wgpu::Buffer>,
     bias: wgpu::Buffer,
+    /// Forward records (L of them) and the backward-record ring.
     rec: wgpu::Buffer,
+    brec: wgpu::Buffer,
 }
 
 impl Bufs {
-    fn new(ctx: &Context, pl: &Plan) -> Result<Bufs> {
+    fn new(ctx: &Context, pl: &Plan, ce: bool) -> Result<Bufs> {
         let row = (pl.bp * pl.s * 4) as u64;
         let ex = (pl.bp * 4) as u64;
+        let stacked = (pl.rows * pl.s * 4) as u64;
+        let errs = (pl.nd * pl.err_floats() * 4) as u64;
         let many = |name: &str, n: usize, bytes: u64| -> Result<Vec<wgpu::Buffer>> { (0..n).map(|i| ctx.storage(&format!("{name}[{i}]"), bytes)).collect() };
         Ok(Bufs {
             ckpt_a: many("checkpoint", pl.nseg, row)?,
@@ -163,13 +229,33 @@ impl Bufs {
             a_last: ctx.storage("a^L", row)?,
             e_last: ctx.storage("exponents of a^L", ex)?,
             z: ctx.storage("z", row)?,
-            g: ctx.storage("g", row)?,
-            delta: ctx.storage("delta", row)?,
-            ed: ctx.storage("exponents of delta", ex)?,
+            g: ctx.storage("g", stacked)?,
+            delta: ctx.storage("delta", stacked)?,
+            ed: ctx.storage("exponents of delta", (pl.rows * 4) as u64)?,
+            errs: ctx.storage("output errors", errs)?,
+            err_e: ctx.storage("exponents of output errors", (pl.nd * pl.b * 4) as u64)?,
+            out_z: ctx.storage("z of output layers", if ce { errs } else { 16 })?,
             w: many("weights", pl.ring, (pl.w_floats * 4) as u64)?,
             bias: ctx.storage("biases", (LAYERS_PER_SUBMIT * pl.s * 4) as u64)?,
             rec: ctx.storage("records", (pl.l * pl.rs * 4) as u64)?,
+            brec: ctx.storage("backward records", (pl.brec_cap * 4) as u64)?,
         })
+    }
+}
+
+/// The four gradient norms of one depth at one layer (log10), and whether δ was all zero.
+#[derive(Debug, Clone, Copy)]
+struct Grad {
+    b_mean: f64,
+    b_rms: f64,
+    w_mean: f64,
+    w_rms: f64,
+    zero: bool,
+}
+
+impl Default for Grad {
+    fn default() -> Self {
+        Grad { b_mean: f64::NAN, b_rms: f64::NAN, w_mean: f64::NAN, w_rms: f64::NAN, zero: false }
     }
 }
 
@@ -180,9 +266,20 @@ struct Run<'a> {
     pl: Plan,
     rec: Recorder<'a>,
     scaled: bool,
+    /// The depths (sorted), and whether the forward pass captures their outputs.
+    ds: &'a [usize],
+    capture: bool,
     /// Weight-ring and bias-ring slots used in the current submission.
     w_used: usize,
     b_used: usize,
+    /// Backward-record ring: floats used this submission, and (layer, offset, blocks) of
+    /// each layer recorded in it.
+    brec_used: usize,
+    pending: Vec<(usize, usize, usize)>,
+    /// The forward records, on the host once the forward pass is done.
+    frec: Vec<f32>,
+    /// grads[q][l-1]: depth ds[q] at layer l.
+    grads: Vec<Vec<Grad>>,
     phase: &'static str,
     first_layer: usize,
     cur_layer: usize,
@@ -196,28 +293,65 @@ impl<'a> Run<'a> {
         format!("{} (layers {lo}..={hi}, batch {}, widths {}..{})", self.phase, self.pl.b, w.iter().min().unwrap(), w.iter().max().unwrap())
     }
 
-    fn flush(&mut self) -> Result<()> {
+    fn flush(&mut self, b: &Bufs) -> Result<()> {
         let what = self.what();
         self.rec.flush(&|| what.clone())?;
         self.w_used = 0;
         self.b_used = 0;
         self.first_layer = self.cur_layer;
+        self.drain(b, &what)
+    }
+
+    /// Reads back the backward records of the last submission and turns them into each
+    /// depth's gradient norms, with the CPU backend's arithmetic.
+    fn drain(&mut self, b: &Bufs, what: &str) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let data = f32s(&self.ctx.read(&b.brec, 0, (self.brec_used * 4) as u64, &|| format!("reading back {what}"))?);
+        let (bsz, rs, rb, p1, p2, nd) = (self.pl.b, self.pl.rs, self.pl.rb, self.pl.p1, self.pl.p2, self.pl.nd);
+        let lb = (bsz as f64).log2();
+        for (l, off, blocks) in self.pending.drain(..) {
+            let f = &self.frec[(l - 1) * rs..l * rs];
+            let sq_a = &f[bsz..2 * bsz];
+            let ea = &f[2 * bsz..3 * bsz];
+            for j in 0..blocks {
+                let r = &data[off + j * rb..off + (j + 1) * rb];
+                let (sq_d, ed) = (&r[..bsz], &r[bsz..2 * bsz]);
+                let bmean: f64 = r[2 * bsz..2 * bsz + p1].iter().map(|&v| v as f64).sum();
+                let gram: f64 = r[2 * bsz + p1..2 * bsz + p1 + p2].iter().map(|&v| v as f64).sum();
+                let t_b: Vec<f64> = sq_d.iter().zip(ed).map(|(&s, &e)| 2.0 * e as f64 + (s as f64).log2()).collect();
+                let t_w: Vec<f64> = t_b.iter().zip(sq_a.iter().zip(ea)).map(|(tb, (&s, &e))| tb + 2.0 * e as f64 + (s as f64).log2()).collect();
+                let m_d = ed.iter().zip(sq_d).filter(|(_, s)| **s > 0.0).map(|(e, _)| *e as f64).fold(f64::NEG_INFINITY, f64::max);
+                let m_c = (0..bsz).filter(|&x| sq_d[x] > 0.0 && sq_a[x] > 0.0).map(|x| (ed[x] + ea[x]) as f64).fold(f64::NEG_INFINITY, f64::max);
+                self.grads[nd - 1 - j][l - 1] = Grad {
+                    b_rms: 0.5 * (log2_sum_exp2(t_b.iter().copied()) - lb) * LOG10_2,
+                    w_rms: 0.5 * (log2_sum_exp2(t_w.iter().copied()) - lb) * LOG10_2,
+                    b_mean: if m_d.is_finite() { (m_d + 0.5 * bmean.log2() - lb) * LOG10_2 } else { f64::NEG_INFINITY },
+                    w_mean: if m_c.is_finite() { (m_c + 0.5 * gram.max(0.0).log2() - lb) * LOG10_2 } else { f64::NEG_INFINITY },
+                    zero: sq_d.iter().all(|&v| v == 0.0),
+                };
+            }
+        }
+        self.brec_used = 0;
         Ok(())
     }
 
     /// Starts work on layer l, submitting what was recorded when a budget is reached.
-    fn begin_layer(&mut self, l: usize, need_weights: bool) -> Result<()> {
+    /// `rows`: the rows multiplied (B forward, B per active depth backward); `brec`: the
+    /// backward-record floats the layer will write.
+    fn begin_layer(&mut self, b: &Bufs, l: usize, need_weights: bool, rows: usize, brec: usize) -> Result<()> {
         let (n_out, n_in) = (self.p.net.widths[l], self.p.net.widths[l - 1]);
-        let ring_full = (need_weights && self.w_used >= self.pl.ring && self.pl.ring > 1) || self.b_used >= LAYERS_PER_SUBMIT;
+        let ring_full = (need_weights && self.w_used >= self.pl.ring && self.pl.ring > 1) || self.b_used >= LAYERS_PER_SUBMIT || self.brec_used + brec > self.pl.brec_cap;
         if ring_full || self.rec.full(WORK_PER_SUBMIT, LAYERS_PER_SUBMIT) {
-            self.flush()?;
+            self.flush(b)?;
         }
         if self.rec.layers == 0 {
             self.first_layer = l;
         }
         self.cur_layer = l;
         self.rec.layers += 1;
-        self.rec.work += (self.pl.b * n_in * n_out) as f64 + if self.p.net.weights_are_streamable() && need_weights { 25.0 * (n_in * n_out) as f64 } else { 0.0 };
+        self.rec.work += (rows * n_in * n_out) as f64 + if self.p.net.weights_are_streamable() && need_weights { 25.0 * (n_in * n_out) as f64 } else { 0.0 };
         Ok(())
     }
 
@@ -300,7 +434,7 @@ impl<'a> Run<'a> {
     /// Forward layer l from (a_in, e_in) into (a_out, e_out) with σ′ into dsig_out.
     fn forward_layer(&mut self, b: &Bufs, l: usize, io: [&wgpu::Buffer; 5]) -> Result<()> {
         let [a_in, e_in, a_out, e_out, dsig_out] = io;
-        self.begin_layer(l, true)?;
+        self.begin_layer(b, l, true, self.pl.b, 0)?;
         let wi = self.weights(b, l)?;
         let (bias_off, has_bias) = self.bias(b, l);
         let net = &self.p.net;
@@ -347,39 +481,71 @@ impl<'a> Run<'a> {
                 }
             };
             self.forward_layer(b, l, [a_in, e_in, a_out, e_out, &b.keep_d[i]])?;
+            if let (true, Ok(q)) = (self.capture, self.ds.binary_search(&l)) {
+                // Depth l's output a^l (and z^l) for its output error, computed on the host.
+                let (ef, n) = ((self.pl.err_floats() * 4) as u64, self.pl.b as u64 * 4);
+                self.rec.copy(a_out, 0, &b.errs, q as u64 * ef, ef);
+                self.rec.copy(e_out, 0, &b.err_e, q as u64 * n, n);
+                if self.p.net.cost == Cost::CrossEntropy {
+                    self.rec.copy(&b.z, 0, &b.out_z, q as u64 * ef, ef);
+                }
+            }
         }
         Ok(())
     }
 }
 
 impl Run<'_> {
-    /// Backward layer l: δ^l from g (or ê at the top) and σ′(z^l), renormalised; its batch
-    /// partial sums against â^{l-1}; then g ← δ^l W^l for layer l-1.
+    /// Backward layer l for every active depth at once: δ^l from g (or, for the depth whose
+    /// top layer l is, from its output error ê) and σ′(z^l), renormalised; each depth's batch
+    /// partial sums against â^{l-1}; then g ← δ^l W^l (all depths' rows) for layer l-1.
     fn backward_layer(&mut self, b: &Bufs, l: usize, i: usize, a_prev: &wgpu::Buffer) -> Result<()> {
-        self.begin_layer(l, l > 1)?;
+        let join = self.ds.binary_search(&l).ok();
+        let above = self.ds.len() - self.ds.partition_point(|&d| d <= l);
+        let blocks = above + usize::from(join.is_some());
+        if blocks == 0 {
+            return Err(Error::Internal(format!("no depth is active at layer {l}")));
+        }
+        let (bsz, rb) = (self.pl.b, self.pl.rb);
+        self.begin_layer(b, l, l > 1, blocks * bsz, blocks * rb)?;
+        let off = self.brec_used;
+        self.brec_used += blocks * rb;
+        self.pending.push((l, off, blocks));
         let net = &self.p.net;
         let (n_out, n_in) = (net.widths[l], net.widths[l - 1]);
-        let use_dsig = l < self.pl.l || net.cost == Cost::Quadratic;
+        let q = join.unwrap_or(0);
+        let mut flags = if net.cost == Cost::Quadratic { FLAG_DSIG } else { 0 };
+        if join.is_some() {
+            flags |= FLAG_JOIN;
+        }
         let pr = Params {
-            batch: self.pl.b as u32,
+            batch: bsz as u32,
             n_in: n_in as u32,
             n_out: n_out as u32,
             s_in: round4(n_in) as u32,
             s_out: round4(n_out) as u32,
             layer: l as u32,
-            flags: if use_dsig { FLAG_DSIG } else { 0 },
+            flags,
             rec: ((l - 1) * self.pl.rs) as u32,
             aux0: self.pl.p1 as u32,
+            blocks: blocks as u32,
+            brec: off as u32,
+            bstride: rb as u32,
+            err: (q * self.pl.err_floats()) as u32,
+            err_e: (q * bsz) as u32,
             ..Default::default()
         };
         let ctx = self.ctx;
-        self.rec.dispatch(&ctx.backward_post, pr, &[&b.g, &b.keep_d[i], &b.delta, &b.ed, &b.rec], grid(self.pl.b as u64, 1));
-        self.rec.dispatch(&ctx.batch_mean, pr, &[&b.delta, &b.rec], ((MEAN_PARTS / 64) as u32, 1, 1));
-        self.rec.dispatch(&ctx.gram, pr, &[&b.delta, a_prev, &b.rec], ((GRAM_PARTS / 64) as u32, 1, 1));
+        let nb = blocks as u32;
+        self.rec.dispatch(&ctx.backward_post, pr, &[&b.g, &b.keep_d[i], &b.delta, &b.ed, &b.brec, &b.errs, &b.err_e], grid((blocks * bsz) as u64, 1));
+        self.rec.dispatch(&ctx.batch_mean, pr, &[&b.delta, &b.brec], ((MEAN_PARTS / 64) as u32, nb, 1));
+        self.rec.dispatch(&ctx.gram, pr, &[&b.delta, a_prev, &b.brec, &b.rec], ((GRAM_PARTS / 64) as u32, nb, 1));
         if l > 1 {
             let wi = self.weights(b, l)?;
-            let groups = (round4(n_in).div_ceil(64) as u32, self.pl.b.div_ceil(16) as u32, 1);
-            self.rec.dispatch(&ctx.mm_backward, pr, &[&b.delta, &b.w[wi], &b.g], groups);
+            let rows = blocks * bsz;
+            let pm = Params { batch: rows as u32, ..pr };
+            let groups = (round4(n_in).div_ceil(64) as u32, rows.div_ceil(16) as u32, 1);
+            self.rec.dispatch(&ctx.mm_backward, pm, &[&b.delta, &b.w[wi], &b.g], groups);
         }
         Ok(())
     }
@@ -429,9 +595,11 @@ fn unpad(v: &[f32], b: usize, n: usize, s: usize) -> Array2<f64> {
     Array2::from_shape_fn((b, n), |(x, j)| v[x * s + j] as f64)
 }
 
-/// log2 ‖W^l‖₂ for l = 1..=L (index 0 unused), by the CPU's f64 Lanczos on the same
-/// weights, spread over the host's cores while the GPU works.
-fn weight_norms(p: &Problem, cancel: &std::sync::atomic::AtomicBool) -> Vec<f64> {
+/// log2 ‖W^l‖₂ for l = 1..=L (index 0 unused), by the CPU backend's f64 Lanczos on the
+/// same weights and through its cache (a sweep over σ_w² and activations norms each
+/// standard-normal matrix once, and the values equal the CPU's bit for bit), spread over
+/// the host's cores while the GPU works.
+fn weight_norms(p: &Problem, norms: &CpuBackend, cancel: &std::sync::atomic::AtomicBool) -> Vec<f64> {
     let big_l = p.net.depth();
     let next = AtomicUsize::new(1);
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(big_l).max(1);
@@ -447,7 +615,7 @@ fn weight_norms(p: &Problem, cancel: &std::sync::atomic::AtomicBool) -> Vec<f64>
                             break;
                         }
                         let (w, _) = p.net.layer(l);
-                        mine.push((l, spectral_norm(w.view()).log2()));
+                        mine.push((l, norms.log2_weight_norm(&p.net, l, &w)));
                     }
                     mine
                 })
@@ -463,19 +631,21 @@ fn weight_norms(p: &Problem, cancel: &std::sync::atomic::AtomicBool) -> Vec<f64>
 
 /// What the device part of the probe hands to the host assembly.
 enum DeviceOut {
-    Overflow(usize),
-    Done { rec: Vec<f32>, log2_err: Vec<f64>, log10_cost: f64 },
+    /// z was not finite at this layer (the first such); the forward records up to it.
+    Overflow { layer: usize, frec: Vec<f32> },
+    Done { frec: Vec<f32>, grads: Vec<Vec<Grad>>, log2_err: Vec<Vec<f64>>, log10_cost: Vec<f64> },
 }
 
 fn f32s(bytes: &[u8]) -> Vec<f32> {
     bytemuck::pod_collect_to_vec(bytes)
 }
 
-fn run_device(ctx: &Context, p: &Problem, pl: Plan) -> Result<(DeviceOut, Plan)> {
+fn run_device(ctx: &Context, p: &Problem, pl: Plan, ds: &[usize]) -> Result<(DeviceOut, Plan)> {
     let net = &p.net;
     let (big_l, bsz) = (net.depth(), p.batch());
     let scaled = net.activation.is_homogeneous();
-    let bufs = Bufs::new(ctx, &pl).map_err(|e| match e {
+    let ce = net.cost == Cost::CrossEntropy;
+    let bufs = Bufs::new(ctx, &pl, ce).map_err(|e| match e {
         Error::Device(m) => Error::Device(format!("{m} (the probe needs about {} MiB of GPU memory in all; lower --batch, --width or --depth)", pl.bytes() >> 20)),
         e => e,
     })?;
@@ -487,14 +657,20 @@ fn run_device(ctx: &Context, p: &Problem, pl: Plan) -> Result<(DeviceOut, Plan)>
         pl,
         rec: Recorder::new(ctx),
         scaled,
+        ds,
+        capture: true,
         w_used: 0,
         b_used: 0,
+        brec_used: 0,
+        pending: Vec::new(),
+        frec: Vec::new(),
+        grads: ds.iter().map(|&d| vec![Grad::default(); d]).collect(),
         phase: "forward pass",
         first_layer: 1,
         cur_layer: 1,
         ortho_cache: if ortho && ortho_bytes <= ORTHO_CACHE_BUDGET { Some(vec![None; big_l + 1]) } else { None },
     };
-    let (bp, rs) = (run.pl.bp, run.pl.rs);
+    let (bp, rs, nd, ef, s_top) = (run.pl.bp, run.pl.rs, run.pl.nd, run.pl.err_floats(), run.pl.s_top);
 
     // a^0 (renormalised for homogeneous σ, as on the CPU) and layer 1's record of it.
     let mut a0 = p.inputs.clone();
@@ -513,56 +689,78 @@ fn run_device(ctx: &Context, p: &Problem, pl: Plan) -> Result<(DeviceOut, Plan)>
     }
     ctx.queue.write_buffer(&bufs.rec, (bsz * 4) as u64, bytemuck::cast_slice(&rec1));
 
-    // Forward pass: checkpoints every K layers; the last segment's rows stay for backward.
+    // Forward pass: checkpoints every K layers; the last segment's rows stay for backward;
+    // every requested depth's output is captured.
     let nseg = run.pl.nseg;
     for g in 0..nseg {
         run.forward_segment(&bufs, g, if g + 1 < nseg { Some(g + 1) } else { None })?;
     }
-    run.flush()?;
+    run.flush(&bufs)?;
+    run.capture = false;
     let what = || "reading the forward pass back".to_string();
-    let rec = f32s(&ctx.read(&bufs.rec, 0, (big_l * rs * 4) as u64, &what)?);
+    run.frec = f32s(&ctx.read(&bufs.rec, 0, (big_l * rs * 4) as u64, &what)?);
     for l in 1..=big_l {
-        let r = &rec[(l - 1) * rs..];
+        let r = &run.frec[(l - 1) * rs..];
         if (0..bsz).any(|x| r[5 * bsz + x] != 1.0) {
-            return Ok((DeviceOut::Overflow(l), run.pl));
+            return Ok((DeviceOut::Overflow { layer: l, frec: std::mem::take(&mut run.frec) }, run.pl));
         }
     }
 
-    // The output error e_x = a^L_x − y_x as mantissa and exponent, in f64 as on the CPU.
+    // Each depth's output error e_x = a^d_x − y_x as mantissa and exponent, in f64 as on
+    // the CPU, written back in place of a^d.
     let nl = net.widths[big_l];
-    let sl = round4(nl);
-    let a_hat = unpad(&f32s(&ctx.read(&bufs.a_last, 0, (bsz * sl * 4) as u64, &what)?), bsz, nl, sl);
-    let e_out: Vec<i64> = bytemuck::pod_collect_to_vec::<u8, i32>(&ctx.read(&bufs.e_last, 0, (bsz * 4) as u64, &what)?).into_iter().map(|e| e as i64).collect();
-    let mut err = a_hat.clone();
-    let mut e_err = e_out.clone();
-    for (x, (mut row, ex)) in err.rows_mut().into_iter().zip(e_err.iter_mut()).enumerate() {
-        let y = p.targets.row(x);
-        if *ex == 0 {
-            row -= &y;
-        } else if *ex < -900 {
-            let kk = *ex;
-            row.mapv_inplace(|v| scale2(v, kk));
-            row -= &y;
-            *ex = 0;
-        } else {
-            row.scaled_add(-pow2(-*ex), &y);
+    let outs = f32s(&ctx.read(&bufs.errs, 0, (nd * ef * 4) as u64, &what)?);
+    let out_e: Vec<i32> = bytemuck::pod_collect_to_vec(&ctx.read(&bufs.err_e, 0, (nd * bsz * 4) as u64, &what)?);
+    let zs = if ce { f32s(&ctx.read(&bufs.out_z, 0, (nd * ef * 4) as u64, &what)?) } else { Vec::new() };
+    let mut err_up = vec![0f32; nd * ef];
+    let mut err_e_up = vec![0i32; nd * bsz];
+    let mut log2_errs = Vec::with_capacity(nd);
+    let mut costs = Vec::with_capacity(nd);
+    for q in 0..nd {
+        let a_hat = unpad(&outs[q * ef..(q + 1) * ef], bsz, nl, s_top);
+        let mut err = a_hat.clone();
+        let mut e_err: Vec<i64> = out_e[q * bsz..(q + 1) * bsz].iter().map(|&e| e as i64).collect();
+        for (x, (mut row, ex)) in err.rows_mut().into_iter().zip(e_err.iter_mut()).enumerate() {
+            let y = p.targets.row(x);
+            let top_y = y.iter().fold(0.0_f64, |m, v| m.max(v.abs()));
+            if *ex == 0 {
+                row -= &y;
+            } else if top_y > 0.0 {
+                // As the CPU: row·2^e − y at the common exponent max(e, ⌊log2 max|y|⌋).
+                let m = (*ex).max(top_y.log2().floor() as i64);
+                let k = *ex - m;
+                if k != 0 {
+                    row.mapv_inplace(|v| scale2(v, k));
+                }
+                ndarray::Zip::from(&mut row).and(&y).for_each(|r, &v| *r -= scale2(v, -m));
+                *ex = m;
+            }
+        }
+        let log2_err: Vec<f64> = err.rows().into_iter().zip(&e_err).map(|(r, &e)| e as f64 + 0.5 * r.dot(&r).log2()).collect();
+        costs.push(match net.cost {
+            Cost::Quadratic => (log2_sum_exp2(log2_err.iter().map(|v| 2.0 * v)) - 1.0 - (bsz as f64).log2()) * LOG10_2,
+            Cost::CrossEntropy => {
+                let z = unpad(&zs[q * ef..(q + 1) * ef], bsz, nl, s_top);
+                let c: f64 = (0..bsz).map(|x| net.cost.example_cost(z.row(x), a_hat.row(x), p.targets.row(x))).sum::<f64>() / bsz as f64;
+                c.log10()
+            }
+        });
+        log2_errs.push(log2_err);
+        renormalise_rows(&mut err, &mut e_err);
+        for (x, r) in err.rows().into_iter().enumerate() {
+            for (j, v) in r.iter().enumerate() {
+                err_up[q * ef + x * s_top + j] = *v as f32;
+            }
+        }
+        for (x, &e) in e_err.iter().enumerate() {
+            err_e_up[q * bsz + x] = e.clamp(i32::MIN as i64 / 2, i32::MAX as i64 / 2) as i32;
         }
     }
-    let log2_err: Vec<f64> = err.rows().into_iter().zip(&e_err).map(|(r, &e)| e as f64 + 0.5 * r.dot(&r).log2()).collect();
-    let log10_cost = match net.cost {
-        Cost::Quadratic => (log2_sum_exp2(log2_err.iter().map(|v| 2.0 * v)) - 1.0 - (bsz as f64).log2()) * LOG10_2,
-        Cost::CrossEntropy => {
-            let z_last = unpad(&f32s(&ctx.read(&bufs.z, 0, (bsz * sl * 4) as u64, &what)?), bsz, nl, sl);
-            let c: f64 = (0..bsz).map(|x| net.cost.example_cost(z_last.row(x), a_hat.row(x), p.targets.row(x))).sum::<f64>() / bsz as f64;
-            c.log10()
-        }
-    };
-    renormalise_rows(&mut err, &mut e_err);
-    ctx.queue.write_buffer(&bufs.g, 0, bytemuck::cast_slice(&padded(&err, bp, sl)));
-    let ed: Vec<i32> = e_err.iter().map(|&e| e.clamp(i32::MIN as i64 / 2, i32::MAX as i64 / 2) as i32).collect();
-    ctx.queue.write_buffer(&bufs.ed, 0, bytemuck::cast_slice(&ed));
+    ctx.queue.write_buffer(&bufs.errs, 0, bytemuck::cast_slice(&err_up));
+    ctx.queue.write_buffer(&bufs.err_e, 0, bytemuck::cast_slice(&err_e_up));
 
-    // Backward, one segment at a time from the top, recomputing each from its checkpoint.
+    // Backward, one segment at a time from the top, recomputing each from its checkpoint;
+    // depths join as the pass reaches their top layers.
     let k = run.pl.k;
     for g in (0..nseg).rev() {
         if g + 1 != nseg {
@@ -577,19 +775,66 @@ fn run_device(ctx: &Context, p: &Problem, pl: Plan) -> Result<(DeviceOut, Plan)>
             run.backward_layer(&bufs, l, i, a_prev)?;
         }
     }
-    run.flush()?;
-    let what = || "reading the backward pass back".to_string();
-    let rec = f32s(&ctx.read(&bufs.rec, 0, (big_l * rs * 4) as u64, &what)?);
-    Ok((DeviceOut::Done { rec, log2_err, log10_cost }, run.pl))
+    run.flush(&bufs)?;
+    let frec = std::mem::take(&mut run.frec);
+    let grads = std::mem::take(&mut run.grads);
+    Ok((DeviceOut::Done { frec, grads, log2_err: log2_errs, log10_cost: costs }, run.pl))
 }
 
-/// The GPU probe: device work and, alongside on the host, the spectral norms.
-pub fn probe(ctx: &Context, p: &Problem, device: String, keep_budget: u64) -> Result<Report> {
-    let pl = Plan::new(ctx, p, keep_budget)?;
+/// The GPU probe of one network: the one-depth case of [`probe_depths`].
+pub fn probe(ctx: &Context, p: &Problem, device: String, keep_budget: u64, norms: &CpuBackend) -> Result<Report> {
+    let mut v = probe_depths(ctx, p, &[p.net.depth()], device, keep_budget, norms)?;
+    v.pop().ok_or_else(|| Error::Internal("one depth, one report".into()))
+}
+
+/// The statistics of the networks of depth `depths[k]` that are prefixes of `p.net` (same
+/// seed, so the same first layers), from one forward pass to the deepest depth and one
+/// stacked backward pass, as [`crate::backend::CpuBackend::probe_depths`] (same errors,
+/// same semantics); reports in ascending depth order, deduplicated.
+///
+/// # Errors
+/// A depth outside 1..=L, a linear output layer with more than one depth, unequal output
+/// widths, a job that does not fit the device, or a device failure.
+pub fn probe_depths(ctx: &Context, p: &Problem, depths: &[usize], device: String, keep_budget: u64, norms: &CpuBackend) -> Result<Vec<Report>> {
+    let net = &p.net;
+    let big_l = net.depth();
+    let mut ds: Vec<usize> = depths.to_vec();
+    ds.sort_unstable();
+    ds.dedup();
+    if ds.is_empty() || ds[0] == 0 || *ds.last().unwrap() > big_l {
+        return Err(Error::arg("--depths", format!("depths must lie in 1..={big_l}")));
+    }
+    if net.linear_output && ds != [big_l] {
+        return Err(Error::arg("--linear-output", "a depth sweep shares hidden layers, which have no linear output"));
+    }
+    let n_top = *net.widths.last().unwrap();
+    if ds.iter().any(|&d| net.widths[d] != n_top) {
+        return Err(Error::arg("--depths", "every swept depth needs the same output width"));
+    }
+    let top = *ds.last().unwrap();
+    let q: Cow<Problem> = if top == big_l {
+        Cow::Borrowed(p)
+    } else {
+        let mut q = p.clone();
+        q.net.widths.truncate(top + 1);
+        Cow::Owned(q)
+    };
+    let p = &*q;
+    let net = &p.net;
+    let per_pass = max_depths_per_pass(ctx, p);
+    if ds.len() > per_pass {
+        // More depths than one stacked buffer holds: several passes, each to its own top.
+        let mut out = Vec::with_capacity(ds.len());
+        for chunk in ds.chunks(per_pass) {
+            out.extend(probe_depths(ctx, p, chunk, device.clone(), keep_budget, norms)?);
+        }
+        return Ok(out);
+    }
+    let pl = Plan::new(ctx, p, keep_budget, ds.len())?;
     let cancel = std::sync::atomic::AtomicBool::new(false);
     let (dev, log2_wnorm) = std::thread::scope(|sc| {
-        let norms = sc.spawn(|| weight_norms(p, &cancel));
-        let dev = run_device(ctx, p, pl);
+        let norms = sc.spawn(|| weight_norms(p, norms, &cancel));
+        let dev = run_device(ctx, p, pl, &ds);
         if dev.is_err() {
             cancel.store(true, Ordering::Relaxed);
         }
@@ -597,90 +842,83 @@ pub fn probe(ctx: &Context, p: &Problem, device: String, keep_budget: u64) -> Re
     });
     let (dev, pl) = dev?;
     let log2_wnorm = log2_wnorm.map_err(|_| Error::Internal("the spectral-norm thread panicked".into()))?;
-    Ok(assemble(p, &pl, dev, &log2_wnorm, device))
-}
-
-/// The log10 statistics from the device's records, with the CPU backend's arithmetic.
-fn assemble(p: &Problem, pl: &Plan, dev: DeviceOut, log2_wnorm: &[f64], device: String) -> Report {
-    let net = &p.net;
-    let (big_l, bsz) = (net.depth(), p.batch());
-    let mut layers: Vec<LayerStats> = (1..=big_l)
-        .map(|l| LayerStats {
-            layer: l,
-            width: net.widths[l],
-            log10_grad_b_mean: f64::NAN,
-            log10_grad_b_rms: f64::NAN,
-            log10_grad_w_mean: f64::NAN,
-            log10_grad_w_rms: f64::NAN,
-            log10_weight_norm: log2_wnorm[l] * LOG10_2,
-            log10_max_dsigma: f64::NAN,
-            log10_bound: f64::NAN,
-            log10_bound_tight: f64::NAN,
-            status: LayerStatus::Overflow,
-        })
-        .collect();
-    let (rec, log2_err, log10_cost) = match dev {
-        DeviceOut::Overflow(l) => {
-            return Report { layers, backend: "gpu".into(), device, overflow_layer: Some(l), log10_cost: f64::NAN };
-        }
-        DeviceOut::Done { rec, log2_err, log10_cost } => (rec, log2_err, log10_cost),
+    let bsz = p.batch();
+    let maxd = |frec: &[f32], l: usize| -> Vec<f64> { (0..bsz).map(|x| frec[(l - 1) * pl.rs + x] as f64).collect() };
+    let layer = |l: usize, frec: &[f32], maxd_ok: bool, status: LayerStatus| LayerStats {
+        layer: l,
+        width: net.widths[l],
+        log10_grad_b_mean: f64::NAN,
+        log10_grad_b_rms: f64::NAN,
+        log10_grad_w_mean: f64::NAN,
+        log10_grad_w_rms: f64::NAN,
+        log10_weight_norm: log2_wnorm[l] * LOG10_2,
+        log10_max_dsigma: if maxd_ok { maxd(frec, l).iter().fold(0.0_f64, |m, &v| m.max(v)).log10() } else { f64::NAN },
+        log10_bound: f64::NAN,
+        log10_bound_tight: f64::NAN,
+        status,
     };
-    let rs = pl.rs;
-    let field = |l: usize, f: usize, x: usize| rec[(l - 1) * rs + f * bsz + x] as f64;
-    let maxd: Vec<Vec<f64>> = (0..=big_l).map(|l| if l == 0 { Vec::new() } else { (0..bsz).map(|x| field(l, 0, x)).collect() }).collect();
-    for l in 1..=big_l {
-        layers[l - 1].log10_max_dsigma = maxd[l].iter().fold(0.0_f64, |m, &v| m.max(v)).log10();
-    }
-    let lb = (bsz as f64).log2();
-    let has_top_dsigma = net.cost == Cost::Quadratic;
-    let mut tight = log2_err.clone();
-    let mut bound = log2_err.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v));
-    let mut status_above = LayerStatus::Ok;
-    for l in (1..=big_l).rev() {
-        let sq_a: Vec<f64> = (0..bsz).map(|x| field(l, 1, x)).collect();
-        let ea: Vec<f64> = (0..bsz).map(|x| field(l, 2, x)).collect();
-        let sq_d: Vec<f64> = (0..bsz).map(|x| field(l, 3, x)).collect();
-        let ed: Vec<f64> = (0..bsz).map(|x| field(l, 4, x)).collect();
-        let base = (l - 1) * rs + 6 * bsz;
-        let bmean: f64 = rec[base..base + pl.p1].iter().map(|&v| v as f64).sum();
-        let gram: f64 = rec[base + pl.p1..base + pl.p1 + pl.p2].iter().map(|&v| v as f64).sum();
-        if l < big_l || has_top_dsigma {
-            bound += net.gamma_at(l).log2();
-            for (t, m) in tight.iter_mut().zip(&maxd[l]) {
-                *t += m.log2();
-            }
+    match dev {
+        DeviceOut::Overflow { layer: ol, frec } => {
+            // Depths below the overflow are unaffected: run them on their own (rare path).
+            let below: Vec<usize> = ds.iter().copied().filter(|&d| d < ol).collect();
+            let mut out = if below.is_empty() { Vec::new() } else { probe_depths(ctx, p, &below, device.clone(), keep_budget, norms)? };
+            out.extend(ds.iter().filter(|&&d| d >= ol).map(|&d| Report {
+                layers: (1..=d).map(|l| layer(l, &frec, l < ol, LayerStatus::Overflow)).collect(),
+                backend: "gpu".into(),
+                device: device.clone(),
+                overflow_layer: Some(ol),
+                log10_cost: f64::NAN,
+            }));
+            Ok(out)
         }
-        let st = &mut layers[l - 1];
-        let t_b: Vec<f64> = sq_d.iter().zip(&ed).map(|(s, e)| 2.0 * e + s.log2()).collect();
-        st.log10_grad_b_rms = 0.5 * (log2_sum_exp2(t_b.iter().copied()) - lb) * LOG10_2;
-        let t_w: Vec<f64> = t_b.iter().zip(sq_a.iter().zip(&ea)).map(|(tb, (s, e))| tb + 2.0 * e + s.log2()).collect();
-        st.log10_grad_w_rms = 0.5 * (log2_sum_exp2(t_w.iter().copied()) - lb) * LOG10_2;
-        let m_d = ed.iter().zip(&sq_d).filter(|(_, s)| **s > 0.0).map(|(e, _)| *e).fold(f64::NEG_INFINITY, f64::max);
-        st.log10_grad_b_mean = if m_d.is_finite() { (m_d + 0.5 * bmean.log2() - lb) * LOG10_2 } else { f64::NEG_INFINITY };
-        let m_c = (0..bsz).filter(|&x| sq_d[x] > 0.0 && sq_a[x] > 0.0).map(|x| ed[x] + ea[x]).fold(f64::NEG_INFINITY, f64::max);
-        st.log10_grad_w_mean = if m_c.is_finite() { (m_c + 0.5 * gram.max(0.0).log2() - lb) * LOG10_2 } else { f64::NEG_INFINITY };
-        st.log10_bound = bound * LOG10_2;
-        st.log10_bound_tight = tight.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v)) * LOG10_2;
-        st.status = if status_above != LayerStatus::Ok {
-            status_above
-        } else if sq_d.iter().all(|&v| v == 0.0) {
-            if matches!(net.activation_at(l), Activation::Relu | Activation::LeakyRelu(_) | Activation::HardTanh | Activation::Linear) {
-                LayerStatus::ZeroGradient
-            } else {
-                LayerStatus::Underflow
+        DeviceOut::Done { frec, grads, log2_err, log10_cost } => {
+            let maxds: Vec<Vec<f64>> = (0..=top).map(|l| if l == 0 { Vec::new() } else { maxd(&frec, l) }).collect();
+            let has_top_dsigma = net.cost == Cost::Quadratic;
+            let mut out = Vec::with_capacity(ds.len());
+            for (qi, &d) in ds.iter().enumerate() {
+                let mut layers: Vec<LayerStats> = (1..=d).map(|l| layer(l, &frec, true, LayerStatus::Ok)).collect();
+                let mut tight = log2_err[qi].clone();
+                let mut bound = tight.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v));
+                let mut status_above = LayerStatus::Ok;
+                for l in (1..=d).rev() {
+                    if l < d || has_top_dsigma {
+                        bound += net.gamma_at(l).log2();
+                        for (t, m) in tight.iter_mut().zip(&maxds[l]) {
+                            *t += m.log2();
+                        }
+                    }
+                    let gr = grads[qi][l - 1];
+                    let st = &mut layers[l - 1];
+                    st.log10_grad_b_mean = gr.b_mean;
+                    st.log10_grad_b_rms = gr.b_rms;
+                    st.log10_grad_w_mean = gr.w_mean;
+                    st.log10_grad_w_rms = gr.w_rms;
+                    st.log10_bound = bound * LOG10_2;
+                    st.log10_bound_tight = tight.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v)) * LOG10_2;
+                    st.status = if status_above != LayerStatus::Ok {
+                        status_above
+                    } else if gr.zero {
+                        if matches!(net.activation_at(l), Activation::Relu | Activation::LeakyRelu(_) | Activation::HardTanh | Activation::Linear) {
+                            LayerStatus::ZeroGradient
+                        } else {
+                            LayerStatus::Underflow
+                        }
+                    } else {
+                        LayerStatus::Ok
+                    };
+                    status_above = st.status;
+                    if l > 1 {
+                        bound += log2_wnorm[l];
+                        for t in tight.iter_mut() {
+                            *t += log2_wnorm[l];
+                        }
+                    }
+                }
+                out.push(Report { layers, backend: "gpu".into(), device: device.clone(), overflow_layer: None, log10_cost: log10_cost[qi] });
             }
-        } else {
-            LayerStatus::Ok
-        };
-        status_above = st.status;
-        if l > 1 {
-            bound += log2_wnorm[l];
-            for t in tight.iter_mut() {
-                *t += log2_wnorm[l];
-            }
+            Ok(out)
         }
     }
-    Report { layers, backend: "gpu".into(), device, overflow_layer: None, log10_cost }
 }
 
 /// Philox words computed by the shader, for the bit-identity test.
