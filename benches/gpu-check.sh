@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# The GPU check, for a machine with a real GPU (sized to finish within ~5 minutes there,
+# release build included): builds, lists the adapters, runs the GPU–CPU cross-check
+# (`gradscope probe --backend gpu --check`) at two sizes and the GPU benchmarks
+# (benches/gpu.rs: the probe and our matmul kernels on widths 256/1024/4096 × batch
+# 1/32/256, beside the chip's published fp32 peak), and prints one table.
+#
+#   benches/gpu-check.sh          # on a real GPU
+#   benches/gpu-check.sh --tiny   # tiny sizes, for a software adapter (Mesa's lavapipe) or CI
+#
+# GRADSCOPE_FP32_PEAK_TFLOPS=… supplies the peak for a chip benches/gpu.rs does not know;
+# WGPU_ADAPTER_NAME=… picks the adapter. Logs go to target/gpu-check/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TINY=0
+[ "${1:-}" = "--tiny" ] && TINY=1
+export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-/tmp}
+LOG=target/gpu-check
+mkdir -p "$LOG"
+t_start=$(date +%s)
+
+echo "== build (release)"
+cargo build --release -q
+cargo bench --bench gpu --no-run -q 2> "$LOG/bench-build.log" || { cat "$LOG/bench-build.log"; exit 1; }
+G=target/release/gradscope
+
+echo "== gradscope devices"
+$G devices | tee "$LOG/devices.txt"
+
+if [ $TINY = 1 ]; then
+  CHECKS=("tanh 64 20 8" "relu 128 10 16")
+  export GRADSCOPE_BENCH_TINY=1
+else
+  # depth × width × batch: a deep tanh run (log-domain drift over 1,000 layers) and a wide
+  # one at the target's shape (the CPU reference spends most of its time in Lanczos here).
+  CHECKS=("tanh 1024 1000 64" "relu 4096 6 256")
+fi
+
+rows=()
+for c in "${CHECKS[@]}"; do
+  read -r act width depth batch <<< "$c"
+  echo "== probe --backend gpu --check -a $act --width $width --depth $depth --batch $batch"
+  f="$LOG/check-$act-$width-$depth-$batch.txt"
+  set +e
+  $G probe --backend gpu --check -a "$act" --width "$width" --depth "$depth" --batch "$batch" > "$f" 2>&1
+  rc=$?
+  set -e
+  verdict=$(grep -E "^(PASS|FAIL)" "$f" | head -1)
+  secs=$(grep -oE "^backend gpu .*, [0-9.]+ s" "$f" | grep -oE "[0-9.]+ s$" || true)
+  echo "$verdict"
+  rows+=("$(printf "%-26s %-8s rc=%s  %s" "$act ${width}x${depth}x${batch}" "${secs:-?}" "$rc" "$verdict")")
+done
+
+echo "== cargo bench --bench gpu"
+cargo bench --bench gpu 2>&1 | tee "$LOG/bench.txt" | grep -E "^(gpu/|SKIPPED)" || true
+
+echo
+echo "================ gradscope GPU check ($(( $(date +%s) - t_start )) s) ================"
+grep -E "^name|Vulkan|Metal|Dx12|Gl " "$LOG/devices.txt" | head -5
+echo "-- GPU vs f64 CPU reference (probe --check): shape, GPU probe time, verdict"
+printf '%s\n' "${rows[@]}"
+echo "-- GPU benchmarks (benches/gpu.rs)"
+sed -n '/^GPU backend on/,$p' "$LOG/bench.txt"
+grep -q "^SKIPPED" "$LOG/bench.txt" && grep "^SKIPPED" "$LOG/bench.txt"
+exit 0
