@@ -255,3 +255,21 @@ fn homogeneous_activations_scale_exactly_in_the_log_domain() {
         }
     }
 }
+
+/// tanh below criticality without biases: the activations themselves vanish like
+/// (σ_w²)^{l/2} and leave f64's range near layer 2,000 (σ_w² = 0.5). Far below 1 tanh is
+/// its tangent, so the backend keeps carrying them in the log domain: every layer stays
+/// finite, and the per-layer ratio ‖δ^l‖/‖δ^{l+1}‖ settles at √(σ_w²) = √χ₁ (0.02 decades
+/// covers the finite-width drift of E log‖Wᵀδ‖, ≈ −0.43/(2n) ≈ −0.007 decades at n = 32).
+#[test]
+fn vanishing_tanh_activations_are_carried_past_f64_range() {
+    let p = problem(&vec![32; 5001], Activation::Tanh, Cost::Quadratic, gaussian(0.5, 0.0), 2, 8, TargetSpec::Gaussian);
+    let r = CpuBackend::default().probe(&p).unwrap();
+    for st in &r.layers {
+        assert_eq!(st.status, gradscope::stats::LayerStatus::Ok, "layer {}", st.layer);
+        assert!(st.log10_grad_b_rms.is_finite() && st.log10_grad_w_rms.is_finite());
+    }
+    let ratio = gradscope::theory::fitted_log10_ratio(&r, 1, 4999).unwrap();
+    assert!((ratio - 0.5f64.sqrt().log10()).abs() < 0.02, "fitted log10 ratio {ratio}");
+    assert!(r.layers[0].log10_grad_b_rms < -700.0);
+}

@@ -90,24 +90,57 @@ struct Forward {
     finite: bool,
 }
 
-fn forward_layer(act: Activation, scaled: bool, w: &Array2<f64>, b: &Array1<f64>, a_prev: &Array2<f64>, ea_prev: &[i64]) -> Forward {
+/// Below this (|z| < 2^-60) every activation with σ(0) = 0 is linear to f64 precision on
+/// each side of 0 (the next term is O(z) relative at most: silu, gelu, elu, selu).
+const TINY_LOG2: i64 = -60;
+
+fn forward_layer(act: Activation, w: &Array2<f64>, b: &Array1<f64>, a_prev: &Array2<f64>, ea_prev: &[i64]) -> Forward {
+    // ẑ = â Wᵀ (+ b at the common exponent): z = ẑ·2^e per example.
     let mut z = a_prev.dot(&w.t());
     let mut ea = ea_prev.to_vec();
     if let Some(kb) = top_exponent(b.view()) {
         for (mut row, e) in z.rows_mut().into_iter().zip(ea.iter_mut()) {
-            if !scaled || *e == 0 {
+            if *e == 0 {
                 row += b;
             } else {
                 add_scaled(&mut row, e, b.view(), kb, 1.0);
             }
         }
     }
-    let finite = z.iter().all(|v| v.is_finite());
-    let dsig = z.mapv(|v| act.dsigma(v));
-    let mut a = z.mapv(|v| act.sigma(v));
-    if scaled {
-        renormalise_rows(&mut a, &mut ea);
+    let mut dsig = Array2::<f64>::zeros(z.dim());
+    let mut a = Array2::<f64>::zeros(z.dim());
+    let homogeneous = act.is_homogeneous();
+    let slopes = act.slopes_at_zero();
+    for (((mut zr, mut dr), mut ar), e) in z.rows_mut().into_iter().zip(dsig.rows_mut()).zip(a.rows_mut()).zip(ea.iter_mut()) {
+        let tiny = slopes.is_some() && top_exponent(zr.view()).is_none_or(|k| k + *e < TINY_LOG2);
+        if homogeneous {
+            // σ(2^e ẑ) = 2^e σ(ẑ) and σ′(2^e ẑ) = σ′(ẑ): the exponent carries through.
+            Zip::from(&mut ar).and(&mut dr).and(&zr).for_each(|a, d, &x| {
+                *a = act.sigma(x);
+                *d = act.dsigma(x);
+            });
+        } else if tiny {
+            // Far below 1, σ is its tangent at 0 on each side: still carried exactly.
+            let (right, left) = slopes.expect("checked");
+            Zip::from(&mut ar).and(&mut dr).and(&zr).for_each(|a, d, &x| {
+                *d = if x > 0.0 { right } else { left };
+                *a = *d * x;
+            });
+        } else {
+            // Back to the natural scale, where σ itself is evaluated (overflow shows here).
+            if *e != 0 {
+                let k = *e;
+                zr.mapv_inplace(|x| scale2(x, k));
+                *e = 0;
+            }
+            Zip::from(&mut ar).and(&mut dr).and(&zr).for_each(|a, d, &x| {
+                *a = act.sigma(x);
+                *d = act.dsigma(x);
+            });
+        }
     }
+    let finite = z.iter().all(|v| v.is_finite());
+    renormalise_rows(&mut a, &mut ea);
     Forward { z, dsig, a, ea, finite }
 }
 
@@ -228,7 +261,6 @@ impl CpuBackend {
         check_memory(self.memory_needed(&net.widths, bsz, generated).saturating_add(extra), "the CPU probe", "lower --batch, --width or --depth")?;
         let top_depth = *ds.last().unwrap();
         let (k, keep_w) = self.plan(&net.widths[..=top_depth], bsz, generated);
-        let scaled = net.activation.is_homogeneous();
         let ce = net.cost == Cost::CrossEntropy;
         let seg_start = |l: usize| ((l - 1) / k) * k; // layers s+1..=s+k share checkpoint a^s
         let last_seg = seg_start(top_depth);
@@ -241,9 +273,7 @@ impl CpuBackend {
         let mut keep: Vec<LayerKeep> = Vec::new();
         let mut a = p.inputs.clone();
         let mut ea = vec![0i64; bsz];
-        if scaled {
-            renormalise_rows(&mut a, &mut ea);
-        }
+        renormalise_rows(&mut a, &mut ea);
         let mut overflow_layer = None;
         for l in 1..=top_depth {
             if (l - 1) % k == 0 {
@@ -254,7 +284,7 @@ impl CpuBackend {
             if overflow_layer.is_some() {
                 continue;
             }
-            let f = forward_layer(net.activation_at(l), scaled, &w, &b, &a, &ea);
+            let f = forward_layer(net.activation_at(l), &w, &b, &a, &ea);
             for (x, row) in f.dsig.rows().into_iter().enumerate() {
                 maxd[l][x] = row.iter().fold(0.0_f64, |m, v| m.max(v.abs()));
             }
@@ -320,7 +350,7 @@ impl CpuBackend {
         while let Some(s) = seg {
             let top = (s + k).min(top_depth);
             if s != last_seg {
-                keep = self.recompute(net, s, top, &checkpoints[s / k], scaled, keep_w, ce, &ds);
+                keep = self.recompute(net, s, top, &checkpoints[s / k], keep_w, ce, &ds);
             }
             for l in (s + 1..=top).rev() {
                 let lk = keep.pop().ok_or_else(|| Error::Internal("segment bookkeeping".into()))?;
@@ -407,12 +437,12 @@ impl CpuBackend {
 
     /// Recomputes layers s+1..=top from the checkpoint a^s.
     #[allow(clippy::too_many_arguments)]
-    fn recompute(&self, net: &Network, s: usize, top: usize, cp: &(Array2<f64>, Vec<i64>), scaled: bool, keep_w: bool, ce: bool, depths: &[usize]) -> Vec<LayerKeep> {
+    fn recompute(&self, net: &Network, s: usize, top: usize, cp: &(Array2<f64>, Vec<i64>), keep_w: bool, ce: bool, depths: &[usize]) -> Vec<LayerKeep> {
         let mut keep = Vec::with_capacity(top - s);
         let (mut a, mut ea) = cp.clone();
         for l in s + 1..=top {
             let (w, b) = net.layer(l);
-            let f = forward_layer(net.activation_at(l), scaled, &w, &b, &a, &ea);
+            let f = forward_layer(net.activation_at(l), &w, &b, &a, &ea);
             let w_keep = if keep_w { Some(w.into_owned()) } else { None };
             let z = if ce && depths.binary_search(&l).is_ok() { Some(f.z) } else { None };
             keep.push(LayerKeep { dsig: f.dsig, z, a_prev: std::mem::replace(&mut a, f.a), ea_prev: std::mem::replace(&mut ea, f.ea), w: w_keep });

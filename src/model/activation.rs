@@ -205,6 +205,22 @@ impl Activation {
         )
     }
 
+    /// For σ with σ(0) = 0: the slopes (x > 0, x ≤ 0) of its tangent at 0, which σ equals to
+    /// f64 precision for |x| < 2^-60 (tanh, erf, hard-tanh, silu, gelu, elu: one slope; selu
+    /// and the homogeneous ones: one per side). None where σ(0) ≠ 0 (sigmoid, softplus).
+    /// The CPU backend uses it to carry vanishing activations in the log domain.
+    pub fn slopes_at_zero(&self) -> Option<(f64, f64)> {
+        match *self {
+            Activation::Sigmoid | Activation::Softplus => None,
+            Activation::Relu => Some((1.0, 0.0)),
+            Activation::LeakyRelu(a) => Some((1.0, a)),
+            Activation::Linear | Activation::Tanh | Activation::HardTanh | Activation::Elu => Some((1.0, 1.0)),
+            Activation::Erf => Some((std::f64::consts::FRAC_2_SQRT_PI, std::f64::consts::FRAC_2_SQRT_PI)),
+            Activation::Silu | Activation::Gelu => Some((0.5, 0.5)),
+            Activation::Selu => Some((SELU_LAMBDA, SELU_LAMBDA * SELU_ALPHA)),
+        }
+    }
+
     /// Points where σ or a low derivative is not smooth, where a quadrature should split.
     pub fn kinks(&self) -> &'static [f64] {
         match self {
@@ -367,6 +383,22 @@ mod tests {
                 seen >= g * (1.0 - 1e-7),
                 "{act}: max on grid {seen} well below γ = {g}"
             );
+        }
+    }
+
+    #[test]
+    fn tangent_at_zero_is_exact_below_two_to_the_minus_60() {
+        for act in all_activations() {
+            let Some((right, left)) = act.slopes_at_zero() else {
+                assert!(act.sigma(0.0) != 0.0, "{act}");
+                continue;
+            };
+            for x in [2f64.powi(-61), -(2f64.powi(-61)), 3e-30, -7e-25, 1e-300, -1e-300] {
+                let slope = if x > 0.0 { right } else { left };
+                let (s, t) = (act.sigma(x), slope * x);
+                assert!((s - t).abs() <= 2.0 * f64::EPSILON * t.abs(), "{act} at {x:e}: σ {s:e} vs tangent {t:e}");
+                assert!((act.dsigma(x) - slope).abs() <= 2.0 * f64::EPSILON * slope.abs().max(1e-300), "{act}′ at {x:e}");
+            }
         }
     }
 
