@@ -149,6 +149,11 @@ pub struct ProbeArgs {
     /// the layer) to FILE.svg or FILE.png.
     #[arg(long, value_name = "FILE", help_heading = "Output")]
     pub plot: Option<PathBuf>,
+    /// Also print the anatomy of the bound per layer: γ‖W^r‖₂ against the measured ratio
+    /// ‖δ^l‖/‖δ^(l+1)‖, the slack in decades, the Pascanu–Mikolov–Bengio verdict and the
+    /// random-matrix value of ‖W‖₂ (with --out .json, also written as "anatomy").
+    #[arg(long, help_heading = "Output")]
+    pub anatomy: bool,
     /// Print every layer instead of a sample of about 40 rows.
     #[arg(long, help_heading = "Output")]
     pub all_layers: bool,

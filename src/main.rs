@@ -97,6 +97,13 @@ fn probe(a: ProbeArgs) -> Result<()> {
     println!("cost C = {}", gradscope::stats::sci(report.log10_cost));
     let mean_field = gradscope::probe::MeanFieldSummary::new(&problem, &report);
     println!("{}", mean_field.line());
+    let anatomy = a.anatomy.then(|| gradscope::theory::anatomy(&report, &problem.net));
+    if let Some(rows) = &anatomy {
+        let keep: Vec<usize> = export::table::rows_to_show(rows.len(), if a.all_layers { usize::MAX } else { 40 });
+        let shown: Vec<_> = keep.iter().map(|&l| rows[l - 1].clone()).collect();
+        println!("anatomy of the bound (log10; docs/THEORY.md §3):");
+        print!("{}", gradscope::theory::anatomy_table(&shown));
+    }
     if let Some(path) = &a.save_weights {
         let l = problem.net.depth();
         let bytes: u64 = (1..=l).map(|i| (problem.net.widths[i] * (problem.net.widths[i - 1] + 1)) as u64 * 8).sum();
@@ -109,7 +116,7 @@ fn probe(a: ProbeArgs) -> Result<()> {
         println!("wrote {}", path.display());
     }
     if let (Some(path), Some(f)) = (&a.out, format) {
-        let info = RunInfo { config: &cfg, version: env!("CARGO_PKG_VERSION"), seconds, mean_field: Some(mean_field.clone()) };
+        let info = RunInfo { config: &cfg, version: env!("CARGO_PKG_VERSION"), seconds, mean_field: Some(mean_field.clone()), anatomy: anatomy.clone() };
         export::write_atomic(path, &f.render(&report, &info)?)?;
         println!("wrote {}", path.display());
     }

@@ -227,3 +227,22 @@ fn dead_relu_network_reports_a_true_zero() {
     let rows: Vec<&str> = text.lines().collect();
     assert!(rows[1].contains("-inf") && rows[1].contains(",zero-gradient"), "{}", rows[1]);
 }
+
+#[test]
+fn anatomy_and_mean_field_are_written_beside_the_measurement() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("a.json");
+    let o = gradscope(&["probe", "-a", "sigmoid", "--width", "40", "--depth", "12", "--backend", "cpu", "--anatomy", "-o", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("anatomy of the bound"));
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let rows = v["anatomy"].as_array().expect("anatomy array");
+    assert_eq!(rows.len(), 12);
+    // γ‖W‖₂ ≈ ¼·2 < 1 everywhere: Pascanu et al.'s condition guarantees vanishing at layer 1.
+    assert_eq!(rows[0]["vanishing_guaranteed"], true);
+    assert!(rows[0]["log10_slack"].as_f64().unwrap() >= 0.0);
+    let mf = &v["mean_field"];
+    let (m, p) = (mf["fitted_log10_ratio_measured"].as_f64().unwrap(), mf["fitted_log10_ratio_predicted"].as_f64().unwrap());
+    assert!(m < 0.0 && p < 0.0, "sigmoid gradients must shrink towards the input: {m} {p}");
+    assert!(v["layers"][0]["log10_grad_b_rms_predicted"].is_number());
+}

@@ -19,6 +19,8 @@ struct Doc<'a, C: Serialize> {
     #[serde(serialize_with = "crate::stats::finite_or_null")]
     log10_cost: f64,
     mean_field: Option<MeanField<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    anatomy: Option<&'a Vec<crate::theory::AnatomyRow>>,
     layers: Vec<serde_json::Value>,
 }
 
@@ -50,6 +52,7 @@ impl Exporter for JsonExporter {
                 fitted_log10_ratio_measured: m.fitted_log10_ratio_measured.filter(|v| v.is_finite()),
                 fitted_log10_ratio_predicted: m.fitted_log10_ratio_predicted.filter(|v| v.is_finite()),
             }),
+            anatomy: info.anatomy.as_ref(),
             layers: r
                 .layers
                 .iter()

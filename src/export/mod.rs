@@ -23,6 +23,8 @@ pub struct RunInfo<C: Serialize> {
     pub seconds: f64,
     /// The mean-field prediction beside the measurement, where the run has one.
     pub mean_field: Option<crate::probe::MeanFieldSummary>,
+    /// The anatomy of the bound per layer, when asked for.
+    pub anatomy: Option<Vec<crate::theory::AnatomyRow>>,
 }
 
 impl<C: Serialize> RunInfo<C> {
