@@ -17,23 +17,6 @@ use gradscope::stats::LayerStatus;
 
 use common::*;
 
-/// The GPU, or None after a loud skip notice (a failure when GRADSCOPE_REQUIRE_GPU=1).
-fn gpu(test: &str) -> Option<GpuBackend> {
-    match GpuBackend::new(&GpuOptions { adapter: None, allow_software: true }) {
-        Ok(g) => {
-            eprintln!("{test}: on {}", g.device_name());
-            Some(g)
-        }
-        Err(e) => {
-            if std::env::var("GRADSCOPE_REQUIRE_GPU").as_deref() == Ok("1") {
-                panic!("{test}: GRADSCOPE_REQUIRE_GPU=1 but no GPU adapter: {e}");
-            }
-            eprintln!("\n*** {test}: SKIPPED: no GPU adapter ({e}) ***\n");
-            None
-        }
-    }
-}
-
 /// Probes on both backends and asserts agreement, printing the first mismatches.
 fn agree(g: &GpuBackend, p: &Problem, what: &str) -> (gradscope::check::Comparison, gradscope::stats::Report) {
     let t = Instant::now();

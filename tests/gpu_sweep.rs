@@ -12,29 +12,13 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-use gradscope::backend::gpu::{GpuBackend, GpuOptions};
+use gradscope::backend::gpu::GpuBackend;
 use gradscope::backend::CpuBackend;
 use gradscope::check::{compare, Tolerance};
 use gradscope::model::{Activation, Cost, Init, InitKind, Network, Problem, TargetSpec};
 use gradscope::stats::LayerStatus;
 
 use common::*;
-
-fn gpu(test: &str) -> Option<GpuBackend> {
-    match GpuBackend::new(&GpuOptions { adapter: None, allow_software: true }) {
-        Ok(g) => {
-            eprintln!("{test}: on {}", g.device_name());
-            Some(g)
-        }
-        Err(e) => {
-            if std::env::var("GRADSCOPE_REQUIRE_GPU").as_deref() == Ok("1") {
-                panic!("{test}: GRADSCOPE_REQUIRE_GPU=1 but no GPU adapter: {e}");
-            }
-            eprintln!("\n*** {test}: SKIPPED: no GPU adapter ({e}) ***\n");
-            None
-        }
-    }
-}
 
 /// The problem cut to its first `d` layers (the depth-d network of the same seed).
 fn prefix(p: &Problem, d: usize) -> Problem {

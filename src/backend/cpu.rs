@@ -241,20 +241,8 @@ impl CpuBackend {
     /// change above the smallest depth, or too little memory.
     pub fn probe_depths(&self, p: &Problem, depths: &[usize]) -> Result<Vec<Report>> {
         let net = &p.net;
-        let big_l = net.depth();
-        let mut ds: Vec<usize> = depths.to_vec();
-        ds.sort_unstable();
-        ds.dedup();
-        if ds.is_empty() || ds[0] == 0 || *ds.last().unwrap() > big_l {
-            return Err(Error::arg("--depths", format!("depths must lie in 1..={big_l}")));
-        }
-        if net.linear_output && ds != [big_l] {
-            return Err(Error::arg("--linear-output", "a depth sweep shares hidden layers, which have no linear output"));
-        }
+        let ds = super::validate_depths(net, depths)?;
         let n_top = *net.widths.last().unwrap();
-        if ds.iter().any(|&d| net.widths[d] != n_top) {
-            return Err(Error::arg("--depths", "every swept depth needs the same output width"));
-        }
         let generated = matches!(net.params, crate::model::Params::Generated { .. });
         let bsz = p.batch();
         let extra = (ds.len() as u128 * bsz as u128 * n_top as u128 * 8 * 2).min(u64::MAX as u128) as u64;

@@ -117,3 +117,24 @@ impl Engine {
         }
     }
 }
+
+/// The sorted, distinct depths of a multi-depth probe of `net`, checked: each in 1..=L, no
+/// linear output layer with several depths, the same output width at every depth (shared
+/// by both engines' `probe_depths`, so they refuse alike).
+pub(crate) fn validate_depths(net: &crate::model::Network, depths: &[usize]) -> Result<Vec<usize>> {
+    let big_l = net.depth();
+    let mut ds: Vec<usize> = depths.to_vec();
+    ds.sort_unstable();
+    ds.dedup();
+    if ds.is_empty() || ds[0] == 0 || *ds.last().unwrap() > big_l {
+        return Err(crate::Error::arg("--depths", format!("depths must lie in 1..={big_l}")));
+    }
+    if net.linear_output && ds != [big_l] {
+        return Err(crate::Error::arg("--linear-output", "a depth sweep shares hidden layers, which have no linear output"));
+    }
+    let n_top = *net.widths.last().unwrap();
+    if ds.iter().any(|&d| net.widths[d] != n_top) {
+        return Err(crate::Error::arg("--depths", "every swept depth needs the same output width"));
+    }
+    Ok(ds)
+}

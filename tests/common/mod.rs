@@ -48,3 +48,23 @@ pub fn assert_log_close(a: f64, b: f64, tol: f64, what: &str) {
     }
     assert!((a - b).abs() <= tol, "{what}: {a} vs {b} (|Δ| = {:e} > {tol:e})", (a - b).abs());
 }
+
+/// The GPU the tests run on, or None (a loud skip) when there is no adapter; with
+/// GRADSCOPE_REQUIRE_GPU=1 (set by .ci/run) a missing adapter fails the test instead.
+#[cfg(feature = "gpu")]
+pub fn gpu(test: &str) -> Option<gradscope::backend::gpu::GpuBackend> {
+    use gradscope::backend::gpu::{GpuBackend, GpuOptions};
+    match GpuBackend::new(&GpuOptions { adapter: None, allow_software: true }) {
+        Ok(g) => {
+            eprintln!("{test}: on {}", g.device_name());
+            Some(g)
+        }
+        Err(e) => {
+            if std::env::var("GRADSCOPE_REQUIRE_GPU").as_deref() == Ok("1") {
+                panic!("{test}: GRADSCOPE_REQUIRE_GPU=1 but no GPU adapter: {e}");
+            }
+            eprintln!("\n*** {test}: SKIPPED: no GPU adapter ({e}) ***\n");
+            None
+        }
+    }
+}

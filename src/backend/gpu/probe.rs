@@ -798,19 +798,7 @@ pub fn probe(ctx: &Context, p: &Problem, device: String, keep_budget: u64, norms
 pub fn probe_depths(ctx: &Context, p: &Problem, depths: &[usize], device: String, keep_budget: u64, norms: &CpuBackend) -> Result<Vec<Report>> {
     let net = &p.net;
     let big_l = net.depth();
-    let mut ds: Vec<usize> = depths.to_vec();
-    ds.sort_unstable();
-    ds.dedup();
-    if ds.is_empty() || ds[0] == 0 || *ds.last().unwrap() > big_l {
-        return Err(Error::arg("--depths", format!("depths must lie in 1..={big_l}")));
-    }
-    if net.linear_output && ds != [big_l] {
-        return Err(Error::arg("--linear-output", "a depth sweep shares hidden layers, which have no linear output"));
-    }
-    let n_top = *net.widths.last().unwrap();
-    if ds.iter().any(|&d| net.widths[d] != n_top) {
-        return Err(Error::arg("--depths", "every swept depth needs the same output width"));
-    }
+    let ds = crate::backend::validate_depths(net, depths)?;
     let top = *ds.last().unwrap();
     let q: Cow<Problem> = if top == big_l {
         Cow::Borrowed(p)
