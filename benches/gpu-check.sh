@@ -15,14 +15,14 @@ cd "$(dirname "$0")/.."
 TINY=0
 [ "${1:-}" = "--tiny" ] && TINY=1
 export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-/tmp}
-LOG=target/gpu-check
+LOG=${CARGO_TARGET_DIR:-target}/gpu-check
 mkdir -p "$LOG"
 t_start=$(date +%s)
 
 echo "== build (release)"
 cargo build --release -q
 cargo bench --bench gpu --no-run -q 2> "$LOG/bench-build.log" || { cat "$LOG/bench-build.log"; exit 1; }
-G=target/release/gradscope
+G=${CARGO_TARGET_DIR:-target}/release/gradscope
 
 echo "== gradscope devices"
 $G devices | tee "$LOG/devices.txt"

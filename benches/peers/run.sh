@@ -11,7 +11,7 @@ DEPTHS=${DEPTHS:-log:1..2000:64}
 WIDTH=${WIDTH:-256}
 BATCH=${BATCH:-32}
 ACT=${ACT:-tanh}
-OUT=${OUT:-target/peers}
+OUT=${OUT:-${CARGO_TARGET_DIR:-target}/peers}
 PEERS=benches/peers
 PY=$PEERS/.venv/bin/python
 if [ ! -x "$PY" ]; then
@@ -19,7 +19,7 @@ if [ ! -x "$PY" ]; then
   "$PEERS/.venv/bin/pip" install -q jax numpy
 fi
 cargo build --release -q
-G=target/release/gradscope
+G=${CARGO_TARGET_DIR:-target}/release/gradscope
 rm -rf "$OUT"
 mkdir -p "$OUT"
 LMAX=$(cd $PEERS && ../../$PY -c "import jax_peer; print(jax_peer.parse_depths('$DEPTHS')[-1])")
