@@ -348,3 +348,23 @@ fn he_init_is_stable_and_xavier_collapses() {
     assert!(rows[1]["chi_measured"].as_f64().unwrap() > 1.0);
     assert!(r.to_string().contains("he-vs-xavier"));
 }
+
+/// Below criticality without biases q^l shrinks geometrically past f64's range (tanh,
+/// σ_w² = 0.5: q^l ≈ 2^-l); the prediction carries log10 q there, so it stays finite, its
+/// per-layer ratio is exactly √(σ_w² tanh′(0)²) = √0.5, and the top layer follows q^L
+/// instead of freezing at the first underflow.
+#[test]
+fn prediction_follows_q_below_f64_range() {
+    use gradscope::model::{Activation, Cost, Init, InitKind, InputSpec, Network, Params, Problem, TargetSpec};
+    let init = Init::new(InitKind::Gaussian, Some(0.5), Some(0.0)).unwrap();
+    let net = Network::new(vec![64; 3001], Activation::Tanh, false, Cost::Quadratic, Params::Generated { init, seed: 1 }).unwrap();
+    let x = InputSpec::Gaussian.materialise(1, 4, 64).unwrap();
+    let y = TargetSpec::Zeros.materialise(1, 4, 64).unwrap();
+    let p = Problem::new(net, x, y).unwrap();
+    let pred = gradscope::theory::predicted_log10_grad_b_rms(&p).unwrap();
+    assert!(pred.iter().all(|v| v.is_finite()));
+    let ratio = gradscope::theory::predict::fitted_log10_ratio_of(&pred, 1, 2999).unwrap();
+    assert!((ratio - 0.5f64.sqrt().log10()).abs() < 1e-6, "ratio {ratio}");
+    // ‖δ^L‖² ∝ q^L ≈ 0.5^3000 here: far below the 10^-100 a frozen q = 1e-200 would give.
+    assert!(pred[2999] < -400.0, "top layer {}", pred[2999]);
+}

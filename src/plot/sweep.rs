@@ -289,7 +289,8 @@ pub fn plot_sweep_dir_sized(
                 continue;
             };
             let r = &summary.rows[i];
-            let profile = profiles.profile(i, r.depth);
+            let predicted = profiles.predicted(i, r.depth);
+            let profile = profiles.profile(i, r.depth, predicted.as_deref());
             let mut title = format!(
                 "{}, σ_w² = {}, σ_b² = {}, depth {}",
                 config.group.title(summary.varying),
@@ -580,6 +581,8 @@ struct Profiles {
     grad_b_mean: Option<Array2<f64>>,
     bound: Option<Array2<f64>>,
     bound_tight: Option<Array2<f64>>,
+    /// The mean-field prediction the sweep wrote beside its measurements, where it did.
+    predicted: Option<Array2<f64>>,
 }
 
 impl Profiles {
@@ -610,11 +613,19 @@ impl Profiles {
             grad_b_mean: load("log10_grad_b_mean")?,
             bound: load("log10_bound")?,
             bound_tight: load("log10_bound_tight")?,
+            predicted: load("log10_grad_b_rms_predicted")?,
         }))
     }
 
+    /// Row `i`'s predicted profile, when the sweep wrote one with a finite value in it.
+    fn predicted(&self, i: usize, depth: usize) -> Option<Vec<f64>> {
+        let a = self.predicted.as_ref()?;
+        let v: Vec<f64> = (0..depth).map(|l| a.get((i, l)).copied().unwrap_or(f64::NAN)).collect();
+        v.iter().any(|x| x.is_finite()).then_some(v)
+    }
+
     /// Row `i`'s profile over layers 1..=depth (NaN where an array is absent or too short).
-    fn profile(&self, i: usize, depth: usize) -> Profile<'static> {
+    fn profile<'p>(&self, i: usize, depth: usize, predicted: Option<&'p [f64]>) -> Profile<'p> {
         let row = |a: Option<&Array2<f64>>| -> Vec<f64> {
             (0..depth).map(|l| a.and_then(|a| a.get((i, l)).copied()).unwrap_or(f64::NAN)).collect()
         };
@@ -624,7 +635,7 @@ impl Profiles {
             grad_b_mean: row(self.grad_b_mean.as_ref()),
             bound: row(self.bound.as_ref()),
             bound_tight: row(self.bound_tight.as_ref()),
-            predicted: None,
+            predicted,
         }
     }
 }

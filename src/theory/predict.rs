@@ -114,7 +114,7 @@ pub fn predict_depths(p: &Problem, depths: &[usize]) -> Result<Vec<Prediction>> 
         while j < norms.len() && norms[j].0 == norms[i].0 {
             j += 1;
         }
-        let (qs, log_chis) = q_and_chi(net, big_l, &vars, norms[i].0)?;
+        let (qs, lqs, log_chis) = q_and_chi(net, big_l, &vars, norms[i].0)?;
         for l in 1..=big_l {
             q_sum[l] += qs[l] * (j - i) as f64;
         }
@@ -124,6 +124,28 @@ pub fn predict_depths(p: &Problem, depths: &[usize]) -> Result<Vec<Prediction>> 
         for (k, &d) in depths.iter().enumerate() {
             let out_act = net.activation_at(d);
             let q_top = qs[d];
+            let nl = net.widths[d] as f64;
+            // Far below 1 (only reachable with σ_b² = 0 and σ(0) = 0) the output layer is its
+            // tangent too: E‖δ^L‖² = n (r⁴+l⁴)/2 · q + (r³−l³)√(2q/π)·(−Σy)… the q terms
+            // vanish beside the target's (r²+l²)/2·‖y‖², or carry it alone when y = 0.
+            let tangent_top = out_act.slopes_at_zero().filter(|_| lqs[d] < -200.0 && net.cost == Cost::Quadratic);
+            if let Some((r, left)) = tangent_top {
+                for &(_, x) in &norms[i..j] {
+                    let y = p.targets.row(x);
+                    let syy = y.dot(&y);
+                    let mut acc = if syy > 0.0 {
+                        (0.5 * (r * r + left * left) * syy).log10()
+                    } else {
+                        (nl * 0.5 * (r.powi(4) + left.powi(4))).log10() + lqs[d]
+                    };
+                    log_d2[k][d][x] = acc;
+                    for l in (1..d).rev() {
+                        acc += log_chis[l];
+                        log_d2[k][l][x] = acc;
+                    }
+                }
+                continue;
+            }
             let kinks = out_act.kinks();
             let d2 = |h: f64| if net.cost == Cost::CrossEntropy { 1.0 } else { out_act.dsigma(h).powi(2) };
             let (e_d2s2, e_d2s, e_d2) = if out_act == Activation::Linear && net.cost == Cost::Quadratic {
@@ -135,7 +157,6 @@ pub fn predict_depths(p: &Problem, depths: &[usize]) -> Result<Vec<Prediction>> 
                     quad.expect_scaled(q_top, kinks, d2),
                 )
             };
-            let nl = net.widths[d] as f64;
             for &(_, x) in &norms[i..j] {
                 let y = p.targets.row(x);
                 let (sy, syy) = (y.sum(), y.dot(&y));
@@ -164,13 +185,19 @@ pub fn predict_depths(p: &Problem, depths: &[usize]) -> Result<Vec<Prediction>> 
         .collect())
 }
 
-/// q^1..q^L (index 0 unused) and log10 χ_l = log10 σ_w²⁽ˡ⁺¹⁾ E[σ′(√q^l z)²] for l = 1..L−1,
-/// from ‖x‖²/n₀. Once q^l stops changing (to 1e-14) or falls below 1e-200 the remaining
-/// layers reuse the last values where the variances repeat, so depth 10⁴ costs little.
-fn q_and_chi(net: &Network, big_l: usize, vars: &[(f64, f64)], norm2: f64) -> Result<(Vec<f64>, Vec<f64>)> {
+/// q^1..q^L (index 0 unused), log10 q^l, and log10 χ_l = log10 σ_w²⁽ˡ⁺¹⁾ E[σ′(√q^l z)²]
+/// for l = 1..L−1, from ‖x‖²/n₀. Once q^l stops changing (to 1e-14) the remaining layers
+/// reuse the last values where the variances repeat, so depth 10⁴ costs little. Below
+/// q = 1e-200 a σ with σ(0) = 0 is its tangent (slopes r, l on each side), where the maps
+/// are exactly linear: q ↦ σ_w² (r²+l²)/2 · q + σ_b² and χ = σ_w² (r²+l²)/2; with σ_b² = 0
+/// q keeps shrinking geometrically past f64's range, so it is carried as log10 q.
+#[allow(clippy::type_complexity)]
+fn q_and_chi(net: &Network, big_l: usize, vars: &[(f64, f64)], norm2: f64) -> Result<(Vec<f64>, Vec<f64>, Vec<f64>)> {
     let mut qs = vec![0.0; big_l + 1];
+    let mut lqs = vec![0.0; big_l + 1];
     let mut log_chis = vec![0.0; big_l];
     qs[1] = vars[0].0 * norm2 + vars[0].1;
+    lqs[1] = qs[1].log10();
     let mut settled = false;
     for l in 1..=big_l {
         let q = qs[l];
@@ -180,15 +207,25 @@ fn q_and_chi(net: &Network, big_l: usize, vars: &[(f64, f64)], norm2: f64) -> Re
             )));
         }
         let act = net.activation_at(l);
-        let same_next = l >= 2 && l < big_l && vars[l] == vars[l - 1] && net.activation_at(l - 1) == act;
-        if l < big_l {
-            log_chis[l] = if settled && same_next { log_chis[l - 1] } else { chi(act, vars[l].0, q).log10() };
-            let next = if settled && same_next { q } else { length_map(act, vars[l].0, vars[l].1, q) };
-            settled = next == q || (q < 1e-200 && next < 1e-200) || ((next - q).abs() <= 1e-14 * q);
-            qs[l + 1] = next;
+        if l == big_l {
+            break;
         }
+        let tangent = act.slopes_at_zero().filter(|_| lqs[l] < -200.0 && vars[l].1 == 0.0);
+        if let Some((r, left)) = tangent {
+            let c = vars[l].0 * 0.5 * (r * r + left * left);
+            log_chis[l] = c.log10();
+            lqs[l + 1] = lqs[l] + c.log10();
+            qs[l + 1] = 10f64.powf(lqs[l + 1]);
+            continue;
+        }
+        let same_next = l >= 2 && vars[l] == vars[l - 1] && net.activation_at(l - 1) == act;
+        log_chis[l] = if settled && same_next { log_chis[l - 1] } else { chi(act, vars[l].0, q).log10() };
+        let next = if settled && same_next { q } else { length_map(act, vars[l].0, vars[l].1, q) };
+        settled = next == q || (next - q).abs() <= 1e-14 * q;
+        qs[l + 1] = next;
+        lqs[l + 1] = next.log10();
     }
-    Ok((qs, log_chis))
+    Ok((qs, lqs, log_chis))
 }
 
 /// The predicted `log10_grad_b_rms` of every layer: the column `log10_grad_b_rms_predicted`.
