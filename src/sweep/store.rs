@@ -152,23 +152,21 @@ impl SweepDir {
 
     /// Writes one finished group: profiles first, then the JSON that marks it done.
     pub fn write_group(&self, plan: &SweepPlan, g: &Group, reports: &[Report], seconds: f64) -> Result<()> {
-        let depth = reports.iter().map(|r| r.layers.len()).max().unwrap_or(0);
         let predicted = plan.predictions(g);
         let mut npz = NpzWriter::new(std::io::Cursor::new(Vec::new()));
+        // Ragged, not padded: row i's layers 1..=depth_i, rows concatenated (the padded
+        // table is built once, in `assemble`), so a log grid costs Σ depth_i, not n·max.
         for field in PROFILE_FIELDS {
-            let mut a = Array2::<f64>::from_elem((reports.len(), depth), f64::NAN);
+            let mut flat: Vec<f64> = Vec::with_capacity(reports.iter().map(|r| r.layers.len()).sum());
             for (i, r) in reports.iter().enumerate() {
                 if *field == "log10_grad_b_rms_predicted" {
-                    if let Some(p) = &predicted[i] {
-                        a.slice_mut(ndarray::s![i, ..p.len()]).assign(&ndarray::ArrayView1::from(&p[..]));
-                    }
-                    continue;
-                }
-                for st in &r.layers {
-                    a[(i, st.layer - 1)] = st.log_fields().iter().find(|(n, _)| n == field).unwrap().1;
+                    let p = predicted[i].as_deref();
+                    flat.extend((0..r.layers.len()).map(|l| p.and_then(|p| p.get(l).copied()).unwrap_or(f64::NAN)));
+                } else {
+                    flat.extend(r.layers.iter().map(|st| st.log_fields().iter().find(|(n, _)| n == field).unwrap().1));
                 }
             }
-            npz.add_array(*field, &a).map_err(|e| Error::Internal(e.to_string()))?;
+            npz.add_array(*field, &ndarray::Array1::from(flat)).map_err(|e| Error::Internal(e.to_string()))?;
         }
         let bytes = npz.finish().map_err(|e| Error::Internal(e.to_string()))?.into_inner();
         let json_path = self.group_json(g);
@@ -244,12 +242,16 @@ impl SweepDir {
             for (gf, npz_path) in files.values() {
                 let file = fs::File::open(npz_path).map_err(|e| io(npz_path, "cannot open", e))?;
                 let mut z = NpzReader::new(file).map_err(|e| io(npz_path, "corrupt", e))?;
-                let a: Array2<f64> = z.by_name(field).map_err(|e| io(npz_path, "corrupt", e))?;
-                if a.nrows() != gf.rows.len() {
-                    return Err(io(npz_path, "corrupt", "row count differs from its JSON"));
+                let a: ndarray::Array1<f64> = z.by_name(field).map_err(|e| io(npz_path, "corrupt", e))?;
+                if a.len() != gf.rows.iter().map(|r| r.depth).sum::<usize>() {
+                    return Err(io(npz_path, "corrupt", "profile length differs from its JSON's depths"));
                 }
-                all.slice_mut(ndarray::s![row0..row0 + a.nrows(), ..a.ncols()]).assign(&a);
-                row0 += a.nrows();
+                let mut at = 0;
+                for r in &gf.rows {
+                    all.slice_mut(ndarray::s![row0, ..r.depth]).assign(&a.slice(ndarray::s![at..at + r.depth]));
+                    at += r.depth;
+                    row0 += 1;
+                }
             }
             let mut buf = Vec::new();
             all.write_npy(&mut buf).map_err(|e| Error::Internal(e.to_string()))?;
