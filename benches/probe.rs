@@ -29,10 +29,12 @@ use ndarray::Array2;
 
 /// Depth per width: enough layers to average over, few enough at 4096 to keep the run short.
 fn depth_for(n: usize) -> usize {
-    match n {
-        ..=256 => 8,
-        ..=1024 => 4,
-        _ => 2,
+    if n <= 256 {
+        8
+    } else if n <= 1024 {
+        4
+    } else {
+        2
     }
 }
 
