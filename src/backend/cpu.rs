@@ -198,6 +198,37 @@ impl CpuBackend {
     /// matrix, and their norm is *defined* as log2 std + log2 ‖G‖₂ with ‖G‖₂ cached, so the
     /// value is the same whichever configuration normed G first (a resumed or sharded sweep
     /// equals an uninterrupted one bit for bit).
+    /// `(W^l, b^l, log2 ‖W^l‖₂)`. On a cache miss for gaussian-family weights the unit matrix
+    /// G is drawn once, normed, and scaled into W = std·G (the very operations of
+    /// `Init::weights`, so W is bit-identical), saving a second draw.
+    fn layer_with_norm<'n>(&self, net: &'n Network, l: usize) -> (Cow<'n, Array2<f64>>, Cow<'n, Array1<f64>>, f64) {
+        let (n_out, n_in) = (net.widths[l], net.widths[l - 1]);
+        if let crate::model::Params::Generated { init, seed } = &net.params {
+            if let Some(std) = init.normal_std(n_in, n_out).filter(|s| *s > 0.0) {
+                let key = (*seed, l, n_out, n_in);
+                let cached = self.norm_cache.lock().ok().and_then(|c| c.get(&key).copied());
+                if cached.is_none() {
+                    let stream = crate::rng::Stream::new(*seed);
+                    let unit_init = crate::model::Init { kind: crate::model::InitKind::Gaussian, sigma_w2: Some(n_in as f64), sigma_b2: 0.0 };
+                    let mut g = unit_init.weights(&stream, l, n_out, n_in);
+                    let v = spectral_norm(g.view()).log2();
+                    if let Ok(mut c) = self.norm_cache.lock() {
+                        if c.len() < 10_000_000 {
+                            c.insert(key, v);
+                        }
+                    }
+                    if std != 1.0 {
+                        g.mapv_inplace(|x| x * std);
+                    }
+                    return (Cow::Owned(g), Cow::Owned(init.biases(&stream, l, n_out)), v + std.log2());
+                }
+            }
+        }
+        let (w, b) = net.layer(l);
+        let v = self.log2_weight_norm(net, l, &w);
+        (w, b, v)
+    }
+
     pub(crate) fn log2_weight_norm(&self, net: &Network, l: usize, w: &Array2<f64>) -> f64 {
         let (n_out, n_in) = w.dim();
         let unit = match &net.params {
@@ -267,8 +298,8 @@ impl CpuBackend {
             if (l - 1) % k == 0 {
                 checkpoints.push((a.clone(), ea.clone()));
             }
-            let (w, b) = net.layer(l);
-            log2_wnorm[l] = self.log2_weight_norm(net, l, &w);
+            let (w, b, log2_norm) = self.layer_with_norm(net, l);
+            log2_wnorm[l] = log2_norm;
             if overflow_layer.is_some() {
                 continue;
             }
