@@ -206,9 +206,13 @@ pub struct SweepArgs {
     /// Targets: zeros, gaussian or uniform (default zeros).
     #[arg(long)]
     pub targets: Option<String>,
-    /// cpu (default) or gpu.
+    /// cpu (default), gpu or auto.
     #[arg(long)]
     pub backend: Option<String>,
+    /// GPU adapter: a case-insensitive substring of its name (`gradscope devices`), e.g. one
+    /// shard per GPU; WGPU_ADAPTER_NAME works too.
+    #[arg(long, value_name = "NAME")]
+    pub adapter: Option<String>,
     /// Output folder (created; an existing one must hold the same sweep, which resumes).
     #[arg(long, short = 'o')]
     pub out: Option<PathBuf>,

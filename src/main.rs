@@ -209,7 +209,7 @@ fn sweep(a: SweepArgs) -> Result<()> {
             shard.map(|(k, n)| format!(", shard {k}/{n}")).unwrap_or_default()
         );
     }
-    let opts = gradscope::sweep::RunOptions { out: out.clone(), shard, progress: !a.quiet };
+    let opts = gradscope::sweep::RunOptions { out: out.clone(), shard, progress: !a.quiet, adapter: a.adapter.clone() };
     let s = gradscope::sweep::run(&plan, &opts)?;
     println!(
         "{} point(s) in {}: {} configuration(s) run in {:.1} s, {} already done",

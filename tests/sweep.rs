@@ -136,6 +136,7 @@ fn bad_sweeps_are_refused_without_touching_results() {
     bad(&["--widths", "8", "--depths", "1..4", "--shard", "1/2"], "shard");
     bad(&["--widths", "8", "--depths", "1..4", "--activations", "nope"], "nope");
     bad(&["--widths", "8", "--depths", "1..4", "--sigma-w2", "-1"], "--sigma-w2");
+    bad(&["--widths", "8", "--depths", "1..4", "--backend", "gpu", "--adapter", "no-such-gpu-xyz"], "adapter");
     let toml = tmp.path().join("s.toml");
     std::fs::write(&toml, "widths = [8]\ndepths = \"1..4\"\ncolour = \"blue\"\n").unwrap();
     bad(&["--config", toml.to_str().unwrap()], "colour");

@@ -365,6 +365,9 @@ pub struct RunOptions {
     pub shard: Option<(usize, usize)>,
     /// Print progress (a bar on a terminal, plain lines otherwise).
     pub progress: bool,
+    /// GPU adapter by a substring of its name (one sweep shard per GPU); None: wgpu's
+    /// choice or WGPU_ADAPTER_NAME.
+    pub adapter: Option<String>,
 }
 
 /// Parses `K/N` with 1 ≤ K ≤ N.
@@ -400,7 +403,7 @@ pub fn run(plan: &SweepPlan, opts: &RunOptions) -> Result<RunSummary> {
         other => return Err(Error::arg("--backend", format!("'{other}' is not auto, cpu or gpu"))),
     };
     // Chosen once, before any file is touched; the device goes into meta.json.
-    let (engine, why) = Engine::select(choice, None)?;
+    let (engine, why) = Engine::select(choice, opts.adapter.clone())?;
     if opts.progress {
         eprintln!("engine: {} on {} ({why})", engine.name(), engine.device_name());
     }
