@@ -59,6 +59,43 @@ pub struct LayerStats {
     pub status: LayerStatus,
 }
 
+impl LayerStatus {
+    /// A layer's status from the status of the layer above and whether its δ is exactly 0
+    /// for every example: a zero below a zero inherits its cause; a fresh zero is a true
+    /// zero for piecewise-linear σ (σ′ is exactly 0 there) and an f64 underflow otherwise.
+    pub fn below(above: LayerStatus, all_zero: bool, act: crate::model::Activation) -> LayerStatus {
+        use crate::model::Activation::*;
+        if above != LayerStatus::Ok {
+            above
+        } else if !all_zero {
+            LayerStatus::Ok
+        } else if matches!(act, Relu | LeakyRelu(_) | HardTanh | Linear) {
+            LayerStatus::ZeroGradient
+        } else {
+            LayerStatus::Underflow
+        }
+    }
+}
+
+impl LayerStats {
+    /// A layer whose gradient fields are not (yet) known: NaN, with the given status.
+    pub fn undefined(layer: usize, width: usize, log10_weight_norm: f64, log10_max_dsigma: f64, status: LayerStatus) -> LayerStats {
+        LayerStats {
+            layer,
+            width,
+            log10_grad_b_mean: f64::NAN,
+            log10_grad_b_rms: f64::NAN,
+            log10_grad_w_mean: f64::NAN,
+            log10_grad_w_rms: f64::NAN,
+            log10_weight_norm,
+            log10_max_dsigma,
+            log10_bound: f64::NAN,
+            log10_bound_tight: f64::NAN,
+            status,
+        }
+    }
+}
+
 /// The per-layer field names, in output order (the CSV header).
 pub const FIELDS: &[&str] = &[
     "layer",

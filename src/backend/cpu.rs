@@ -322,18 +322,9 @@ impl CpuBackend {
         }
         let empty_report = |depth: usize, status: LayerStatus| Report {
             layers: (1..=depth)
-                .map(|l| LayerStats {
-                    layer: l,
-                    width: net.widths[l],
-                    log10_grad_b_mean: f64::NAN,
-                    log10_grad_b_rms: f64::NAN,
-                    log10_grad_w_mean: f64::NAN,
-                    log10_grad_w_rms: f64::NAN,
-                    log10_weight_norm: log2_wnorm[l] * LOG10_2,
-                    log10_max_dsigma: if overflow_layer.is_none_or(|ol| l < ol) { maxd[l].iter().fold(0.0_f64, |m, &v| m.max(v)).log10() } else { f64::NAN },
-                    log10_bound: f64::NAN,
-                    log10_bound_tight: f64::NAN,
-                    status,
+                .map(|l| {
+                    let maxd_l = if overflow_layer.is_none_or(|ol| l < ol) { maxd[l].iter().fold(0.0_f64, |m, &v| m.max(v)).log10() } else { f64::NAN };
+                    LayerStats::undefined(l, net.widths[l], log2_wnorm[l] * LOG10_2, maxd_l, status)
                 })
                 .collect(),
             backend: "cpu".into(),
@@ -421,17 +412,7 @@ impl CpuBackend {
                     fill_gradient_stats(st, block, &ed[rows], &prev);
                     st.log10_bound = bound[j] * LOG10_2;
                     st.log10_bound_tight = tight[j].iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v)) * LOG10_2;
-                    st.status = if status_above[j] != LayerStatus::Ok {
-                        status_above[j]
-                    } else if block.iter().all(|&v| v == 0.0) {
-                        if matches!(net.activation_at(l), Activation::Relu | Activation::LeakyRelu(_) | Activation::HardTanh | Activation::Linear) {
-                            LayerStatus::ZeroGradient
-                        } else {
-                            LayerStatus::Underflow
-                        }
-                    } else {
-                        LayerStatus::Ok
-                    };
+                    st.status = LayerStatus::below(status_above[j], block.iter().all(|&v| v == 0.0), net.activation_at(l));
                     status_above[j] = st.status;
                     if l > 1 {
                         bound[j] += log2_wnorm[l];

@@ -832,18 +832,9 @@ pub fn probe_depths(ctx: &Context, p: &Problem, depths: &[usize], device: String
     let log2_wnorm = log2_wnorm.map_err(|_| Error::Internal("the spectral-norm thread panicked".into()))?;
     let bsz = p.batch();
     let maxd = |frec: &[f32], l: usize| -> Vec<f64> { (0..bsz).map(|x| frec[(l - 1) * pl.rs + x] as f64).collect() };
-    let layer = |l: usize, frec: &[f32], maxd_ok: bool, status: LayerStatus| LayerStats {
-        layer: l,
-        width: net.widths[l],
-        log10_grad_b_mean: f64::NAN,
-        log10_grad_b_rms: f64::NAN,
-        log10_grad_w_mean: f64::NAN,
-        log10_grad_w_rms: f64::NAN,
-        log10_weight_norm: log2_wnorm[l] * LOG10_2,
-        log10_max_dsigma: if maxd_ok { maxd(frec, l).iter().fold(0.0_f64, |m, &v| m.max(v)).log10() } else { f64::NAN },
-        log10_bound: f64::NAN,
-        log10_bound_tight: f64::NAN,
-        status,
+    let layer = |l: usize, frec: &[f32], maxd_ok: bool, status: LayerStatus| {
+        let maxd_l = if maxd_ok { maxd(frec, l).iter().fold(0.0_f64, |m, &v| m.max(v)).log10() } else { f64::NAN };
+        LayerStats::undefined(l, net.widths[l], log2_wnorm[l] * LOG10_2, maxd_l, status)
     };
     match dev {
         DeviceOut::Overflow { layer: ol, frec } => {
@@ -883,17 +874,7 @@ pub fn probe_depths(ctx: &Context, p: &Problem, depths: &[usize], device: String
                     st.log10_grad_w_rms = gr.w_rms;
                     st.log10_bound = bound * LOG10_2;
                     st.log10_bound_tight = tight.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v)) * LOG10_2;
-                    st.status = if status_above != LayerStatus::Ok {
-                        status_above
-                    } else if gr.zero {
-                        if matches!(net.activation_at(l), Activation::Relu | Activation::LeakyRelu(_) | Activation::HardTanh | Activation::Linear) {
-                            LayerStatus::ZeroGradient
-                        } else {
-                            LayerStatus::Underflow
-                        }
-                    } else {
-                        LayerStatus::Ok
-                    };
+                    st.status = LayerStatus::below(status_above, gr.zero, net.activation_at(l));
                     status_above = st.status;
                     if l > 1 {
                         bound += log2_wnorm[l];
