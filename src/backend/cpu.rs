@@ -205,28 +205,37 @@ impl CpuBackend {
         let (n_out, n_in) = (net.widths[l], net.widths[l - 1]);
         if let crate::model::Params::Generated { init, seed } = &net.params {
             if let Some(std) = init.normal_std(n_in, n_out).filter(|s| *s > 0.0) {
-                let key = (*seed, l, n_out, n_in);
-                let cached = self.norm_cache.lock().ok().and_then(|c| c.get(&key).copied());
-                if cached.is_none() {
-                    let stream = crate::rng::Stream::new(*seed);
-                    let unit_init = crate::model::Init { kind: crate::model::InitKind::Gaussian, sigma_w2: Some(n_in as f64), sigma_b2: 0.0 };
-                    let mut g = unit_init.weights(&stream, l, n_out, n_in);
-                    let v = spectral_norm(g.view()).log2();
-                    if let Ok(mut c) = self.norm_cache.lock() {
-                        if c.len() < 10_000_000 {
-                            c.insert(key, v);
-                        }
-                    }
+                if self.cached_unit_norm(*seed, l, n_out, n_in).is_none() {
+                    let (mut g, v) = self.norm_unit_matrix(*seed, l, n_out, n_in);
                     if std != 1.0 {
                         g.mapv_inplace(|x| x * std);
                     }
-                    return (Cow::Owned(g), Cow::Owned(init.biases(&stream, l, n_out)), v + std.log2());
+                    return (Cow::Owned(g), Cow::Owned(init.biases(&crate::rng::Stream::new(*seed), l, n_out)), v + std.log2());
                 }
             }
         }
         let (w, b) = net.layer(l);
         let v = self.log2_weight_norm(net, l, &w);
         (w, b, v)
+    }
+
+    /// log2 ‖G‖₂ of the stream's standard-normal matrix for (seed, layer, shape), if normed.
+    fn cached_unit_norm(&self, seed: u64, l: usize, n_out: usize, n_in: usize) -> Option<f64> {
+        self.norm_cache.lock().ok().and_then(|c| c.get(&(seed, l, n_out, n_in)).copied())
+    }
+
+    /// Draws the stream's standard-normal matrix G for (seed, layer, shape), norms it and
+    /// caches log2 ‖G‖₂; returns both.
+    fn norm_unit_matrix(&self, seed: u64, l: usize, n_out: usize, n_in: usize) -> (Array2<f64>, f64) {
+        let unit_init = crate::model::Init { kind: crate::model::InitKind::Gaussian, sigma_w2: Some(n_in as f64), sigma_b2: 0.0 };
+        let g = unit_init.weights(&crate::rng::Stream::new(seed), l, n_out, n_in);
+        let v = spectral_norm(g.view()).log2();
+        if let Ok(mut c) = self.norm_cache.lock() {
+            if c.len() < 10_000_000 {
+                c.insert((seed, l, n_out, n_in), v);
+            }
+        }
+        (g, v)
     }
 
     pub(crate) fn log2_weight_norm(&self, net: &Network, l: usize, w: &Array2<f64>) -> f64 {
@@ -236,19 +245,7 @@ impl CpuBackend {
             _ => None,
         };
         let Some((std, seed)) = unit else { return spectral_norm(w.view()).log2() };
-        let key = (seed, l, n_out, n_in);
-        let cached = self.norm_cache.lock().ok().and_then(|c| c.get(&key).copied());
-        let g = cached.unwrap_or_else(|| {
-            let unit_init = crate::model::Init { kind: crate::model::InitKind::Gaussian, sigma_w2: Some(n_in as f64), sigma_b2: 0.0 };
-            let gm = unit_init.weights(&crate::rng::Stream::new(seed), l, n_out, n_in);
-            let v = spectral_norm(gm.view()).log2();
-            if let Ok(mut c) = self.norm_cache.lock() {
-                if c.len() < 10_000_000 {
-                    c.insert(key, v);
-                }
-            }
-            v
-        });
+        let g = self.cached_unit_norm(seed, l, n_out, n_in).unwrap_or_else(|| self.norm_unit_matrix(seed, l, n_out, n_in).1);
         g + std.log2()
     }
 
@@ -320,6 +317,7 @@ impl CpuBackend {
                 ea = f.ea;
             }
         }
+        let device = Self::device_name();
         let empty_report = |depth: usize, status: LayerStatus| Report {
             layers: (1..=depth)
                 .map(|l| {
@@ -328,7 +326,7 @@ impl CpuBackend {
                 })
                 .collect(),
             backend: "cpu".into(),
-            device: Self::device_name(),
+            device: device.clone(),
             overflow_layer: overflow_layer.filter(|&ol| ol <= depth),
             log10_cost: f64::NAN,
         };

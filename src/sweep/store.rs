@@ -181,6 +181,7 @@ impl SweepDir {
     /// finished group, in group order. Returns the number of points.
     pub fn assemble(&self, plan: &SweepPlan) -> Result<usize> {
         let mut files: BTreeMap<usize, (GroupFile, PathBuf)> = BTreeMap::new();
+        let groups = plan.groups();
         let pts = self.path.join("points");
         for e in fs::read_dir(&pts).map_err(|e| io(&pts, "cannot list", e))? {
             let p = e.map_err(|e| io(&pts, "cannot list", e))?.path();
@@ -189,7 +190,7 @@ impl SweepDir {
                 continue;
             }
             let gf: GroupFile = serde_json::from_str(&fs::read_to_string(&p).map_err(|e| io(&p, "cannot read", e))?).map_err(|e| io(&p, "corrupt group file", e))?;
-            let known = plan.groups().get(gf.group.index) == Some(&gf.group);
+            let known = groups.get(gf.group.index) == Some(&gf.group);
             if !known {
                 return Err(io(&p, "group file", "does not belong to this sweep's configuration"));
             }
