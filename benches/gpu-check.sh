@@ -51,6 +51,25 @@ for c in "${CHECKS[@]}"; do
   rows+=("$(printf "%-26s %-8s rc=%s  %s" "$act ${width}x${depth}x${batch}" "${secs:-?}" "$rc" "$verdict")")
 done
 
+# Spectral norms on the device against the host's f64 Lanczos, same probe.
+if [ $TINY = 1 ]; then NORMS="tanh 64 50 8"; else NORMS="tanh 1024 2000 64"; fi
+read -r act width depth batch <<< "$NORMS"
+for where in device host; do
+  echo "== GRADSCOPE_GPU_NORMS=$where probe --backend gpu -a $act --width $width --depth $depth --batch $batch"
+  t0=$(date +%s%N)
+  GRADSCOPE_GPU_NORMS=$where $G probe --backend gpu -a "$act" --width "$width" --depth "$depth" --batch "$batch" \
+    --out "$LOG/norms-$where.json" > "$LOG/norms-$where.txt" 2>&1 || echo "FAILED (see $LOG/norms-$where.txt)"
+  rows+=("$(printf "%-26s %6.1f s  spectral norms on the %s" "$act ${width}x${depth}x${batch}" "$(awk -v a="$t0" -v b="$(date +%s%N)" 'BEGIN { print (b - a) / 1e9 }')" "$where")")
+done
+python3 - "$LOG/norms-device.json" "$LOG/norms-host.json" <<'PY' | tee "$LOG/norms-diff.txt" || true
+import json, sys
+d, h = (json.load(open(f)) for f in sys.argv[1:3])
+pairs = [(a["log10_weight_norm"], b["log10_weight_norm"]) for a, b in zip(d["layers"], h["layers"])]
+diff = max(abs(a - b) for a, b in pairs if a is not None and b is not None)
+print(f"max |log10 ||W|| device - host| = {diff:.2e} decades over {len(d['layers'])} layers")
+PY
+rows+=("$(cat "$LOG/norms-diff.txt" 2>/dev/null || echo "norms comparison unavailable")")
+
 echo "== cargo bench --bench gpu"
 cargo bench --bench gpu 2>&1 | tee "$LOG/bench.txt" | grep -E "^(gpu/|SKIPPED)" || true
 

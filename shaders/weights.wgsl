@@ -11,7 +11,8 @@ const DIST_UNIFORM: u32 = 1u;
 
 // One invocation per four consecutive entries W[i, 4q..4q+3] (one Philox block, counter
 // [q, i, l, 0]); P.n_out x P.n_in real entries, P.aux0 (rows) x P.s_in (columns) with zero
-// padding. Linear invocation id over a 2-D grid of 64-wide workgroups (65,535 per dimension).
+// padding, written from vec4 P.aux1 of w_out on (several layers share one buffer).
+// Linear invocation id over a 2-D grid of 64-wide workgroups (65,535 per dimension).
 @compute @workgroup_size(64)
 fn draw_weights(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let idx = gid.x + gid.y * nwg.x * 64u;
@@ -39,7 +40,7 @@ fn draw_weights(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
             }
         }
     }
-    w_out[idx] = v;
+    w_out[P.aux1 + idx] = v;
 }
 
 @group(0) @binding(2) var<storage, read> counters: array<vec4<u32>>;

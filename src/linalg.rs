@@ -57,10 +57,7 @@ pub fn spectral_norm(w: ArrayView2<f64>) -> f64 {
     let apply = |v: &Array1<f64>| -> Array1<f64> { if use_wtw { wtw(v) } else { rows_dot(&rows_axpy(v)) } };
     let eps = 2.0 * SPECTRAL_NORM_RTOL / 10.0;
 
-    let mut q = Array1::<f64>::zeros(m);
-    Stream::new(0x5bec_7a1e).fill_normal(Purpose::Weight, 0, 0, q.as_slice_mut().unwrap());
-    let norm = q.dot(&q).sqrt();
-    q /= norm;
+    let mut q = lanczos_start(m);
 
     let mut basis: Vec<Array1<f64>> = Vec::with_capacity(m.min(400));
     let mut alpha: Vec<f64> = Vec::new();
@@ -86,21 +83,42 @@ pub fn spectral_norm(w: ArrayView2<f64>) -> f64 {
             q = v / bk;
             continue;
         }
-        let (th, th2, s_last) = top_ritz(&alpha, &beta);
+        let (th, done) = ritz_test(&alpha, &beta, bk, eps);
         theta = th;
         if theta <= 0.0 {
             return 0.0; // W = 0 on the Krylov space from a generic start: W = 0
         }
-        let r = bk * s_last.abs();
-        let gap = (theta - th2).max(0.0);
-        let converged = r <= eps * theta || (gap.is_finite() && gap > r && r * r <= eps * gap * theta);
-        if converged || last || bk <= f64::EPSILON * theta {
+        if done || last {
             break;
         }
         beta.push(bk);
         q = v / bk;
     }
     theta.sqrt()
+}
+
+/// The Lanczos start vector of length m (a fixed Philox draw, unit norm): the same on every
+/// backend, so the GPU's Lanczos walks the CPU's Krylov space.
+pub(crate) fn lanczos_start(m: usize) -> Array1<f64> {
+    let mut q = Array1::<f64>::zeros(m);
+    Stream::new(0x5bec_7a1e).fill_normal(Purpose::Weight, 0, 0, q.as_slice_mut().unwrap());
+    let norm = q.dot(&q).sqrt();
+    q / norm
+}
+
+/// The stopping test after k Lanczos steps (α: k values, β: the k−1 couplings, `bk` = β_k):
+/// the top Ritz value θ and whether it is within relative `eps` of λ_max
+/// (r = β_k |s_k| ≤ eps·θ, or the Kahan–Parlett–Jiang bound r²/gap ≤ eps·θ), or the Krylov
+/// space became invariant (β_k ≤ f64::EPSILON·θ), or the operator is zero (θ ≤ 0).
+pub(crate) fn ritz_test(alpha: &[f64], beta: &[f64], bk: f64, eps: f64) -> (f64, bool) {
+    let (theta, th2, s_last) = top_ritz(alpha, beta);
+    if theta <= 0.0 {
+        return (theta, true);
+    }
+    let r = bk * s_last.abs();
+    let gap = (theta - th2).max(0.0);
+    let converged = r <= eps * theta || (gap.is_finite() && gap > r && r * r <= eps * gap * theta);
+    (theta, converged || bk <= f64::EPSILON * theta)
 }
 
 /// Largest and second-largest eigenvalue of the tridiagonal T (α diagonal, β off-diagonal)

@@ -220,7 +220,7 @@ impl CpuBackend {
     }
 
     /// log2 ‖G‖₂ of the stream's standard-normal matrix for (seed, layer, shape), if normed.
-    fn cached_unit_norm(&self, seed: u64, l: usize, n_out: usize, n_in: usize) -> Option<f64> {
+    pub(crate) fn cached_unit_norm(&self, seed: u64, l: usize, n_out: usize, n_in: usize) -> Option<f64> {
         self.norm_cache.lock().ok().and_then(|c| c.get(&(seed, l, n_out, n_in)).copied())
     }
 
@@ -230,12 +230,18 @@ impl CpuBackend {
         let unit_init = crate::model::Init { kind: crate::model::InitKind::Gaussian, sigma_w2: Some(n_in as f64), sigma_b2: 0.0 };
         let g = unit_init.weights(&crate::rng::Stream::new(seed), l, n_out, n_in);
         let v = spectral_norm(g.view()).log2();
+        self.cache_unit_norm(seed, l, n_out, n_in, v);
+        (g, v)
+    }
+
+    /// Records log2 ‖G‖₂ of the stream's standard-normal matrix for (seed, layer, shape)
+    /// (also from the GPU's Lanczos, `backend::gpu`).
+    pub(crate) fn cache_unit_norm(&self, seed: u64, l: usize, n_out: usize, n_in: usize, v: f64) {
         if let Ok(mut c) = self.norm_cache.lock() {
             if c.len() < 10_000_000 {
                 c.insert((seed, l, n_out, n_in), v);
             }
         }
-        (g, v)
     }
 
     pub(crate) fn log2_weight_norm(&self, net: &Network, l: usize, w: &Array2<f64>) -> f64 {

@@ -15,6 +15,8 @@ pub const MATMUL: &str = include_str!("../../shaders/matmul.wgsl");
 pub const POINTWISE: &str = include_str!("../../shaders/pointwise.wgsl");
 /// Batch-mean and Gram partial sums.
 pub const REDUCE: &str = include_str!("../../shaders/reduce.wgsl");
+/// Spectral norms of generated weights by Lanczos, a chunk of layers at once.
+pub const SPECTRAL: &str = include_str!("../../shaders/spectral.wgsl");
 
 /// One shader module: its label, the entry points it provides, and its full source.
 pub struct ModuleSource {
@@ -31,5 +33,6 @@ pub fn modules() -> Vec<ModuleSource> {
         ModuleSource { label: "matmul", entry_points: &["forward", "backward"], source: cat(&[COMMON, MATMUL]) },
         ModuleSource { label: "pointwise", entry_points: &["forward_post", "backward_post"], source: cat(&[COMMON, POINTWISE]) },
         ModuleSource { label: "reduce", entry_points: &["batch_mean", "gram"], source: cat(&[COMMON, REDUCE]) },
+        ModuleSource { label: "spectral", entry_points: &["lz_rows", "lz_cols", "lz_dots", "lz_axpy", "lz_norm", "lz_next"], source: cat(&[COMMON, SPECTRAL]) },
     ]
 }

@@ -89,6 +89,13 @@ pub struct Context {
     pub backward_post: Kernel,
     pub batch_mean: Kernel,
     pub gram: Kernel,
+    /// The Lanczos kernels of shaders/spectral.wgsl.
+    pub lz_rows: Kernel,
+    pub lz_cols: Kernel,
+    pub lz_dots: Kernel,
+    pub lz_axpy: Kernel,
+    pub lz_norm: Kernel,
+    pub lz_next: Kernel,
     /// Uncaptured validation errors and device loss, in the order they arrived.
     errors: Arc<Mutex<Vec<String>>>,
 }
@@ -143,6 +150,9 @@ impl Context {
         let backward_post = kernel("pointwise", "backward_post", &[(1, R), (7, R), (8, W), (9, W), (6, W), (10, R), (11, R)]);
         let batch_mean = kernel("reduce", "batch_mean", &[(1, R), (3, W)]);
         let gram = kernel("reduce", "gram", &[(1, R), (2, R), (3, W), (4, R)]);
+        let lz = [(1, R), (2, W), (3, W), (4, W), (5, W), (6, W)];
+        let [lz_rows, lz_cols, lz_dots, lz_axpy, lz_norm, lz_next] =
+            ["lz_rows", "lz_cols", "lz_dots", "lz_axpy", "lz_norm", "lz_next"].map(|name| kernel("spectral", name, &lz));
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(Error::Device(format!("building the GPU kernels on '{}' failed: {e}", info.name)));
         }
@@ -166,6 +176,12 @@ impl Context {
             backward_post,
             batch_mean,
             gram,
+            lz_rows,
+            lz_cols,
+            lz_dots,
+            lz_axpy,
+            lz_norm,
+            lz_next,
             errors,
         })
     }

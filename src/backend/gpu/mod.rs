@@ -6,9 +6,11 @@
 //! substring of its name. Software adapters (Mesa's lavapipe) are used only when asked for.
 
 mod context;
+mod norms;
 mod probe;
 
 pub use context::{Context, Params};
+pub use norms::GPU_SPECTRAL_NORM_RTOL;
 
 use crate::error::{Error, Result};
 use crate::model::Problem;
@@ -94,8 +96,15 @@ pub struct GpuBackend {
     /// Device bytes the probe may spend keeping every layer's activations; beyond it, it
     /// keeps √L checkpoints and recomputes segments (memory B·N·√L).
     pub keep_budget: u64,
-    /// Spectral norms are computed on the host in f64 by the CPU backend's Lanczos, through
-    /// its cache (shared across the probes of one backend, e.g. a sweep's groups).
+    /// Spectral norms of generated (Philox-drawn) weights by Lanczos on the device
+    /// (shaders/spectral.wgsl, to [`GPU_SPECTRAL_NORM_RTOL`]) when true; by the CPU
+    /// backend's f64 Lanczos on the host's cores otherwise. Orthogonal and stored weights
+    /// are always normed on the host. Default: on the device for hardware adapters; on the
+    /// host for software ones (on lavapipe the host's f64 Lanczos is several times faster);
+    /// the environment variable `GRADSCOPE_GPU_NORMS=device|host` overrides it.
+    pub device_norms: bool,
+    /// The cache of log2 ‖G‖₂ per (seed, layer, shape), shared across the probes of one
+    /// backend (e.g. a sweep's groups), and the host's Lanczos.
     norms: crate::backend::CpuBackend,
 }
 
@@ -134,7 +143,16 @@ impl GpuBackend {
                 best
             }
         };
-        Ok(GpuBackend { ctx: Context::new(&chosen)?, keep_budget: probe::KEEP_BUDGET, norms: crate::backend::CpuBackend::default() })
+        let device_norms = match std::env::var("GRADSCOPE_GPU_NORMS").as_deref() {
+            Err(_) | Ok("") => chosen.get_info().device_type != wgpu::DeviceType::Cpu,
+            Ok("device") => true,
+            Ok("host") => false,
+            Ok(other) => {
+                return Err(Error::InvalidArgument { flag: "GRADSCOPE_GPU_NORMS".into(), message: format!("'{other}' is neither 'device' nor 'host'") });
+            }
+        };
+        let ctx = Context::new(&chosen)?;
+        Ok(GpuBackend { ctx, keep_budget: probe::KEEP_BUDGET, device_norms, norms: crate::backend::CpuBackend::default() })
     }
 
     /// The adapter's name with its API, e.g. "NVIDIA H100 (Vulkan, f32)".
@@ -159,7 +177,7 @@ impl GpuBackend {
     /// [`Error::Device`] when the job cannot fit the device (said before any work starts,
     /// with what would fit) or the device fails mid-run (with the kernel and layers).
     pub fn probe(&self, p: &Problem) -> Result<Report> {
-        probe::probe(&self.ctx, p, self.device_name(), self.keep_budget, &self.norms)
+        probe::probe(&self.ctx, p, self.device_name(), self.opts())
     }
 
     /// The statistics of the networks of depth `depths[k]` that are prefixes of `p.net`
@@ -173,7 +191,21 @@ impl GpuBackend {
     /// A depth outside 1..=L, a linear output layer with more than one depth, unequal output
     /// widths, a job that cannot fit the device, or a device failure.
     pub fn probe_depths(&self, p: &Problem, depths: &[usize]) -> Result<Vec<Report>> {
-        probe::probe_depths(&self.ctx, p, depths, self.device_name(), self.keep_budget, &self.norms)
+        probe::probe_depths(&self.ctx, p, depths, self.device_name(), self.opts())
+    }
+
+    fn opts(&self) -> probe::Opts<'_> {
+        probe::Opts { keep_budget: self.keep_budget, norms: &self.norms, device_norms: self.device_norms }
+    }
+
+    /// log2 ‖W^l‖₂ for l = 1..=L (index 0 unused) of `p`'s network as a probe finds them:
+    /// the device's Lanczos for generated weights when [`GpuBackend::device_norms`] is set
+    /// (else, and for orthogonal or stored weights, the host's f64 Lanczos), through the cache.
+    ///
+    /// # Errors
+    /// [`Error::Device`] when the device fails.
+    pub fn log2_weight_norms(&self, p: &Problem) -> Result<Vec<f64>> {
+        probe::log2_weight_norms(&self.ctx, p, self.opts())
     }
 
     /// Philox4x32-10 words for the given counters under `seed`, computed by the shader (the

@@ -595,11 +595,11 @@ fn unpad(v: &[f32], b: usize, n: usize, s: usize) -> Array2<f64> {
     Array2::from_shape_fn((b, n), |(x, j)| v[x * s + j] as f64)
 }
 
-/// log2 ‖W^l‖₂ for l = 1..=L (index 0 unused), by the CPU backend's f64 Lanczos on the
-/// same weights and through its cache (a sweep over σ_w² and activations norms each
-/// standard-normal matrix once, and the values equal the CPU's bit for bit), spread over
-/// the host's cores while the GPU works.
-fn weight_norms(p: &Problem, norms: &CpuBackend, cancel: &std::sync::atomic::AtomicBool) -> Vec<f64> {
+/// log2 ‖W^l‖₂ for l = 1..=L (index 0 unused): `known[l]` where the device (or the cache)
+/// gave it, else by the CPU backend's f64 Lanczos on the same weights and through its cache
+/// (a sweep over σ_w² and activations norms each standard-normal matrix once, and the values
+/// equal the CPU's bit for bit), spread over the host's cores while the GPU works.
+fn weight_norms(p: &Problem, norms: &CpuBackend, known: &[Option<f64>], cancel: &std::sync::atomic::AtomicBool) -> Vec<f64> {
     let big_l = p.net.depth();
     let next = AtomicUsize::new(1);
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(big_l).max(1);
@@ -613,6 +613,10 @@ fn weight_norms(p: &Problem, norms: &CpuBackend, cancel: &std::sync::atomic::Ato
                         let l = next.fetch_add(1, Ordering::Relaxed);
                         if l > big_l || cancel.load(Ordering::Relaxed) {
                             break;
+                        }
+                        if let Some(v) = known[l] {
+                            mine.push((l, v));
+                            continue;
                         }
                         let (w, _) = p.net.layer(l);
                         mine.push((l, norms.log2_weight_norm(&p.net, l, &w)));
@@ -781,9 +785,23 @@ fn run_device(ctx: &Context, p: &Problem, pl: Plan, ds: &[usize]) -> Result<(Dev
     Ok((DeviceOut::Done { frec, grads, log2_err: log2_errs, log10_cost: costs }, run.pl))
 }
 
+/// log2 ‖W^l‖₂ for l = 1..=L as [`probe_depths`] finds them (device, cache, then host).
+pub fn log2_weight_norms(ctx: &Context, p: &Problem, opts: Opts<'_>) -> Result<Vec<f64>> {
+    let known = if opts.device_norms { super::norms::device_norms(ctx, p, opts.norms)? } else { vec![None; p.net.depth() + 1] };
+    Ok(weight_norms(p, opts.norms, &known, &std::sync::atomic::AtomicBool::new(false)))
+}
+
+/// How a probe runs, beside the device: see the fields of [`super::GpuBackend`].
+#[derive(Clone, Copy)]
+pub struct Opts<'a> {
+    pub keep_budget: u64,
+    pub norms: &'a CpuBackend,
+    pub device_norms: bool,
+}
+
 /// The GPU probe of one network: the one-depth case of [`probe_depths`].
-pub fn probe(ctx: &Context, p: &Problem, device: String, keep_budget: u64, norms: &CpuBackend) -> Result<Report> {
-    let mut v = probe_depths(ctx, p, &[p.net.depth()], device, keep_budget, norms)?;
+pub fn probe(ctx: &Context, p: &Problem, device: String, opts: Opts<'_>) -> Result<Report> {
+    let mut v = probe_depths(ctx, p, &[p.net.depth()], device, opts)?;
     v.pop().ok_or_else(|| Error::Internal("one depth, one report".into()))
 }
 
@@ -795,7 +813,8 @@ pub fn probe(ctx: &Context, p: &Problem, device: String, keep_budget: u64, norms
 /// # Errors
 /// A depth outside 1..=L, a linear output layer with more than one depth, unequal output
 /// widths, a job that does not fit the device, or a device failure.
-pub fn probe_depths(ctx: &Context, p: &Problem, depths: &[usize], device: String, keep_budget: u64, norms: &CpuBackend) -> Result<Vec<Report>> {
+pub fn probe_depths(ctx: &Context, p: &Problem, depths: &[usize], device: String, opts: Opts<'_>) -> Result<Vec<Report>> {
+    let Opts { keep_budget, norms, device_norms } = opts;
     let net = &p.net;
     let big_l = net.depth();
     let ds = crate::backend::validate_depths(net, depths)?;
@@ -814,14 +833,17 @@ pub fn probe_depths(ctx: &Context, p: &Problem, depths: &[usize], device: String
         // More depths than one stacked buffer holds: several passes, each to its own top.
         let mut out = Vec::with_capacity(ds.len());
         for chunk in ds.chunks(per_pass) {
-            out.extend(probe_depths(ctx, p, chunk, device.clone(), keep_budget, norms)?);
+            out.extend(probe_depths(ctx, p, chunk, device.clone(), opts)?);
         }
         return Ok(out);
     }
     let pl = Plan::new(ctx, p, keep_budget, ds.len())?;
+    // Spectral norms of generated weights on the device first (or from the cache); the rest
+    // on the host's cores while the device runs the probe.
+    let known = if device_norms { super::norms::device_norms(ctx, p, norms)? } else { vec![None; net.depth() + 1] };
     let cancel = std::sync::atomic::AtomicBool::new(false);
     let (dev, log2_wnorm) = std::thread::scope(|sc| {
-        let norms = sc.spawn(|| weight_norms(p, norms, &cancel));
+        let norms = sc.spawn(|| weight_norms(p, norms, &known, &cancel));
         let dev = run_device(ctx, p, pl, &ds);
         if dev.is_err() {
             cancel.store(true, Ordering::Relaxed);
@@ -840,7 +862,7 @@ pub fn probe_depths(ctx: &Context, p: &Problem, depths: &[usize], device: String
         DeviceOut::Overflow { layer: ol, frec } => {
             // Depths below the overflow are unaffected: run them on their own (rare path).
             let below: Vec<usize> = ds.iter().copied().filter(|&d| d < ol).collect();
-            let mut out = if below.is_empty() { Vec::new() } else { probe_depths(ctx, p, &below, device.clone(), keep_budget, norms)? };
+            let mut out = if below.is_empty() { Vec::new() } else { probe_depths(ctx, p, &below, device.clone(), opts)? };
             out.extend(ds.iter().filter(|&&d| d >= ol).map(|&d| Report {
                 layers: (1..=d).map(|l| layer(l, &frec, l < ol, LayerStatus::Overflow)).collect(),
                 backend: "gpu".into(),

@@ -1,0 +1,159 @@
+// spectral.wgsl: ‖W‖₂ of generated weight matrices by the Lanczos method on the GPU, for a
+// chunk of C layers of one shape at once (workgroup_id.y, or .x for lz_step, is the layer c
+// of the chunk). The operator is A = WᵀW (P.kind = 0, vectors of n_in) or WWᵀ (P.kind = 1,
+// vectors of n_out), whichever is smaller. Step k is eight dispatches over the chunk:
+//   u = W q_k or Wᵀ q_k (lz_rows / lz_cols, P.flags = 0); v = the other product of u (flags 1);
+//   d = Qᵀ v, v −= Q d, twice (lz_dots / lz_axpy, flags 0 then 1: classical Gram–Schmidt
+//   against q_0..q_k, "twice is enough", so no ghost copies of the top eigenvalue in f32;
+//   the first pass's d_k is α_k = q_kᵀ A q_k); β_k = ‖v‖ (lz_norm); q_{k+1} = v / β_k (lz_next).
+// No kernel uses workgroup barriers (on Mesa's lavapipe a barrier costs more than the work
+// between two): every invocation owns one output and loops over its sum. The host reads the
+// tridiagonal T (α, β) back and finds its top eigenvalue in f64 (src/backend/gpu/norms.rs).
+// Needs common.wgsl.
+//
+// Field use (workgroup_id.y = layer c everywhere): P.batch = C, P.n_in, P.n_out, P.s_in = row stride of W (floats), P.aux0 = floats
+// per matrix, P.aux1 = step k, P.rec = floats per vector (a multiple of 4, ≥ n_in and n_out),
+// P.rec_next = floats of one layer's basis ((P.blocks + 1) vectors), P.blocks = the most steps
+// (KMAX), P.kind as above.
+
+@group(0) @binding(0) var<storage, read> P: Params;
+@group(0) @binding(1) var<storage, read> w: array<vec4<f32>>;      // C × (rows × s_in / 4)
+@group(0) @binding(2) var<storage, read_write> basis: array<f32>;  // C × (KMAX + 1) × rec
+@group(0) @binding(3) var<storage, read_write> u: array<f32>;      // C × rec
+@group(0) @binding(4) var<storage, read_write> v: array<f32>;      // C × rec
+@group(0) @binding(5) var<storage, read_write> tri: array<f32>;    // C × KMAX × 2: (α_k, β_k)
+@group(0) @binding(6) var<storage, read_write> dots: array<f32>;   // C × (KMAX + 1)
+
+const LZ_WG: u32 = 64u;
+
+// The input of a product: the Lanczos vector q_k (flags 0) or u (flags 1), of layer c.
+fn lz_input(c: u32, j: u32) -> f32 {
+    if ((P.flags & 1u) == 0u) {
+        return basis[c * P.rec_next + P.aux1 * P.rec + j];
+    }
+    return u[c * P.rec + j];
+}
+
+fn lz_output(c: u32, i: u32, x: f32) {
+    if ((P.flags & 1u) == 0u) {
+        u[c * P.rec + i] = x;
+    } else {
+        v[c * P.rec + i] = x;
+    }
+}
+
+// The operator's dimension m.
+fn lz_m() -> u32 {
+    return select(P.n_in, P.n_out, P.kind == 1u);
+}
+
+// y_i = Σ_j W[i, j] x_j: one invocation per row i, four columns per load.
+@compute @workgroup_size(64)
+fn lz_rows(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.x;
+    let c = gid.y;
+    if (i >= P.n_out) {
+        return;
+    }
+    let base = (c * P.aux0 + i * P.s_in) / 4u;
+    var acc = vec4<f32>(0.0);
+    for (var jq = 0u; jq < P.s_in / 4u; jq++) {
+        let j = 4u * jq;
+        let x = vec4<f32>(lz_input(c, j), lz_input(c, j + 1u), lz_input(c, j + 2u), lz_input(c, j + 3u));
+        acc += w[base + jq] * x;
+    }
+    lz_output(c, i, acc.x + acc.y + acc.z + acc.w);
+}
+
+// y_j = Σ_i W[i, j] x_i: one invocation per four columns 4jq..4jq+3 (adjacent invocations
+// read adjacent pieces of a row).
+@compute @workgroup_size(64)
+fn lz_cols(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let jq = gid.x;
+    let c = gid.y;
+    if (4u * jq >= P.n_in) {
+        return;
+    }
+    let sq = P.s_in / 4u;
+    let base = c * P.aux0 / 4u + jq;
+    var acc = vec4<f32>(0.0);
+    for (var i = 0u; i < P.n_out; i++) {
+        acc += w[base + i * sq] * lz_input(c, i);
+    }
+    for (var t = 0u; t < 4u; t++) {
+        if (4u * jq + t < P.n_in) {
+            lz_output(c, 4u * jq + t, acc[t]);
+        }
+    }
+}
+
+// d_b = q_bᵀ v for b = 0..=k: one invocation per b. The first pass (flags 0) keeps d_k as α_k.
+@compute @workgroup_size(64)
+fn lz_dots(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let b = gid.x;
+    let c = gid.y;
+    let k = P.aux1;
+    if (b > k) {
+        return;
+    }
+    let m = lz_m();
+    let q = c * P.rec_next + b * P.rec;
+    let vb = c * P.rec;
+    var d = 0.0;
+    for (var j = 0u; j < m; j++) {
+        d += basis[q + j] * v[vb + j];
+    }
+    dots[c * (P.blocks + 1u) + b] = d;
+    if (b == k && (P.flags & 1u) == 0u) {
+        tri[(c * P.blocks + k) * 2u] = d;
+    }
+}
+
+// v_j −= Σ_b q_b[j] d_b: one invocation per entry j.
+@compute @workgroup_size(64)
+fn lz_axpy(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let j = gid.x;
+    let c = gid.y;
+    if (j >= lz_m()) {
+        return;
+    }
+    let k = P.aux1;
+    let q = c * P.rec_next + j;
+    let db = c * (P.blocks + 1u);
+    var s = 0.0;
+    for (var b = 0u; b <= k; b++) {
+        s += basis[q + b * P.rec] * dots[db + b];
+    }
+    v[c * P.rec + j] -= s;
+}
+
+// β_k = ‖v‖: one invocation per layer.
+@compute @workgroup_size(64)
+fn lz_norm(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let c = gid.x;
+    if (c >= P.batch) {
+        return;
+    }
+    let m = lz_m();
+    let vb = c * P.rec;
+    var sq = 0.0;
+    for (var j = 0u; j < m; j++) {
+        sq += v[vb + j] * v[vb + j];
+    }
+    tri[(c * P.blocks + P.aux1) * 2u + 1u] = sqrt(sq);
+}
+
+// q_{k+1} = v / β_k, or 0 when v vanished (the Krylov space is invariant; every later step
+// then writes α = β = 0): one invocation per entry.
+@compute @workgroup_size(64)
+fn lz_next(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let j = gid.x;
+    let c = gid.y;
+    let k = P.aux1;
+    if (j >= lz_m() || k + 1u > P.blocks) {
+        return;
+    }
+    let beta = tri[(c * P.blocks + k) * 2u + 1u];
+    let inv = select(0.0, 1.0 / beta, beta > 0.0 && is_finite_f32(beta));
+    basis[c * P.rec_next + (k + 1u) * P.rec + j] = v[c * P.rec + j] * inv;
+}
