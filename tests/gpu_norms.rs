@@ -103,3 +103,24 @@ fn probes_with_device_norms_match_cpu_reference() {
         }
     }
 }
+
+/// A bad `GRADSCOPE_GPU_NORMS` is one line naming the variable, exit code 2, nothing written.
+#[test]
+fn bad_gpu_norms_setting_is_a_one_line_error() {
+    if gpu("bad_gpu_norms_setting_is_a_one_line_error").is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out_file = dir.path().join("p.json");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gradscope"))
+        .args(["probe", "--backend", "gpu", "--width", "8", "--depth", "3", "--out", out_file.to_str().unwrap()])
+        .env("XDG_RUNTIME_DIR", "/tmp")
+        .env("GRADSCOPE_GPU_NORMS", "gpu")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(err.contains("GRADSCOPE_GPU_NORMS") && err.contains("'gpu'"), "{err}");
+    assert!(!out_file.exists(), "no output file on bad input");
+}
