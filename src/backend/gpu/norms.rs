@@ -134,7 +134,7 @@ impl Sizes {
         self.m > 0
             && (self.mat as u64) * 4 <= bind
             && ((self.steps + 1) * self.vec) as u64 * 4 <= bind
-            && self.n_out <= MAX_WORKGROUPS_PER_DIM as usize
+            && self.n_out.div_ceil(64) <= MAX_WORKGROUPS_PER_DIM as usize
             && self.mat < u32::MAX as usize / 2
     }
 
