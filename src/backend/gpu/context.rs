@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use wgpu::util::DeviceExt;
 
-use crate::backend::shaders;
+use crate::backend::shaders::{self, Tiling};
 use crate::error::{Error, Result};
 
 /// Bytes of one dispatch's parameter slot: the dynamic offset must be a multiple of
@@ -58,6 +58,53 @@ pub const FLAG_DSIG: u32 = 4;
 pub const FLAG_REC_NEXT: u32 = 8;
 pub const FLAG_JOIN: u32 = 16;
 
+/// Which kernels of shaders/matmul.wgsl run the layer products.
+///
+/// Both compute the same sums in f32, in different orders (agreement to ~1e-6 relative).
+/// [`Context::new`] picks [`MatmulPath::default_for`] the adapter, unless
+/// `GRADSCOPE_MATMUL=tiled|blocked` says otherwise; tests and benches may switch later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MatmulPath {
+    /// `forward_tiled` / `backward_tiled`: operand tiles staged in workgroup memory, sized by
+    /// the context's [`Tiling`] (from the adapter's limits).
+    Tiled,
+    /// `forward` / `backward`: a 4 × 4 register block per invocation, 64 × 16 outputs per
+    /// workgroup, no workgroup memory or barriers.
+    RegisterBlocked,
+}
+
+impl MatmulPath {
+    /// Register-blocked on software adapters (`DeviceType::Cpu`, Mesa's lavapipe), tiled on
+    /// every other.
+    ///
+    /// Why: lavapipe runs each workgroup's invocations as SIMD lanes of one CPU thread and
+    /// turns every `workgroupBarrier` into a split of the shader into separately scheduled
+    /// pieces, while the CPU caches already serve the register-blocked kernel's repeated row
+    /// loads; measured here (2-core Xeon, lavapipe/LLVM 15, `benches/gpu.rs`, forward +
+    /// backward pair, B × n · n × n):
+    /// ```text
+    ///              register-blocked    tiled 64×64×16
+    /// 256 × 256 × 64      TBD               TBD        GFLOP/s
+    /// 1024 × 1024 × 64    TBD               TBD        GFLOP/s
+    /// ```
+    /// On a GPU the tiles cut global-memory traffic by the tile widths (64 here), which is
+    /// what lets the products approach the FMA peak; that choice is not yet measured on
+    /// hardware.
+    pub fn default_for(device_type: wgpu::DeviceType) -> MatmulPath {
+        if device_type == wgpu::DeviceType::Cpu { MatmulPath::RegisterBlocked } else { MatmulPath::Tiled }
+    }
+
+    /// `GRADSCOPE_MATMUL=tiled|blocked` (unset or empty: `None`).
+    fn from_env() -> Result<Option<MatmulPath>> {
+        match std::env::var("GRADSCOPE_MATMUL").unwrap_or_default().trim() {
+            "" => Ok(None),
+            "tiled" => Ok(Some(MatmulPath::Tiled)),
+            "blocked" => Ok(Some(MatmulPath::RegisterBlocked)),
+            other => Err(Error::arg("GRADSCOPE_MATMUL", format!("'{other}' is neither 'tiled' nor 'blocked'"))),
+        }
+    }
+}
+
 /// How a binding is used: read-only storage or read-write storage (binding 0 is always the
 /// parameter block).
 #[derive(Clone, Copy)]
@@ -85,6 +132,11 @@ pub struct Context {
     pub philox_words: Kernel,
     pub mm_forward: Kernel,
     pub mm_backward: Kernel,
+    pub mm_forward_tiled: Kernel,
+    pub mm_backward_tiled: Kernel,
+    /// The path the probe's layer products take, and the tiled kernels' sizes.
+    pub matmul: MatmulPath,
+    pub tiling: Tiling,
     pub forward_post: Kernel,
     pub backward_post: Kernel,
     pub batch_mean: Kernel,
@@ -97,11 +149,21 @@ impl Context {
     /// Opens `adapter` with every limit it offers and builds all pipelines.
     ///
     /// # Errors
-    /// [`Error::Device`] when the device cannot be created or a shader fails to compile.
+    /// [`Error::Device`] when the device cannot be created or a shader fails to compile;
+    /// [`Error::InvalidArgument`] for a `GRADSCOPE_MATMUL` other than `tiled` or `blocked`.
     pub fn new(adapter: &wgpu::Adapter) -> Result<Context> {
         let info = adapter.get_info();
         // `required_limits` is exact: ask for what the adapter has, so jobs may use it all.
         let limits = adapter.limits();
+        let matmul = MatmulPath::from_env()?.unwrap_or(MatmulPath::default_for(info.device_type));
+        let l = &limits;
+        let tiling = Tiling::largest_within(
+            l.max_compute_invocations_per_workgroup,
+            l.max_compute_workgroup_size_x,
+            l.max_compute_workgroup_size_y,
+            l.max_compute_workgroup_storage_size,
+        )
+        .ok_or_else(|| Error::Device(format!("'{}' offers too little compute (workgroup limits) for any matmul tile", info.name)))?;
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("gradscope"),
             required_features: wgpu::Features::empty(),
@@ -133,12 +195,16 @@ impl Context {
         }
         use Access::{Read as R, ReadWrite as W};
         let kernel = |module: &str, name: &'static str, b: &[(u32, Access)]| {
-            make_kernel(&device, &modules[module], name, b)
+            make_kernel(&device, &modules[module], name, b, &wgpu::PipelineCompilationOptions::default())
         };
         let draw_weights = kernel("weights", "draw_weights", &[(1, W)]);
         let philox_words = kernel("weights", "philox_words", &[(2, R), (3, W)]);
         let mm_forward = kernel("matmul", "forward", &[(1, R), (2, R), (3, R), (4, R), (5, W)]);
         let mm_backward = kernel("matmul", "backward", &[(1, R), (2, R), (5, W)]);
+        // Every tile entry is written before it is read: no zero-fill of workgroup memory.
+        let tiled = wgpu::PipelineCompilationOptions { constants: &tiling.constants(), zero_initialize_workgroup_memory: false };
+        let mm_forward_tiled = make_kernel(&device, &modules["matmul"], "forward_tiled", &[(1, R), (2, R), (3, R), (4, R), (5, W)], &tiled);
+        let mm_backward_tiled = make_kernel(&device, &modules["matmul"], "backward_tiled", &[(1, R), (2, R), (5, W)], &tiled);
         let forward_post = kernel("pointwise", "forward_post", &[(1, R), (2, W), (3, W), (4, R), (5, W), (6, W)]);
         let backward_post = kernel("pointwise", "backward_post", &[(1, R), (7, R), (8, W), (9, W), (6, W), (10, R), (11, R)]);
         let batch_mean = kernel("reduce", "batch_mean", &[(1, R), (3, W)]);
@@ -162,12 +228,46 @@ impl Context {
             philox_words,
             mm_forward,
             mm_backward,
+            mm_forward_tiled,
+            mm_backward_tiled,
+            matmul,
+            tiling,
             forward_post,
             backward_post,
             batch_mean,
             gram,
             errors,
         })
+    }
+
+    /// Output rows (examples) × columns one workgroup of `path` computes.
+    pub fn matmul_block(&self, path: MatmulPath) -> (u32, u32) {
+        match path {
+            MatmulPath::Tiled => (self.tiling.tile_m(), self.tiling.tile_n()),
+            MatmulPath::RegisterBlocked => (16, 64),
+        }
+    }
+
+    /// The forward product's kernel on `path` and its grid for z = a Wᵀ + b, `batch` × `n_out`.
+    pub fn mm_forward_on(&self, path: MatmulPath, n_out: usize, batch: usize) -> (&Kernel, (u32, u32, u32)) {
+        let (m, n) = self.matmul_block(path);
+        let k = if path == MatmulPath::Tiled { &self.mm_forward_tiled } else { &self.mm_forward };
+        (k, (n_out.div_ceil(n as usize) as u32, batch.div_ceil(m as usize) as u32, 1))
+    }
+
+    /// The backward product's kernel on `path` and its grid for g = δ W, `rows` × round4(`n_in`).
+    pub fn mm_backward_on(&self, path: MatmulPath, n_in: usize, rows: usize) -> (&Kernel, (u32, u32, u32)) {
+        let (m, n) = self.matmul_block(path);
+        let k = if path == MatmulPath::Tiled { &self.mm_backward_tiled } else { &self.mm_backward };
+        (k, ((n_in.div_ceil(4) * 4).div_ceil(n as usize) as u32, rows.div_ceil(m as usize) as u32, 1))
+    }
+
+    /// The chosen path in words, e.g. "tiled 64×64×16" or "register-blocked".
+    pub fn matmul_label(&self) -> String {
+        match self.matmul {
+            MatmulPath::Tiled => format!("tiled {}×{}×{}", self.tiling.tile_m(), self.tiling.tile_n(), self.tiling.tile_k),
+            MatmulPath::RegisterBlocked => "register-blocked".into(),
+        }
     }
 
     /// Fails with the first uncaptured device error, naming `what` was running.
@@ -269,7 +369,13 @@ impl Context {
     }
 }
 
-fn make_kernel(device: &wgpu::Device, module: &wgpu::ShaderModule, name: &'static str, bindings: &[(u32, Access)]) -> Kernel {
+fn make_kernel(
+    device: &wgpu::Device,
+    module: &wgpu::ShaderModule,
+    name: &'static str,
+    bindings: &[(u32, Access)],
+    options: &wgpu::PipelineCompilationOptions,
+) -> Kernel {
     let mut entries = vec![wgpu::BindGroupLayoutEntry {
         binding: 0,
         visibility: wgpu::ShaderStages::COMPUTE,
@@ -303,7 +409,7 @@ fn make_kernel(device: &wgpu::Device, module: &wgpu::ShaderModule, name: &'stati
         layout: Some(&pl),
         module,
         entry_point: Some(name),
-        compilation_options: wgpu::PipelineCompilationOptions::default(),
+        compilation_options: options.clone(),
         cache: None,
     });
     Kernel { name, pipeline, layout, bindings: bindings.iter().map(|b| b.0).collect() }

@@ -8,7 +8,7 @@
 mod context;
 mod probe;
 
-pub use context::{Context, Params};
+pub use context::{Context, MatmulPath, Params};
 
 use crate::error::{Error, Result};
 use crate::model::Problem;
@@ -145,6 +145,12 @@ impl GpuBackend {
     /// True on a software adapter (DeviceType::Cpu, e.g. lavapipe).
     pub fn is_software(&self) -> bool {
         self.ctx.info.device_type == wgpu::DeviceType::Cpu
+    }
+
+    /// Switches the kernels of the layer products (tests and benchmarks; the default is
+    /// [`MatmulPath::default_for`] the adapter, or `GRADSCOPE_MATMUL`).
+    pub fn set_matmul(&mut self, path: MatmulPath) {
+        self.ctx.matmul = path;
     }
 
     /// The device context (for tests and benchmarks that drive kernels directly).
