@@ -94,6 +94,24 @@ impl MatmulPath {
         if device_type == wgpu::DeviceType::Cpu { MatmulPath::RegisterBlocked } else { MatmulPath::Tiled }
     }
 
+    /// The path for an adapter of `device_type`: `GRADSCOPE_MATMUL` if set, else
+    /// [`MatmulPath::default_for`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a `GRADSCOPE_MATMUL` other than `tiled` or `blocked`.
+    pub fn choose(device_type: wgpu::DeviceType) -> Result<MatmulPath> {
+        Ok(MatmulPath::from_env()?.unwrap_or(MatmulPath::default_for(device_type)))
+    }
+
+    /// The path in words with its per-workgroup output block, e.g. "tiled 64×64×16"
+    /// (rows × columns × inner per step) or "register-blocked".
+    pub fn describe(self, tiling: Tiling) -> String {
+        match self {
+            MatmulPath::Tiled => format!("tiled {}×{}×{}", tiling.tile_m(), tiling.tile_n(), tiling.tile_k),
+            MatmulPath::RegisterBlocked => "register-blocked".into(),
+        }
+    }
+
     /// `GRADSCOPE_MATMUL=tiled|blocked` (unset or empty: `None`).
     fn from_env() -> Result<Option<MatmulPath>> {
         match std::env::var("GRADSCOPE_MATMUL").unwrap_or_default().trim() {
@@ -103,6 +121,17 @@ impl MatmulPath {
             other => Err(Error::arg("GRADSCOPE_MATMUL", format!("'{other}' is neither 'tiled' nor 'blocked'"))),
         }
     }
+}
+
+/// The largest [`Tiling`] within the adapter's workgroup limits (invocations, x and y sizes,
+/// workgroup storage).
+pub fn tiling_for(l: &wgpu::Limits) -> Option<Tiling> {
+    Tiling::largest_within(
+        l.max_compute_invocations_per_workgroup,
+        l.max_compute_workgroup_size_x,
+        l.max_compute_workgroup_size_y,
+        l.max_compute_workgroup_storage_size,
+    )
 }
 
 /// How a binding is used: read-only storage or read-write storage (binding 0 is always the
@@ -155,15 +184,8 @@ impl Context {
         let info = adapter.get_info();
         // `required_limits` is exact: ask for what the adapter has, so jobs may use it all.
         let limits = adapter.limits();
-        let matmul = MatmulPath::from_env()?.unwrap_or(MatmulPath::default_for(info.device_type));
-        let l = &limits;
-        let tiling = Tiling::largest_within(
-            l.max_compute_invocations_per_workgroup,
-            l.max_compute_workgroup_size_x,
-            l.max_compute_workgroup_size_y,
-            l.max_compute_workgroup_storage_size,
-        )
-        .ok_or_else(|| Error::Device(format!("'{}' offers too little compute (workgroup limits) for any matmul tile", info.name)))?;
+        let matmul = MatmulPath::choose(info.device_type)?;
+        let tiling = tiling_for(&limits).ok_or_else(|| Error::Device(format!("'{}' offers too little compute (workgroup limits) for any matmul tile", info.name)))?;
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("gradscope"),
             required_features: wgpu::Features::empty(),
@@ -262,12 +284,9 @@ impl Context {
         (k, ((n_in.div_ceil(4) * 4).div_ceil(n as usize) as u32, rows.div_ceil(m as usize) as u32, 1))
     }
 
-    /// The chosen path in words, e.g. "tiled 64×64×16" or "register-blocked".
+    /// The chosen path in words ([`MatmulPath::describe`]).
     pub fn matmul_label(&self) -> String {
-        match self.matmul {
-            MatmulPath::Tiled => format!("tiled {}×{}×{}", self.tiling.tile_m(), self.tiling.tile_n(), self.tiling.tile_k),
-            MatmulPath::RegisterBlocked => "register-blocked".into(),
-        }
+        self.matmul.describe(self.tiling)
     }
 
     /// Fails with the first uncaptured device error, naming `what` was running.

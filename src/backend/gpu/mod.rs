@@ -37,6 +37,8 @@ pub struct AdapterRow {
     pub max_compute_workgroups_per_dimension: u32,
     pub max_compute_invocations_per_workgroup: u32,
     pub max_compute_workgroup_storage_size: u32,
+    /// The layer-product kernels a context on this adapter would use ([`MatmulPath::describe`]).
+    pub matmul: String,
 }
 
 fn instance() -> (wgpu::Instance, wgpu::Backends) {
@@ -65,6 +67,11 @@ fn row(a: &wgpu::Adapter) -> AdapterRow {
         max_compute_workgroups_per_dimension: l.max_compute_workgroups_per_dimension,
         max_compute_invocations_per_workgroup: l.max_compute_invocations_per_workgroup,
         max_compute_workgroup_storage_size: l.max_compute_workgroup_storage_size,
+        matmul: match (MatmulPath::choose(i.device_type), context::tiling_for(&l)) {
+            (Ok(path), Some(t)) => path.describe(t),
+            (Err(e), _) => e.to_string(),
+            (_, None) => "none (workgroup limits too small)".into(),
+        },
     }
 }
 
