@@ -77,19 +77,21 @@ impl MatmulPath {
     /// Register-blocked on software adapters (`DeviceType::Cpu`, Mesa's lavapipe), tiled on
     /// every other.
     ///
-    /// Why: lavapipe runs each workgroup's invocations as SIMD lanes of one CPU thread and
-    /// turns every `workgroupBarrier` into a split of the shader into separately scheduled
-    /// pieces, while the CPU caches already serve the register-blocked kernel's repeated row
-    /// loads; measured here (2-core Xeon, lavapipe/LLVM 15, `benches/gpu.rs`, forward +
-    /// backward pair, B × n · n × n):
+    /// Why: on lavapipe workgroup memory is ordinary CPU memory that the CPU caches already
+    /// hold the register-blocked kernel's repeated rows in, so staging tiles is extra copying,
+    /// and each `workgroupBarrier` splits the shader into separately run pieces. Measured on
+    /// the 2-core Xeon with lavapipe (LLVM 15), forward + backward pair (4·B·n² flops), both
+    /// paths alternated in one process, medians of 4–9 rounds over three runs, with other
+    /// jobs on the machine (load average 3–5), in GFLOP/s:
     /// ```text
-    ///              register-blocked    tiled 64×64×16
-    /// 256 × 256 × 64      TBD               TBD        GFLOP/s
-    /// 1024 × 1024 × 64    TBD               TBD        GFLOP/s
+    /// n × n weights, batch B    register-blocked    tiled 64×64×16
+    /// 256 × 256, B = 64              4.8 – 6.0          2.7 – 3.3
+    /// 1024 × 1024, B = 64            3.5 – 4.6          2.6 – 2.9
     /// ```
-    /// On a GPU the tiles cut global-memory traffic by the tile widths (64 here), which is
-    /// what lets the products approach the FMA peak; that choice is not yet measured on
-    /// hardware.
+    /// Other tilings were no faster there (64×64×32, i.e. half the barriers: 2.9; 32×32×16:
+    /// 2.5; 16×64×16: 2.3–2.5). `cargo bench --bench gpu` prints both paths on every shape.
+    /// On a GPU the tiles divide global-memory traffic by the tile widths (64), which is what
+    /// lets the products approach the FMA peak; that choice is not yet measured on hardware.
     pub fn default_for(device_type: wgpu::DeviceType) -> MatmulPath {
         if device_type == wgpu::DeviceType::Cpu { MatmulPath::RegisterBlocked } else { MatmulPath::Tiled }
     }
