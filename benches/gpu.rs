@@ -1,11 +1,14 @@
 //! GPU backend throughput (forward + backward + gradient norms, the same useful-flop count
 //! as benches/probe.rs) beside the limit measured in the same run: our own matmul kernels
-//! (`shaders/matmul.wgsl`, `forward` and `backward`, the layer products the engine runs)
-//! alone on the same shapes, and the chip's published fp32 FMA peak where known.
+//! (`shaders/matmul.wgsl`, the layer products the engine runs) alone on the same shapes, on
+//! both paths (register-blocked `forward`/`backward` and workgroup-tiled
+//! `forward_tiled`/`backward_tiled`; the limit is the path the adapter's context chose), and
+//! the chip's published fp32 FMA peak where known.
 //!
 //! `cargo bench --bench gpu`. Without an adapter it prints a loud SKIPPED line and exits 0.
 //! On a software adapter (Mesa's lavapipe, ~1–3 GFLOP/s) or with `GRADSCOPE_BENCH_TINY=1`
-//! it runs tiny shapes only; `GRADSCOPE_BENCH_WIDTHS=…` picks widths;
+//! it runs tiny shapes only; `GRADSCOPE_BENCH_WIDTHS=…` and `GRADSCOPE_BENCH_BATCHES=…` pick
+//! widths and batches;
 //! `GRADSCOPE_FP32_PEAK_TFLOPS=…` supplies a peak the built-in list lacks.
 //!
 //! Every timed routine ends by waiting for the device (`Recorder::flush` and the probe's
@@ -17,7 +20,7 @@
 mod common;
 
 use common::*;
-use gradscope::backend::gpu::{Context, GpuBackend, GpuOptions, Params};
+use gradscope::backend::gpu::{Context, GpuBackend, GpuOptions, MatmulPath, Params};
 use gradscope::model::Activation;
 
 /// Published fp32 FMA (non-tensor) peaks in TFLOP/s, by a substring of the adapter name.
@@ -63,25 +66,30 @@ fn matmul_bufs(ctx: &Context, n: usize, b: usize) -> MatmulBufs {
     }
 }
 
-/// `reps` forward + backward products of one shape in one compute pass, submitted and
-/// waited for. Dispatched directly (one parameter slot, shared by every dispatch) so only
-/// the kernels are timed.
-fn matmul_pairs(ctx: &Context, m: &MatmulBufs, n: usize, b: usize, reps: usize) {
+/// The two matmul paths, with their benchmark ids.
+const PATHS: [(MatmulPath, &str); 2] = [(MatmulPath::RegisterBlocked, "blocked"), (MatmulPath::Tiled, "tiled")];
+
+/// `reps` forward + backward products of one shape on `path` in one compute pass, submitted
+/// and waited for. Dispatched directly (one parameter slot, shared by every dispatch) so
+/// only the kernels are timed.
+fn matmul_pairs(ctx: &Context, path: MatmulPath, m: &MatmulBufs, n: usize, b: usize, reps: usize) {
     let s = round4(n) as u32;
     let pr = Params { batch: b as u32, n_in: n as u32, n_out: n as u32, s_in: s, s_out: s, ..Default::default() };
     ctx.queue.write_buffer(&ctx.params, 0, bytemuck::bytes_of(&pr));
     let mut enc = ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("bench matmul") });
     {
         let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("bench matmul"), timestamp_writes: None });
-        let fwd = bind_group(ctx, &ctx.mm_forward.layout, &ctx.mm_forward.bindings, &[&m.lhs, &m.w, &m.bias, &m.e, &m.out]);
-        let bwd = bind_group(ctx, &ctx.mm_backward.layout, &ctx.mm_backward.bindings, &[&m.lhs, &m.w, &m.out]);
+        let (kf, gf) = ctx.mm_forward_on(path, n, b);
+        let (kb, gb) = ctx.mm_backward_on(path, n, b);
+        let fwd = bind_group(ctx, &kf.layout, &kf.bindings, &[&m.lhs, &m.w, &m.bias, &m.e, &m.out]);
+        let bwd = bind_group(ctx, &kb.layout, &kb.bindings, &[&m.lhs, &m.w, &m.out]);
         for _ in 0..reps {
-            pass.set_pipeline(&ctx.mm_forward.pipeline);
+            pass.set_pipeline(&kf.pipeline);
             pass.set_bind_group(0, &fwd, &[0]);
-            pass.dispatch_workgroups(n.div_ceil(64) as u32, b.div_ceil(16) as u32, 1);
-            pass.set_pipeline(&ctx.mm_backward.pipeline);
+            pass.dispatch_workgroups(gf.0, gf.1, gf.2);
+            pass.set_pipeline(&kb.pipeline);
             pass.set_bind_group(0, &bwd, &[0]);
-            pass.dispatch_workgroups(round4(n).div_ceil(64) as u32, b.div_ceil(16) as u32, 1);
+            pass.dispatch_workgroups(gb.0, gb.1, gb.2);
         }
     }
     ctx.queue.submit([enc.finish()]);
@@ -115,15 +123,18 @@ fn main() {
         .ok()
         .map(|s| s.split(',').filter_map(|t| t.trim().parse().ok()).collect())
         .unwrap_or_else(|| if tiny { vec![64, 256] } else { vec![256, 1024, 4096] });
-    let batches: &[usize] = if tiny { &[1, 32] } else { &[1, 32, 256] };
+    let batches: Vec<usize> = std::env::var("GRADSCOPE_BENCH_BATCHES")
+        .ok()
+        .map(|s| s.split(',').filter_map(|t| t.trim().parse().ok()).collect())
+        .unwrap_or_else(|| if tiny { vec![1, 32] } else { vec![1, 32, 256] });
     let depth_for = |n: usize| if tiny { 2 } else if n <= 256 { 8 } else if n <= 1024 { 4 } else { 2 };
-    println!("GPU benchmarks on {name}{}", if tiny { " (tiny shapes: software adapter or GRADSCOPE_BENCH_TINY=1)" } else { "" });
+    println!("GPU benchmarks on {name}, matmul path {}{}", gpu.context().matmul_label(), if tiny { " (tiny shapes: software adapter or GRADSCOPE_BENCH_TINY=1)" } else { "" });
 
     let ctx = gpu.context();
     let mut c = criterion();
     let mut shapes = Vec::new();
     for &n in &widths {
-        for &b in batches {
+        for &b in &batches {
             let depth = depth_for(n);
             shapes.push((n, b, depth));
             let gname = format!("gpu/w{n}_b{b}");
@@ -133,7 +144,9 @@ fn main() {
             let per_pair = gemm_flops(n, b);
             let reps = ((if tiny { 2e7 } else { 2e10 }) / per_pair).clamp(1.0, 256.0) as usize;
             let reps_s = reps.to_string();
-            bench(&mut g, &gname, &format!("matmul_x{reps_s}"), || matmul_pairs(ctx, &m, n, b, reps));
+            for (path, id) in PATHS {
+                bench(&mut g, &gname, &format!("matmul_{id}_x{reps_s}"), || matmul_pairs(ctx, path, &m, n, b, reps));
+            }
             let p = problem(n, depth, b, Activation::Tanh, 0);
             bench(&mut g, &gname, "probe", || {
                 std::hint::black_box(gpu.probe(&p).unwrap());
@@ -150,13 +163,15 @@ fn main() {
         "fp32 FMA peak: {}",
         peak.map_or("unknown (set GRADSCOPE_FP32_PEAK_TFLOPS to add it)".into(), |p| format!("{p} TFLOP/s (published)"))
     );
-    println!("useful flops as in benches/probe.rs; rates in GFLOP/s; kernel limit = our matmul.wgsl forward + backward on the same shapes");
-    println!("{:>5} {:>4} {:>2} | {:>12} {:>8} | {:>16} {:>8} | {:>10}", "width", "B", "L", "kernel lim", "% peak", "probe", "% peak", "ms/layer");
+    println!("useful flops as in benches/probe.rs; rates in GFLOP/s; kernel limit = our matmul.wgsl forward + backward on the same shapes, on the path the probe uses ({})", ctx.matmul_label());
+    println!("{:>5} {:>4} {:>2} | {:>8} {:>8} | {:>12} {:>8} | {:>16} {:>8} | {:>10}", "width", "B", "L", "blocked", "tiled", "kernel lim", "% peak", "probe", "% peak", "ms/layer");
     for (n, b, depth) in shapes {
         let gname = format!("gpu/w{n}_b{b}");
         let per_pair = gemm_flops(n, b);
         let reps = ((if tiny { 2e7 } else { 2e10 }) / per_pair).clamp(1.0, 256.0) as usize;
-        let lim = seconds(&gname, &format!("matmul_x{reps}")).map(|t| per_pair * reps as f64 / t * 1e-9);
+        let rate_of = |id: &str| seconds(&gname, &format!("matmul_{id}_x{reps}")).map(|t| per_pair * reps as f64 / t * 1e-9);
+        let (blocked, tiled) = (rate_of("blocked"), rate_of("tiled"));
+        let lim = if ctx.matmul == MatmulPath::Tiled { tiled } else { blocked };
         let t = seconds(&gname, "probe");
         let rate = t.map(|t| useful_flops(&vec![n; depth + 1], b) / t * 1e-9);
         let pct = |r: Option<f64>| match (r, peak) {
@@ -167,7 +182,7 @@ fn main() {
             (Some(r), Some(l)) => format!("{:8.2} ({:3.0}%)", r, 100.0 * r / l),
             _ => opt(rate, 2),
         };
-        println!("{n:>5} {b:>4} {depth:>2} | {:>12} {:>8} | {:>16} {:>8} | {:>10}", opt(lim, 2), pct(lim), of_lim, pct(rate), opt(t.map(|t| t * 1e3 / depth as f64), 2));
+        println!("{n:>5} {b:>4} {depth:>2} | {:>8} {:>8} | {:>12} {:>8} | {:>16} {:>8} | {:>10}", opt(blocked, 2), opt(tiled, 2), opt(lim, 2), pct(lim), of_lim, pct(rate), opt(t.map(|t| t * 1e3 / depth as f64), 2));
         if let ((4096, 256), Some(r), Some(p)) = ((n, b), lim, peak) {
             let f = r / (p * 1e3);
             println!(

@@ -158,11 +158,11 @@ fn devices(a: DevicesArgs) -> Result<()> {
             println!("no GPU adapter found (WGPU_BACKEND={}); `--backend auto` uses the CPU backend", std::env::var("WGPU_BACKEND").unwrap_or_else(|_| "all".into()));
             return Ok(());
         }
-        println!("{:<40} {:<8} {:<14} {:<28} {:>12} {:>12} {:>10}", "name", "backend", "type", "driver", "max binding", "max buffer", "max wg/dim");
+        println!("{:<40} {:<8} {:<14} {:<28} {:>12} {:>12} {:>10}  {:<16}", "name", "backend", "type", "driver", "max binding", "max buffer", "max wg/dim", "matmul");
         for r in &rows {
             let driver = format!("{} {}", r.driver, r.driver_info);
             println!(
-                "{:<40} {:<8} {:<14} {:<28} {:>9} MiB {:>9} MiB {:>10}{}",
+                "{:<40} {:<8} {:<14} {:<28} {:>9} MiB {:>9} MiB {:>10}  {:<16}{}",
                 r.name,
                 r.backend,
                 r.device_type,
@@ -170,6 +170,7 @@ fn devices(a: DevicesArgs) -> Result<()> {
                 r.max_storage_buffer_binding_size >> 20,
                 r.max_buffer_size >> 20,
                 r.max_compute_workgroups_per_dimension,
+                r.matmul,
                 if r.is_software { "  (software: auto picks the CPU backend over it)" } else { "" }
             );
         }

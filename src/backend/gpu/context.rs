@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use wgpu::util::DeviceExt;
 
-use crate::backend::shaders;
+use crate::backend::shaders::{self, Tiling};
 use crate::error::{Error, Result};
 
 /// Bytes of one dispatch's parameter slot: the dynamic offset must be a multiple of
@@ -58,6 +58,84 @@ pub const FLAG_DSIG: u32 = 4;
 pub const FLAG_REC_NEXT: u32 = 8;
 pub const FLAG_JOIN: u32 = 16;
 
+/// Which kernels of shaders/matmul.wgsl run the layer products.
+///
+/// Both compute the same sums in f32, in different orders (agreement to ~1e-6 relative).
+/// [`Context::new`] picks [`MatmulPath::default_for`] the adapter, unless
+/// `GRADSCOPE_MATMUL=tiled|blocked` says otherwise; tests and benches may switch later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MatmulPath {
+    /// `forward_tiled` / `backward_tiled`: operand tiles staged in workgroup memory, sized by
+    /// the context's [`Tiling`] (from the adapter's limits).
+    Tiled,
+    /// `forward` / `backward`: a 4 × 4 register block per invocation, 64 × 16 outputs per
+    /// workgroup, no workgroup memory or barriers.
+    RegisterBlocked,
+}
+
+impl MatmulPath {
+    /// Register-blocked on software adapters (`DeviceType::Cpu`, Mesa's lavapipe), tiled on
+    /// every other.
+    ///
+    /// Why: on lavapipe workgroup memory is ordinary CPU memory that the CPU caches already
+    /// hold the register-blocked kernel's repeated rows in, so staging tiles is extra copying,
+    /// and each `workgroupBarrier` splits the shader into separately run pieces. Measured on
+    /// the 2-core Xeon with lavapipe (LLVM 15), forward + backward pair (4·B·n² flops), both
+    /// paths alternated in one process, medians of 4–9 rounds over three runs, with other
+    /// jobs on the machine (load average 3–5), in GFLOP/s:
+    /// ```text
+    /// n × n weights, batch B    register-blocked    tiled 64×64×16
+    /// 256 × 256, B = 64              4.8 – 6.0          2.7 – 3.3
+    /// 1024 × 1024, B = 64            3.5 – 4.6          2.6 – 2.9
+    /// ```
+    /// Other tilings were no faster there (64×64×32, i.e. half the barriers: 2.9; 32×32×16:
+    /// 2.5; 16×64×16: 2.3–2.5). `cargo bench --bench gpu` prints both paths on every shape.
+    /// On a GPU the tiles divide global-memory traffic by the tile widths (64), which is what
+    /// lets the products approach the FMA peak; that choice is not yet measured on hardware.
+    pub fn default_for(device_type: wgpu::DeviceType) -> MatmulPath {
+        if device_type == wgpu::DeviceType::Cpu { MatmulPath::RegisterBlocked } else { MatmulPath::Tiled }
+    }
+
+    /// The path for an adapter of `device_type`: `GRADSCOPE_MATMUL` if set, else
+    /// [`MatmulPath::default_for`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a `GRADSCOPE_MATMUL` other than `tiled` or `blocked`.
+    pub fn choose(device_type: wgpu::DeviceType) -> Result<MatmulPath> {
+        Ok(MatmulPath::from_env()?.unwrap_or(MatmulPath::default_for(device_type)))
+    }
+
+    /// The path in words with its per-workgroup output block, e.g. "tiled 64×64×16"
+    /// (rows × columns × inner per step) or "register-blocked".
+    pub fn describe(self, tiling: Tiling) -> String {
+        match self {
+            MatmulPath::Tiled => format!("tiled {}×{}×{}", tiling.tile_m(), tiling.tile_n(), tiling.tile_k),
+            MatmulPath::RegisterBlocked => "register-blocked".into(),
+        }
+    }
+
+    /// `GRADSCOPE_MATMUL=tiled|blocked` (unset or empty: `None`).
+    fn from_env() -> Result<Option<MatmulPath>> {
+        match std::env::var("GRADSCOPE_MATMUL").unwrap_or_default().trim() {
+            "" => Ok(None),
+            "tiled" => Ok(Some(MatmulPath::Tiled)),
+            "blocked" => Ok(Some(MatmulPath::RegisterBlocked)),
+            other => Err(Error::arg("GRADSCOPE_MATMUL", format!("'{other}' is neither 'tiled' nor 'blocked'"))),
+        }
+    }
+}
+
+/// The largest [`Tiling`] within the adapter's workgroup limits (invocations, x and y sizes,
+/// workgroup storage).
+pub fn tiling_for(l: &wgpu::Limits) -> Option<Tiling> {
+    Tiling::largest_within(
+        l.max_compute_invocations_per_workgroup,
+        l.max_compute_workgroup_size_x,
+        l.max_compute_workgroup_size_y,
+        l.max_compute_workgroup_storage_size,
+    )
+}
+
 /// How a binding is used: read-only storage or read-write storage (binding 0 is always the
 /// parameter block).
 #[derive(Clone, Copy)]
@@ -85,6 +163,11 @@ pub struct Context {
     pub philox_words: Kernel,
     pub mm_forward: Kernel,
     pub mm_backward: Kernel,
+    pub mm_forward_tiled: Kernel,
+    pub mm_backward_tiled: Kernel,
+    /// The path the probe's layer products take, and the tiled kernels' sizes.
+    pub matmul: MatmulPath,
+    pub tiling: Tiling,
     pub forward_post: Kernel,
     pub backward_post: Kernel,
     pub batch_mean: Kernel,
@@ -104,11 +187,14 @@ impl Context {
     /// Opens `adapter` with every limit it offers and builds all pipelines.
     ///
     /// # Errors
-    /// [`Error::Device`] when the device cannot be created or a shader fails to compile.
+    /// [`Error::Device`] when the device cannot be created or a shader fails to compile;
+    /// [`Error::InvalidArgument`] for a `GRADSCOPE_MATMUL` other than `tiled` or `blocked`.
     pub fn new(adapter: &wgpu::Adapter) -> Result<Context> {
         let info = adapter.get_info();
         // `required_limits` is exact: ask for what the adapter has, so jobs may use it all.
         let limits = adapter.limits();
+        let matmul = MatmulPath::choose(info.device_type)?;
+        let tiling = tiling_for(&limits).ok_or_else(|| Error::Device(format!("'{}' offers too little compute (workgroup limits) for any matmul tile", info.name)))?;
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("gradscope"),
             required_features: wgpu::Features::empty(),
@@ -140,12 +226,16 @@ impl Context {
         }
         use Access::{Read as R, ReadWrite as W};
         let kernel = |module: &str, name: &'static str, b: &[(u32, Access)]| {
-            make_kernel(&device, &modules[module], name, b)
+            make_kernel(&device, &modules[module], name, b, &wgpu::PipelineCompilationOptions::default())
         };
         let draw_weights = kernel("weights", "draw_weights", &[(1, W)]);
         let philox_words = kernel("weights", "philox_words", &[(2, R), (3, W)]);
         let mm_forward = kernel("matmul", "forward", &[(1, R), (2, R), (3, R), (4, R), (5, W)]);
         let mm_backward = kernel("matmul", "backward", &[(1, R), (2, R), (5, W)]);
+        // Every tile entry is written before it is read: no zero-fill of workgroup memory.
+        let tiled = wgpu::PipelineCompilationOptions { constants: &tiling.constants(), zero_initialize_workgroup_memory: false };
+        let mm_forward_tiled = make_kernel(&device, &modules["matmul"], "forward_tiled", &[(1, R), (2, R), (3, R), (4, R), (5, W)], &tiled);
+        let mm_backward_tiled = make_kernel(&device, &modules["matmul"], "backward_tiled", &[(1, R), (2, R), (5, W)], &tiled);
         let forward_post = kernel("pointwise", "forward_post", &[(1, R), (2, W), (3, W), (4, R), (5, W), (6, W)]);
         let backward_post = kernel("pointwise", "backward_post", &[(1, R), (7, R), (8, W), (9, W), (6, W), (10, R), (11, R)]);
         let batch_mean = kernel("reduce", "batch_mean", &[(1, R), (3, W)]);
@@ -172,6 +262,10 @@ impl Context {
             philox_words,
             mm_forward,
             mm_backward,
+            mm_forward_tiled,
+            mm_backward_tiled,
+            matmul,
+            tiling,
             forward_post,
             backward_post,
             batch_mean,
@@ -184,6 +278,33 @@ impl Context {
             lz_next,
             errors,
         })
+    }
+
+    /// Output rows (examples) × columns one workgroup of `path` computes.
+    pub fn matmul_block(&self, path: MatmulPath) -> (u32, u32) {
+        match path {
+            MatmulPath::Tiled => (self.tiling.tile_m(), self.tiling.tile_n()),
+            MatmulPath::RegisterBlocked => (16, 64),
+        }
+    }
+
+    /// The forward product's kernel on `path` and its grid for z = a Wᵀ + b, `batch` × `n_out`.
+    pub fn mm_forward_on(&self, path: MatmulPath, n_out: usize, batch: usize) -> (&Kernel, (u32, u32, u32)) {
+        let (m, n) = self.matmul_block(path);
+        let k = if path == MatmulPath::Tiled { &self.mm_forward_tiled } else { &self.mm_forward };
+        (k, (n_out.div_ceil(n as usize) as u32, batch.div_ceil(m as usize) as u32, 1))
+    }
+
+    /// The backward product's kernel on `path` and its grid for g = δ W, `rows` × round4(`n_in`).
+    pub fn mm_backward_on(&self, path: MatmulPath, n_in: usize, rows: usize) -> (&Kernel, (u32, u32, u32)) {
+        let (m, n) = self.matmul_block(path);
+        let k = if path == MatmulPath::Tiled { &self.mm_backward_tiled } else { &self.mm_backward };
+        (k, ((n_in.div_ceil(4) * 4).div_ceil(n as usize) as u32, rows.div_ceil(m as usize) as u32, 1))
+    }
+
+    /// The chosen path in words ([`MatmulPath::describe`]).
+    pub fn matmul_label(&self) -> String {
+        self.matmul.describe(self.tiling)
     }
 
     /// Fails with the first uncaptured device error, naming `what` was running.
@@ -285,7 +406,13 @@ impl Context {
     }
 }
 
-fn make_kernel(device: &wgpu::Device, module: &wgpu::ShaderModule, name: &'static str, bindings: &[(u32, Access)]) -> Kernel {
+fn make_kernel(
+    device: &wgpu::Device,
+    module: &wgpu::ShaderModule,
+    name: &'static str,
+    bindings: &[(u32, Access)],
+    options: &wgpu::PipelineCompilationOptions,
+) -> Kernel {
     let mut entries = vec![wgpu::BindGroupLayoutEntry {
         binding: 0,
         visibility: wgpu::ShaderStages::COMPUTE,
@@ -319,7 +446,7 @@ fn make_kernel(device: &wgpu::Device, module: &wgpu::ShaderModule, name: &'stati
         layout: Some(&pl),
         module,
         entry_point: Some(name),
-        compilation_options: wgpu::PipelineCompilationOptions::default(),
+        compilation_options: options.clone(),
         cache: None,
     });
     Kernel { name, pipeline, layout, bindings: bindings.iter().map(|b| b.0).collect() }

@@ -9,7 +9,7 @@ mod context;
 mod norms;
 mod probe;
 
-pub use context::{Context, Params};
+pub use context::{Context, MatmulPath, Params};
 pub use norms::GPU_SPECTRAL_NORM_RTOL;
 
 use crate::error::{Error, Result};
@@ -39,6 +39,8 @@ pub struct AdapterRow {
     pub max_compute_workgroups_per_dimension: u32,
     pub max_compute_invocations_per_workgroup: u32,
     pub max_compute_workgroup_storage_size: u32,
+    /// The layer-product kernels a context on this adapter would use ([`MatmulPath::describe`]).
+    pub matmul: String,
 }
 
 fn instance() -> (wgpu::Instance, wgpu::Backends) {
@@ -67,6 +69,11 @@ fn row(a: &wgpu::Adapter) -> AdapterRow {
         max_compute_workgroups_per_dimension: l.max_compute_workgroups_per_dimension,
         max_compute_invocations_per_workgroup: l.max_compute_invocations_per_workgroup,
         max_compute_workgroup_storage_size: l.max_compute_workgroup_storage_size,
+        matmul: match (MatmulPath::choose(i.device_type), context::tiling_for(&l)) {
+            (Ok(path), Some(t)) => path.describe(t),
+            (Err(e), _) => e.to_string(),
+            (_, None) => "none (workgroup limits too small)".into(),
+        },
     }
 }
 
@@ -163,6 +170,12 @@ impl GpuBackend {
     /// True on a software adapter (DeviceType::Cpu, e.g. lavapipe).
     pub fn is_software(&self) -> bool {
         self.ctx.info.device_type == wgpu::DeviceType::Cpu
+    }
+
+    /// Switches the kernels of the layer products (tests and benchmarks; the default is
+    /// [`MatmulPath::default_for`] the adapter, or `GRADSCOPE_MATMUL`).
+    pub fn set_matmul(&mut self, path: MatmulPath) {
+        self.ctx.matmul = path;
     }
 
     /// The device context (for tests and benchmarks that drive kernels directly).

@@ -78,7 +78,7 @@ fn max_depths_per_pass(ctx: &Context, p: &Problem) -> usize {
     let cap = STACK_BUDGET.min(binding_limit(ctx));
     let by_rows = (cap / (4 * s)).saturating_sub(3) / b;
     let by_rec = cap / (4 * rb);
-    let by_grid = (MAX_WORKGROUPS_PER_DIM as u64 * 16) / b;
+    let by_grid = (MAX_WORKGROUPS_PER_DIM as u64 * ctx.matmul_block(ctx.matmul).0 as u64) / b;
     by_rows.min(by_rec).min(by_grid).max(1) as usize
 }
 
@@ -176,7 +176,8 @@ impl Plan {
         if stacked.iter().any(|&v| v > bind) {
             return fail(format!("{} depths stacked need {} MiB in one binding, which holds {} MiB", self.nd, mib(*stacked.iter().max().unwrap()), mib(bind)), "sweep fewer depths at once".into());
         }
-        let groups_needed = [self.b as u64, (self.s as u64).div_ceil(64), (self.rows as u64).div_ceil(16), self.nd as u64];
+        let (mm_rows, mm_cols) = ctx.matmul_block(ctx.matmul);
+        let groups_needed = [self.b as u64, (self.s as u64).div_ceil(mm_cols as u64), (self.rows as u64).div_ceil(mm_rows as u64), self.nd as u64];
         if groups_needed.iter().any(|&g| g > MAX_WORKGROUPS_PER_DIM as u64) {
             return fail(format!("batch {} x {} depths needs more than {} workgroups in one dimension", self.b, self.nd, MAX_WORKGROUPS_PER_DIM), "batches up to 65,535 fit".into());
         }
@@ -459,8 +460,8 @@ impl<'a> Run<'a> {
             aux1: bias_off,
             ..Default::default()
         };
-        let groups = (n_out.div_ceil(64) as u32, self.pl.b.div_ceil(16) as u32, 1);
-        self.rec.dispatch(&self.ctx.mm_forward, pr, &[a_in, &b.w[wi], &b.bias, e_in, &b.z], groups);
+        let (mm, groups) = self.ctx.mm_forward_on(self.ctx.matmul, n_out, self.pl.b);
+        self.rec.dispatch(mm, pr, &[a_in, &b.w[wi], &b.bias, e_in, &b.z], groups);
         self.rec.dispatch(&self.ctx.forward_post, pr, &[&b.z, a_out, dsig_out, e_in, e_out, &b.rec], grid(self.pl.b as u64, 1));
         Ok(())
     }
@@ -544,8 +545,8 @@ impl Run<'_> {
             let wi = self.weights(b, l)?;
             let rows = blocks * bsz;
             let pm = Params { batch: rows as u32, ..pr };
-            let groups = (round4(n_in).div_ceil(64) as u32, rows.div_ceil(16) as u32, 1);
-            self.rec.dispatch(&ctx.mm_backward, pm, &[&b.delta, &b.w[wi], &b.g], groups);
+            let (mm, groups) = ctx.mm_backward_on(ctx.matmul, n_in, rows);
+            self.rec.dispatch(mm, pm, &[&b.delta, &b.w[wi], &b.g], groups);
         }
         Ok(())
     }
