@@ -101,7 +101,7 @@ fn matmul_pairs(ctx: &Context, path: MatmulPath, m: &MatmulBufs, n: usize, b: us
 fn bind_group(ctx: &Context, layout: &wgpu::BindGroupLayout, bindings: &[u32], bufs: &[&wgpu::Buffer]) -> wgpu::BindGroup {
     let mut entries = vec![wgpu::BindGroupEntry {
         binding: 0,
-        resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding { buffer: &ctx.params, offset: 0, size: wgpu::BufferSize::new(std::mem::size_of::<Params>() as u64) }),
+        resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding { buffer: &ctx.params, offset: 0, size: wgpu::BufferSize::new(gradscope::backend::gpu::PARAM_SLOT) }),
     }];
     for (&bnd, buf) in bindings.iter().zip(bufs) {
         entries.push(wgpu::BindGroupEntry { binding: bnd, resource: buf.as_entire_binding() });

@@ -1,7 +1,9 @@
 // common.wgsl: the parameter block every gradscope kernel reads and exact power-of-two helpers.
 // Prepended to every kernel file (see src/backend/gpu/context.rs, `source`).
 
-// One 96-byte block per dispatch, bound read-only with a dynamic offset.
+// One 96-byte block per dispatch and network, in 256-byte slots bound read-only with a
+// dynamic offset: a dispatch over N independent networks of equal widths (workgroup_id.z =
+// network n) binds N consecutive slots, and every entry point starts with P = PS[n].p.
 // Field use per kernel is documented at the kernel; unused fields are 0.
 struct Params {
     batch: u32,    // B, examples
@@ -26,10 +28,19 @@ struct Params {
     bstride: u32,  // floats per block record
     err: u32,      // offset (floats) of the joining depth's output error ê
     err_e: u32,    // offset of its exponents
-    pad0: u32,
-    pad1: u32,
-    pad2: u32,
+    // Where this network's data starts in buffers shared by the networks of a dispatch:
+    row0: u32,     // first row of the per-example arrays (a, z, σ′, exponents; matmul lhs/out)
+    srow0: u32,    // first row of the stacked backward arrays (δ̂, g and their exponents)
+    w0: u32,       // first vec4 of its weights
 }
+
+struct Slot {
+    p: Params,
+    pad: array<vec4<u32>, 10>,
+}
+
+@group(0) @binding(0) var<storage, read> PS: array<Slot>;
+var<private> P: Params;
 
 const FLAG_SCALED: u32 = 1u;   // positively homogeneous σ: rows carry a power-of-two exponent
 const FLAG_BIAS: u32 = 2u;     // the layer has a non-zero bias

@@ -12,7 +12,6 @@
 // Layouts: activations and δ are B x n row-major with row stride s (a multiple of 4) and at
 // least round4(B) rows, zero padded; W^l is round4(n_out) x s_in row-major, zero padded.
 
-@group(0) @binding(0) var<storage, read> P: Params;
 @group(0) @binding(1) var<storage, read> lhs: array<vec4<f32>>;     // a^{l-1} (forward) or δ^l (backward)
 @group(0) @binding(2) var<storage, read> w: array<vec4<f32>>;       // W^l
 @group(0) @binding(3) var<storage, read> bias: array<f32>;          // b^l at P.aux1
@@ -21,7 +20,8 @@
 
 // z[x, i] = Σ_j a[x, j] W[i, j] + b_i·2^{-e_x}: rows i0..i0+3 (gid.x) of examples x0..x0+3 (gid.y).
 @compute @workgroup_size(16, 4)
-fn forward(@builtin(global_invocation_id) gid: vec3<u32>) {
+fn forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    P = PS[wid.z].p;
     let i0 = 4u * gid.x;
     let x0 = 4u * gid.y;
     if (i0 >= P.n_out || x0 >= P.batch) {
@@ -33,12 +33,12 @@ fn forward(@builtin(global_invocation_id) gid: vec3<u32>) {
         acc[r] = vec4<f32>(0.0);
     }
     for (var q = 0u; q < kq; q++) {
-        let w0 = w[(i0 + 0u) * kq + q];
-        let w1 = w[(i0 + 1u) * kq + q];
-        let w2 = w[(i0 + 2u) * kq + q];
-        let w3 = w[(i0 + 3u) * kq + q];
+        let w0 = w[P.w0 + (i0 + 0u) * kq + q];
+        let w1 = w[P.w0 + (i0 + 1u) * kq + q];
+        let w2 = w[P.w0 + (i0 + 2u) * kq + q];
+        let w3 = w[P.w0 + (i0 + 3u) * kq + q];
         for (var r = 0u; r < 4u; r++) {
-            let a = lhs[(x0 + r) * kq + q];
+            let a = lhs[(P.row0 + x0 + r) * kq + q];
             acc[r] += vec4<f32>(dot(a, w0), dot(a, w1), dot(a, w2), dot(a, w3));
         }
     }
@@ -47,7 +47,8 @@ fn forward(@builtin(global_invocation_id) gid: vec3<u32>) {
 
 // g[x, j] = Σ_i δ[x, i] W[i, j]: columns 4jq..4jq+3 (gid.x) of examples x0..x0+3 (gid.y).
 @compute @workgroup_size(16, 4)
-fn backward(@builtin(global_invocation_id) gid: vec3<u32>) {
+fn backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    P = PS[wid.z].p;
     let jq = gid.x;
     let x0 = 4u * gid.y;
     let nq_in = P.s_in / 4u;
@@ -60,12 +61,12 @@ fn backward(@builtin(global_invocation_id) gid: vec3<u32>) {
         acc[r] = vec4<f32>(0.0);
     }
     for (var iq = 0u; iq < nq_out; iq++) {
-        let w0 = w[(4u * iq + 0u) * nq_in + jq];
-        let w1 = w[(4u * iq + 1u) * nq_in + jq];
-        let w2 = w[(4u * iq + 2u) * nq_in + jq];
-        let w3 = w[(4u * iq + 3u) * nq_in + jq];
+        let w0 = w[P.w0 + (4u * iq + 0u) * nq_in + jq];
+        let w1 = w[P.w0 + (4u * iq + 1u) * nq_in + jq];
+        let w2 = w[P.w0 + (4u * iq + 2u) * nq_in + jq];
+        let w3 = w[P.w0 + (4u * iq + 3u) * nq_in + jq];
         for (var r = 0u; r < 4u; r++) {
-            let d = lhs[(x0 + r) * nq_out + iq];
+            let d = lhs[(P.row0 + x0 + r) * nq_out + iq];
             acc[r] += d.x * w0 + d.y * w1 + d.z * w2 + d.w * w3;
         }
     }
@@ -82,7 +83,7 @@ fn store_z(x0: u32, i0: u32, acc: ptr<function, array<vec4<f32>, 4>>) {
         if (x >= P.batch) {
             break;
         }
-        let e = e_in[x];
+        let e = e_in[P.row0 + x];
         for (var c = 0u; c < 4u; c++) {
             let i = i0 + c;
             if (i >= P.n_out) {
@@ -99,7 +100,7 @@ fn store_z(x0: u32, i0: u32, acc: ptr<function, array<vec4<f32>, 4>>) {
                     z = z + b * scale2(1.0, -e);
                 }
             }
-            out[x * P.s_out + i] = z;
+            out[(P.row0 + x) * P.s_out + i] = z;
         }
     }
 }
@@ -113,7 +114,7 @@ fn store_g(x0: u32, jq: u32, acc: ptr<function, array<vec4<f32>, 4>>) {
     for (var r = 0u; r < 4u; r++) {
         let x = x0 + r;
         if (x < P.batch) {
-            let o = x * P.s_in + 4u * jq;
+            let o = (P.row0 + x) * P.s_in + 4u * jq;
             for (var c = 0u; c < 4u; c++) {
                 out[o + c] = (*acc)[r][c];
             }
@@ -133,11 +134,13 @@ override TILE_K: u32 = 16u; // inner-dimension floats staged per step, a multipl
 var<workgroup> tiles: array<vec4<f32>, TILE_K * (WG_X + WG_Y)>;
 
 // A vec4 of lhs or of W (the staging loop is the same for both).
-fn load4(from_w: bool, i: u32) -> vec4<f32> {
+// Entry i of this network's W (from_w) or lhs rows, i counted in vec4s from its first row;
+// nq is the row length in vec4s.
+fn load4(from_w: bool, i: u32, nq: u32) -> vec4<f32> {
     if (from_w) {
-        return w[i];
+        return w[P.w0 + i];
     }
-    return lhs[i];
+    return lhs[P.row0 * nq + i];
 }
 
 // Stages floats 4·q0 .. 4·q0 + TILE_K of rows row0 .. row0 + 4·width of a row-major array
@@ -150,7 +153,7 @@ fn stage_transposed(from_w: bool, base: u32, width: u32, row0: u32, n_rows: u32,
         let t = idx % kq;
         var v = vec4<f32>(0.0);
         if (row0 + m < n_rows && q0 + t < nq) {
-            v = load4(from_w, (row0 + m) * nq + q0 + t);
+            v = load4(from_w, (row0 + m) * nq + q0 + t, nq);
         }
         let o = base + 4u * t * width + m / 4u;
         let c = m % 4u;
@@ -181,6 +184,7 @@ fn accumulate_tile(acc: ptr<function, array<vec4<f32>, 4>>, tx: u32, ty: u32) {
 // 4·WG_X·wid.x..; both operands are staged transposed (their inner index runs along rows).
 @compute @workgroup_size(WG_X, WG_Y)
 fn forward_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    P = PS[wid.z].p;
     let x_base = 4u * WG_Y * wid.y;
     let i_base = 4u * WG_X * wid.x;
     let kq = P.s_in / 4u;
@@ -197,6 +201,7 @@ fn forward_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
 // δ is staged transposed, W's rows are already k-major and are copied as they are.
 @compute @workgroup_size(WG_X, WG_Y)
 fn backward_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    P = PS[wid.z].p;
     let x_base = 4u * WG_Y * wid.y;
     let jq_base = WG_X * wid.x;
     let nq_in = P.s_in / 4u;
@@ -210,7 +215,7 @@ fn backward_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocati
             let jq = jq_base + idx % WG_X;
             var v = vec4<f32>(0.0);
             if (i < P.s_out && jq < nq_in) {
-                v = w[i * nq_in + jq];
+                v = w[P.w0 + i * nq_in + jq];
             }
             tiles[wb + idx] = v;
         }

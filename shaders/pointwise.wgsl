@@ -166,7 +166,6 @@ fn act(kind: u32, alpha: f32, x: f32) -> vec2<f32> {
     }
 }
 
-@group(0) @binding(0) var<storage, read> P: Params;
 @group(0) @binding(1) var<storage, read> row_in: array<f32>;          // z^l, or g / ê (backward)
 @group(0) @binding(2) var<storage, read_write> a_out: array<f32>;     // a^l
 @group(0) @binding(3) var<storage, read_write> dsig_out: array<f32>;  // σ′(z^l)
@@ -179,12 +178,13 @@ fn act(kind: u32, alpha: f32, x: f32) -> vec2<f32> {
 @compute @workgroup_size(64)
 fn forward_post(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
                 @builtin(num_workgroups) nwg: vec3<u32>) {
+    P = PS[wid.z].p;
     let x = wid.x + wid.y * nwg.x;
     if (x >= P.batch) {
         return;
     }
     let bsz = P.batch;
-    let row = x * P.s_out;
+    let row = (P.row0 + x) * P.s_out;
     var md = 0.0;
     var amax = 0.0;
     var bad = 0.0;
@@ -217,7 +217,7 @@ fn forward_post(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id
     }
     s = wg_sum(lid, s);
     let scaled = (P.flags & FLAG_SCALED) != 0u;
-    var e0 = e_in[x];
+    var e0 = e_in[P.row0 + x];
     if (scaled && (P.flags & FLAG_BIAS) != 0u && e0 < E_RESET) {
         e0 = 0;
     }
@@ -232,7 +232,7 @@ fn forward_post(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id
         let sq = scale2(s, 2 * (big_e - k));
         rec[P.rec + x] = md;
         rec[P.rec + 5u * bsz + x] = 1.0 - bad;
-        e_out[x] = e0 + k;
+        e_out[P.row0 + x] = e0 + k;
         if ((P.flags & FLAG_REC_NEXT) != 0u) {
             rec[P.rec_next + bsz + x] = sq;
             rec[P.rec_next + 2u * bsz + x] = f32(e0 + k);
@@ -254,6 +254,7 @@ fn forward_post(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id
 @compute @workgroup_size(64)
 fn backward_post(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
                  @builtin(num_workgroups) nwg: vec3<u32>) {
+    P = PS[wid.z].p;
     let r = wid.x + wid.y * nwg.x;
     let bsz = P.batch;
     if (r >= P.blocks * bsz) {
@@ -263,8 +264,9 @@ fn backward_post(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_i
     let x = r % bsz;
     let join = (P.flags & FLAG_JOIN) != 0u && j + 1u == P.blocks;
     let use_dsig = !join || (P.flags & FLAG_DSIG) != 0u;
-    let row = r * P.s_out;
-    let xrow = x * P.s_out;
+    let row = (P.srow0 + r) * P.s_out;
+    let xrow = x * P.s_out;               // in ê (at P.err)
+    let drow = (P.row0 + x) * P.s_out;    // in σ′
     var dmax = 0.0;
     for (var i = lid; i < P.s_out; i += WG) {
         if (i >= P.n_out) {
@@ -278,7 +280,7 @@ fn backward_post(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_i
             d = row_in[row + i];
         }
         if (use_dsig) {
-            d = d * dsig_in[xrow + i];
+            d = d * dsig_in[drow + i];
         }
         d_out[row + i] = d;
         dmax = max(dmax, abs(d));
@@ -304,10 +306,10 @@ fn backward_post(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_i
         if (join) {
             e0 = err_e_in[P.err_e + x];
         } else {
-            e0 = e_io[r];
+            e0 = e_io[P.srow0 + r];
         }
         let e = e0 + k;
-        e_io[r] = e;
+        e_io[P.srow0 + r] = e;
         let base = P.brec + j * P.bstride;
         rec[base + x] = select(0.0, scale2(s, 2 * (big_e - k)), usable);
         rec[base + bsz + x] = f32(e);

@@ -13,7 +13,6 @@
 const MEAN_PARTS: u32 = 64u;   // one workgroup
 const GRAM_PARTS: u32 = 256u;  // four workgroups
 
-@group(0) @binding(0) var<storage, read> P: Params;
 @group(0) @binding(1) var<storage, read> dl: array<vec4<f32>>;   // δ̂^l, stacked (blocks x B) x s_out
 @group(0) @binding(2) var<storage, read> ap: array<vec4<f32>>;   // â^{l-1}, B x s_in
 @group(0) @binding(3) var<storage, read_write> rec: array<f32>;  // backward records
@@ -24,7 +23,8 @@ const NO_LIVE: i32 = -2147483647;
 // Block j = gid.y (one active depth): partial t of Σ_i (Σ_x 2^{e_x - m} δ̂_{x,i})² over units
 // i ≡ t (mod MEAN_PARTS); at 2B + t of the block's record.
 @compute @workgroup_size(64)
-fn batch_mean(@builtin(global_invocation_id) gid: vec3<u32>) {
+fn batch_mean(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    P = PS[wid.z].p;
     let t = gid.x;
     let j = gid.y;
     let bsz = P.batch;
@@ -42,7 +42,7 @@ fn batch_mean(@builtin(global_invocation_id) gid: vec3<u32>) {
             var v = 0.0;
             for (var x = 0u; x < bsz; x++) {
                 if (rec[base + x] > 0.0) {
-                    let d = dl[(j * bsz + x) * nq + i / 4u][i % 4u];
+                    let d = dl[(P.srow0 + j * bsz + x) * nq + i / 4u][i % 4u];
                     v += scale2(d, i32(rec[base + bsz + x]) - m);
                 }
             }
@@ -56,7 +56,8 @@ fn batch_mean(@builtin(global_invocation_id) gid: vec3<u32>) {
 // GRAM_PARTS), x ≤ x'; at 2B + aux0 + t of the block's record. ‖â^{l-1}‖² and its exponent
 // come from the forward record at P.rec.
 @compute @workgroup_size(64)
-fn gram(@builtin(global_invocation_id) gid: vec3<u32>) {
+fn gram(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    P = PS[wid.z].p;
     let t = gid.x;
     let j = gid.y;
     let bsz = P.batch;
@@ -71,7 +72,7 @@ fn gram(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (m != NO_LIVE) {
         let nqo = P.s_out / 4u;
         let nqi = P.s_in / 4u;
-        let d0 = j * bsz;
+        let d0 = P.srow0 + j * bsz;
         for (var p = t; p < bsz * bsz; p += GRAM_PARTS) {
             let x = p / bsz;
             let y = p % bsz;
@@ -86,7 +87,7 @@ fn gram(@builtin(global_invocation_id) gid: vec3<u32>) {
             }
             var ga = 0.0;
             for (var q = 0u; q < nqi; q++) {
-                ga += dot(ap[x * nqi + q], ap[y * nqi + q]);
+                ga += dot(ap[(P.row0 + x) * nqi + q], ap[(P.row0 + y) * nqi + q]);
             }
             let cx = i32(rec[base + bsz + x]) + i32(frec[P.rec + 2u * bsz + x]);
             let cy = i32(rec[base + bsz + y]) + i32(frec[P.rec + 2u * bsz + y]);

@@ -16,7 +16,6 @@
 // P.rec_next = floats of one layer's basis ((P.blocks + 1) vectors), P.blocks = the most steps
 // (KMAX), P.kind as above.
 
-@group(0) @binding(0) var<storage, read> P: Params;
 @group(0) @binding(1) var<storage, read> w: array<vec4<f32>>;      // C × (rows × s_in / 4)
 @group(0) @binding(2) var<storage, read_write> basis: array<f32>;  // C × (KMAX + 1) × rec
 @group(0) @binding(3) var<storage, read_write> u: array<f32>;      // C × rec
@@ -49,7 +48,8 @@ fn lz_m() -> u32 {
 
 // y_i = Σ_j W[i, j] x_j: one invocation per row i, four columns per load.
 @compute @workgroup_size(64)
-fn lz_rows(@builtin(global_invocation_id) gid: vec3<u32>) {
+fn lz_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    P = PS[wid.z].p;
     let i = gid.x;
     let c = gid.y;
     if (i >= P.n_out) {
@@ -68,7 +68,8 @@ fn lz_rows(@builtin(global_invocation_id) gid: vec3<u32>) {
 // y_j = Σ_i W[i, j] x_i: one invocation per four columns 4jq..4jq+3 (adjacent invocations
 // read adjacent pieces of a row).
 @compute @workgroup_size(64)
-fn lz_cols(@builtin(global_invocation_id) gid: vec3<u32>) {
+fn lz_cols(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    P = PS[wid.z].p;
     let jq = gid.x;
     let c = gid.y;
     if (4u * jq >= P.n_in) {
@@ -89,7 +90,8 @@ fn lz_cols(@builtin(global_invocation_id) gid: vec3<u32>) {
 
 // d_b = q_bᵀ v for b = 0..=k: one invocation per b. The first pass (flags 0) keeps d_k as α_k.
 @compute @workgroup_size(64)
-fn lz_dots(@builtin(global_invocation_id) gid: vec3<u32>) {
+fn lz_dots(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    P = PS[wid.z].p;
     let b = gid.x;
     let c = gid.y;
     let k = P.aux1;
@@ -111,7 +113,8 @@ fn lz_dots(@builtin(global_invocation_id) gid: vec3<u32>) {
 
 // v_j −= Σ_b q_b[j] d_b: one invocation per entry j.
 @compute @workgroup_size(64)
-fn lz_axpy(@builtin(global_invocation_id) gid: vec3<u32>) {
+fn lz_axpy(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    P = PS[wid.z].p;
     let j = gid.x;
     let c = gid.y;
     if (j >= lz_m()) {
@@ -129,7 +132,8 @@ fn lz_axpy(@builtin(global_invocation_id) gid: vec3<u32>) {
 
 // β_k = ‖v‖: one invocation per layer.
 @compute @workgroup_size(64)
-fn lz_norm(@builtin(global_invocation_id) gid: vec3<u32>) {
+fn lz_norm(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    P = PS[wid.z].p;
     let c = gid.x;
     if (c >= P.batch) {
         return;
@@ -146,7 +150,8 @@ fn lz_norm(@builtin(global_invocation_id) gid: vec3<u32>) {
 // q_{k+1} = v / β_k, or 0 when v vanished (the Krylov space is invariant; every later step
 // then writes α = β = 0): one invocation per entry.
 @compute @workgroup_size(64)
-fn lz_next(@builtin(global_invocation_id) gid: vec3<u32>) {
+fn lz_next(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    P = PS[wid.z].p;
     let j = gid.x;
     let c = gid.y;
     let k = P.aux1;

@@ -2,7 +2,6 @@
 // weight storage is ever needed (one layer at a time), and the raw Philox words for the tests.
 // Needs common.wgsl and philox.wgsl.
 
-@group(0) @binding(0) var<storage, read> P: Params;
 @group(0) @binding(1) var<storage, read_write> w_out: array<vec4<f32>>;
 
 // Distributions (P.kind).
@@ -11,10 +10,11 @@ const DIST_UNIFORM: u32 = 1u;
 
 // One invocation per four consecutive entries W[i, 4q..4q+3] (one Philox block, counter
 // [q, i, l, 0]); P.n_out x P.n_in real entries, P.aux0 (rows) x P.s_in (columns) with zero
-// padding, written from vec4 P.aux1 of w_out on (several layers share one buffer).
+// padding, written from vec4 P.w0 of w_out on (several layers or networks share one buffer).
 // Linear invocation id over a 2-D grid of 64-wide workgroups (65,535 per dimension).
 @compute @workgroup_size(64)
-fn draw_weights(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+fn draw_weights(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    P = PS[wid.z].p;
     let idx = gid.x + gid.y * nwg.x * 64u;
     let qn = P.s_in / 4u;
     if (idx >= P.aux0 * qn) {
@@ -40,7 +40,7 @@ fn draw_weights(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
             }
         }
     }
-    w_out[P.aux1 + idx] = v;
+    w_out[P.w0 + idx] = v;
 }
 
 @group(0) @binding(2) var<storage, read> counters: array<vec4<u32>>;
@@ -48,7 +48,8 @@ fn draw_weights(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
 
 // Test kernel: words[k] = philox(counters[k], seed) for k < P.aux0.
 @compute @workgroup_size(64)
-fn philox_words(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+fn philox_words(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    P = PS[wid.z].p;
     let idx = gid.x + gid.y * nwg.x * 64u;
     if (idx >= P.aux0) {
         return;

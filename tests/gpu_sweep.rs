@@ -183,3 +183,57 @@ fn gpu_sweep_cli_agrees_with_the_cpu_sweep() {
     assert!(mc["device"].as_str().unwrap().contains("f64"), "{}", mc["device"]);
     eprintln!("sweep: gpu {tg:.1}s, cpu {tc:.1}s; worst |Δ| {worst:.2e} decades; gpu device {}", mg["device"]);
 }
+
+/// Several networks of one width in one dispatch (workgroup_id.z = network): activations,
+/// inits, σ_w², σ_b², seeds, inputs and targets all differ; each network's reports equal its
+/// own probe bit for bit, at every stacked depth; a network whose forward pass overflows
+/// f32 among them is reported as on its own.
+#[test]
+fn networks_batched_in_one_dispatch_equal_their_own_probes() {
+    let Some(g) = gpu("networks_batched_in_one_dispatch_equal_their_own_probes") else { return };
+    let widths = [24, 40, 40, 40, 40, 40, 40, 40, 40, 40, 40, 40];
+    let nets = [
+        (Activation::Tanh, gaussian(1.5, 0.05), 1u64, TargetSpec::Zeros),
+        (Activation::Relu, Init::new(InitKind::He, None, None).unwrap(), 2, TargetSpec::Gaussian),
+        (Activation::Sigmoid, gaussian(4.0, 0.0), 3, TargetSpec::Uniform),
+        (Activation::LeakyRelu(0.1), Init::new(InitKind::XavierUniform, None, Some(0.1)).unwrap(), 4, TargetSpec::Zeros),
+        (Activation::Gelu, Init::new(InitKind::Lecun, None, None).unwrap(), 1, TargetSpec::Zeros),
+        // Softplus is not homogeneous: at σ_w² = 1e8 its activations pass f32's 1e38 (overflow).
+        (Activation::Softplus, gaussian(1e8, 0.0), 5, TargetSpec::Zeros),
+        (Activation::Tanh, gaussian(0.5, 0.0), 1, TargetSpec::Zeros),
+    ];
+    let ps: Vec<Problem> = nets.iter().map(|(a, i, s, t)| problem(&widths, *a, Cost::Quadratic, i.clone(), 7, *s, t.clone())).collect();
+    let refs: Vec<&Problem> = ps.iter().collect();
+    let depths = [3, 7, 11];
+    let many = g.probe_depths_many(&refs, &depths).unwrap();
+    assert_eq!(many.len(), ps.len());
+    let mut overflowed = 0;
+    for (k, (p, got)) in ps.iter().zip(&many).enumerate() {
+        let alone = g.probe_depths(p, &depths).unwrap();
+        assert_eq!(got.len(), alone.len(), "network {k}");
+        for (a, b) in got.iter().zip(&alone) {
+            overflowed += usize::from(a.overflow_layer.is_some());
+            assert_eq!(a.overflow_layer, b.overflow_layer, "network {k}");
+            assert_eq!(a.log10_cost.to_bits(), b.log10_cost.to_bits(), "network {k} depth {}: cost", a.layers.len());
+            for (la, lb) in a.layers.iter().zip(&b.layers) {
+                let fa = [la.log10_grad_b_rms, la.log10_grad_b_mean, la.log10_grad_w_rms, la.log10_grad_w_mean, la.log10_bound, la.log10_bound_tight, la.log10_max_dsigma, la.log10_weight_norm];
+                let fb = [lb.log10_grad_b_rms, lb.log10_grad_b_mean, lb.log10_grad_w_rms, lb.log10_grad_w_mean, lb.log10_bound, lb.log10_bound_tight, lb.log10_max_dsigma, lb.log10_weight_norm];
+                for (x, y) in fa.iter().zip(&fb) {
+                    assert!(x.to_bits() == y.to_bits(), "network {k} depth {} layer {}: batched {x} vs alone {y}", a.layers.len(), la.layer);
+                }
+                assert_eq!(la.status, lb.status);
+            }
+        }
+    }
+    assert!(overflowed > 0, "the softplus network must overflow f32 (else the test lost its overflow case)");
+    // And against the f64 reference, for the networks that do not overflow.
+    for (k, (p, got)) in ps.iter().zip(&many).enumerate() {
+        let top = got.last().unwrap();
+        if top.overflow_layer.is_some() {
+            continue;
+        }
+        let cpu = gradscope::backend::CpuBackend::default().probe(p).unwrap();
+        let c = gradscope::check::compare(top, &cpu, &gradscope::check::Tolerance::f32_vs_f64());
+        assert!(c.passed(), "network {k}: {}", c.summary(8));
+    }
+}

@@ -108,6 +108,17 @@ impl Engine {
         }
     }
 
+    /// [`Engine::probe_depths`] of several networks, one list of reports per network: on the
+    /// GPU, networks of equal shape share every dispatch
+    /// ([`gpu::GpuBackend::probe_depths_many`]); on the CPU, one after the other.
+    pub fn probe_depths_many(&self, ps: &[&Problem], depths: &[usize]) -> Result<Vec<Vec<Report>>> {
+        match self {
+            Engine::Cpu(c) => ps.iter().map(|p| c.probe_depths(p, depths)).collect(),
+            #[cfg(feature = "gpu")]
+            Engine::Gpu(g) => g.probe_depths_many(ps, depths),
+        }
+    }
+
     /// The device the results come from, as the reports name it.
     pub fn device_name(&self) -> String {
         match self {

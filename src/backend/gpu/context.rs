@@ -16,8 +16,11 @@ use crate::error::{Error, Result};
 /// constant-folds uniform values that steer loops into the shader and recompiles it
 /// whenever they change, i.e. on every layer (~2.5 ms a dispatch).
 pub const PARAM_SLOT: u64 = 256;
-/// Parameter slots per submission.
-pub const PARAM_SLOTS: usize = 2048;
+/// Parameter slots per submission (one per dispatch and network).
+pub const PARAM_SLOTS: usize = 16384;
+/// Networks one dispatch may cover (workgroup_id.z), so a layer's dispatches always fit in
+/// the slots left by [`Recorder::full`].
+pub const MAX_NETS: usize = 64;
 /// The longest wait for one submission before the device is declared hung.
 pub const WAIT_LIMIT: std::time::Duration = std::time::Duration::from_secs(300);
 /// WebGPU's cap on workgroups per dispatch dimension (adapters may allow more; we never ask).
@@ -49,7 +52,11 @@ pub struct Params {
     pub bstride: u32,
     pub err: u32,
     pub err_e: u32,
-    pub pad: [u32; 3],
+    /// Where this network's data starts in buffers shared by the networks of a batched
+    /// dispatch (see shaders/common.wgsl): per-example rows, stacked rows, weight vec4s.
+    pub row0: u32,
+    pub srow0: u32,
+    pub w0: u32,
 }
 
 pub const FLAG_SCALED: u32 = 1;
@@ -419,7 +426,7 @@ fn make_kernel(
         ty: wgpu::BindingType::Buffer {
             ty: wgpu::BufferBindingType::Storage { read_only: true },
             has_dynamic_offset: true,
-            min_binding_size: wgpu::BufferSize::new(std::mem::size_of::<Params>() as u64),
+            min_binding_size: wgpu::BufferSize::new(PARAM_SLOT),
         },
         count: None,
     }];
@@ -472,23 +479,30 @@ impl<'c> Recorder<'c> {
 
     /// True when the next layer should go into a fresh submission.
     pub fn full(&self, work_budget: f64, layer_budget: usize) -> bool {
-        self.params.len() + 16 > PARAM_SLOTS || self.work >= work_budget || self.layers >= layer_budget
+        self.params.len() + 16 * MAX_NETS > PARAM_SLOTS || self.work >= work_budget || self.layers >= layer_budget
     }
 
     /// Records one dispatch of `k` with `params` and `buffers` bound in `k.bindings` order.
     pub fn dispatch(&mut self, k: &Kernel, params: Params, buffers: &[&wgpu::Buffer], groups: (u32, u32, u32)) {
+        self.dispatch_nets(k, &[params], buffers, (groups.0, groups.1));
+    }
+
+    /// Records one dispatch of `k` over `params.len()` networks (workgroup_id.z = network,
+    /// each reading its own parameter slot) with `buffers` bound in `k.bindings` order.
+    pub fn dispatch_nets(&mut self, k: &Kernel, params: &[Params], buffers: &[&wgpu::Buffer], groups: (u32, u32)) {
         debug_assert_eq!(buffers.len(), k.bindings.len(), "{}", k.name);
-        if groups.0 == 0 || groups.1 == 0 || groups.2 == 0 {
+        debug_assert!(params.len() <= MAX_NETS);
+        if groups.0 == 0 || groups.1 == 0 || params.is_empty() {
             return;
         }
         let slot = self.params.len() as u64;
-        self.params.push(params);
+        self.params.extend_from_slice(params);
         let mut entries = vec![wgpu::BindGroupEntry {
             binding: 0,
             resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
                 buffer: &self.ctx.params,
                 offset: 0,
-                size: wgpu::BufferSize::new(std::mem::size_of::<Params>() as u64),
+                size: wgpu::BufferSize::new(PARAM_SLOT * params.len() as u64),
             }),
         }];
         for (&b, buf) in k.bindings.iter().zip(buffers) {
@@ -504,7 +518,7 @@ impl<'c> Recorder<'c> {
         let pass = self.pass.as_mut().unwrap();
         pass.set_pipeline(&k.pipeline);
         pass.set_bind_group(0, &bg, &[(slot * PARAM_SLOT) as u32]);
-        pass.dispatch_workgroups(groups.0, groups.1, groups.2);
+        pass.dispatch_workgroups(groups.0, groups.1, params.len() as u32);
     }
 
     /// Records a copy of `bytes` bytes (multiples of 4, as the offsets) between buffers,

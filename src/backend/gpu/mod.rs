@@ -9,7 +9,7 @@ mod context;
 mod norms;
 mod probe;
 
-pub use context::{Context, MatmulPath, Params};
+pub use context::{Context, MatmulPath, Params, MAX_NETS, PARAM_SLOT};
 pub use norms::GPU_SPECTRAL_NORM_RTOL;
 
 use crate::error::{Error, Result};
@@ -205,6 +205,22 @@ impl GpuBackend {
     /// widths, a job that cannot fit the device, or a device failure.
     pub fn probe_depths(&self, p: &Problem, depths: &[usize]) -> Result<Vec<Report>> {
         probe::probe_depths(&self.ctx, p, depths, self.device_name(), self.opts())
+    }
+
+    /// [`GpuBackend::probe_depths`] for several networks at once, one list of reports per
+    /// network in order. Networks of equal widths, batch, cost and output layer with
+    /// generated (non-orthogonal) weights share every dispatch, up to [`MAX_NETS`] at a time
+    /// (workgroup_id.z = network); activation, init, σ_w, σ_b, seed, inputs and targets may
+    /// differ. Other lists run one network at a time. Each network's reports equal its own
+    /// [`GpuBackend::probe_depths`] bit for bit.
+    ///
+    /// # Errors
+    /// As [`GpuBackend::probe_depths`].
+    pub fn probe_depths_many(&self, ps: &[&Problem], depths: &[usize]) -> Result<Vec<Vec<Report>>> {
+        if ps.len() > 1 && probe::batch_mismatch(ps).is_none() {
+            return probe::probe_depths_many(&self.ctx, ps, depths, self.device_name(), self.opts());
+        }
+        ps.iter().map(|p| self.probe_depths(p, depths)).collect()
     }
 
     fn opts(&self) -> probe::Opts<'_> {

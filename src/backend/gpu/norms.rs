@@ -176,7 +176,7 @@ fn lanczos_chunk(ctx: &Context, seed: u64, jobs: &[Job], z: &Sizes, uniform_scal
             key_lo: seed as u32,
             key_hi: (seed >> 32) as u32,
             aux0: z.rows as u32,
-            aux1: (j * z.mat / 4) as u32,
+            w0: (j * z.mat / 4) as u32,
             ..Default::default()
         };
         rec.dispatch(&ctx.draw_weights, pr, &[&wc], grid((z.mat / 4) as u64, 64));

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ndarray::Array2;
 
-use super::context::{grid, Context, Params, Recorder, FLAG_BIAS, FLAG_DSIG, FLAG_JOIN, FLAG_REC_NEXT, FLAG_SCALED, MAX_WORKGROUPS_PER_DIM};
+use super::context::{grid, Context, Params, Recorder, FLAG_BIAS, FLAG_DSIG, FLAG_JOIN, FLAG_REC_NEXT, FLAG_SCALED, MAX_NETS, MAX_WORKGROUPS_PER_DIM};
 use crate::error::{Error, Result};
 use crate::backend::CpuBackend;
 use crate::model::{Activation, Cost, InitKind, Params as NetParams, Problem};
@@ -70,12 +70,12 @@ fn binding_limit(ctx: &Context) -> u64 {
     ctx.limits.max_storage_buffer_binding_size.min(ctx.limits.max_buffer_size)
 }
 
-/// The most depths one pass can stack for this batch and these widths (≥ 1).
-fn max_depths_per_pass(ctx: &Context, p: &Problem) -> usize {
+/// The most depths one pass can stack for this batch, these widths and `nets` networks (≥ 1).
+fn max_depths_per_pass(ctx: &Context, p: &Problem, nets: usize) -> usize {
     let b = p.batch() as u64;
     let s = round4(*p.net.widths.iter().max().unwrap()) as u64;
     let rb = (2 * b as usize + MEAN_PARTS + GRAM_PARTS) as u64;
-    let cap = STACK_BUDGET.min(binding_limit(ctx));
+    let cap = STACK_BUDGET.min(binding_limit(ctx)) / nets as u64;
     let by_rows = (cap / (4 * s)).saturating_sub(3) / b;
     let by_rec = cap / (4 * rb);
     let by_grid = (MAX_WORKGROUPS_PER_DIM as u64 * ctx.matmul_block(ctx.matmul).0 as u64) / b;
@@ -107,17 +107,19 @@ struct Plan {
     /// Weight buffer slots (1 for drawn weights) and their size in floats.
     ring: usize,
     w_floats: usize,
+    /// Networks run side by side (workgroup_id.z); every buffer holds one block per network.
+    nets: usize,
 }
 
 impl Plan {
-    fn new(ctx: &Context, p: &Problem, keep_budget: u64, nd: usize) -> Result<Plan> {
+    fn new(ctx: &Context, p: &Problem, keep_budget: u64, nd: usize, nets: usize) -> Result<Plan> {
         let net = &p.net;
         let l = net.depth();
         let b = p.batch();
         let bp = round4(b);
         let s = round4(*net.widths.iter().max().unwrap());
         let w_floats = (1..=l).map(|i| round4(net.widths[i]) * round4(net.widths[i - 1])).max().unwrap();
-        let row_bytes = (bp * s * 4) as u64;
+        let row_bytes = (bp * s * 4 * nets) as u64;
         let k = if 3 * l as u64 * row_bytes <= keep_budget { l } else { (l as f64).sqrt().ceil() as usize };
         let nseg = l.div_ceil(k);
         let (p1, p2) = (MEAN_PARTS, GRAM_PARTS);
@@ -125,10 +127,13 @@ impl Plan {
         let rb = 2 * b + p1 + p2;
         let rows = round4(nd * b);
         let s_top = round4(net.widths[l]);
-        let ring_budget = (STACK_BUDGET.min(binding_limit(ctx)) / 4) as usize;
+        let ring_budget = (STACK_BUDGET.min(binding_limit(ctx)) / 4) as usize / nets;
         let brec_cap = (LAYERS_PER_SUBMIT * nd * rb).min(ring_budget.max(nd * rb));
         let ring = if net.weights_are_streamable() { 1 } else { ((WEIGHT_RING_BUDGET / (w_floats as u64 * 4)) as usize).clamp(1, LAYERS_PER_SUBMIT) };
-        let plan = Plan { b, bp, l, k, nseg, s, rs, p1, p2, rb, nd, rows, s_top, brec_cap, ring, w_floats };
+        if nets > 1 && !net.weights_are_streamable() {
+            return Err(Error::Internal("only generated (Philox-drawn) weights run several networks at once".into()));
+        }
+        let plan = Plan { b, bp, l, k, nseg, s, rs, p1, p2, rb, nd, rows, s_top, brec_cap, ring, w_floats, nets };
         plan.check(ctx, p)?;
         Ok(plan)
     }
@@ -138,8 +143,12 @@ impl Plan {
         self.b * self.s_top
     }
 
-    /// Device bytes the probe allocates.
+    /// Device bytes the probe allocates (all networks).
     fn bytes(&self) -> u64 {
+        self.bytes_per_net() * self.nets as u64
+    }
+
+    fn bytes_per_net(&self) -> u64 {
         let row = (self.bp * self.s * 4) as u64;
         let rows = (self.nseg + 2 * self.k + 3) as u64;
         let stacked = 2 * (self.rows * self.s * 4) as u64 + (self.rows * 4) as u64;
@@ -154,7 +163,8 @@ impl Plan {
     }
 
     fn check(&self, ctx: &Context, p: &Problem) -> Result<()> {
-        let bind = binding_limit(ctx);
+        // Every buffer holds one block per network: one network's share of a binding.
+        let bind = binding_limit(ctx) / self.nets as u64;
         let dev = &ctx.info.name;
         let mib = |b: u64| format!("{:.1}", b as f64 / 1048576.0);
         let fail = |what: String, fits: String| Err(Error::Device(format!("the job does not fit '{dev}': {what}; {fits}")));
@@ -177,7 +187,7 @@ impl Plan {
             return fail(format!("{} depths stacked need {} MiB in one binding, which holds {} MiB", self.nd, mib(*stacked.iter().max().unwrap()), mib(bind)), "sweep fewer depths at once".into());
         }
         let (mm_rows, mm_cols) = ctx.matmul_block(ctx.matmul);
-        let groups_needed = [self.b as u64, (self.s as u64).div_ceil(mm_cols as u64), (self.rows as u64).div_ceil(mm_rows as u64), self.nd as u64];
+        let groups_needed = [self.b as u64, (self.s as u64).div_ceil(mm_cols as u64), (self.rows as u64).div_ceil(mm_rows as u64), self.nd as u64, self.nets as u64];
         if groups_needed.iter().any(|&g| g > MAX_WORKGROUPS_PER_DIM as u64) {
             return fail(format!("batch {} x {} depths needs more than {} workgroups in one dimension", self.b, self.nd, MAX_WORKGROUPS_PER_DIM), "batches up to 65,535 fit".into());
         }
@@ -216,10 +226,11 @@ struct Bufs {
 
 impl Bufs {
     fn new(ctx: &Context, pl: &Plan, ce: bool) -> Result<Bufs> {
-        let row = (pl.bp * pl.s * 4) as u64;
-        let ex = (pl.bp * 4) as u64;
-        let stacked = (pl.rows * pl.s * 4) as u64;
-        let errs = (pl.nd * pl.err_floats() * 4) as u64;
+        let n = pl.nets as u64;
+        let row = (pl.bp * pl.s * 4) as u64 * n;
+        let ex = (pl.bp * 4) as u64 * n;
+        let stacked = (pl.rows * pl.s * 4) as u64 * n;
+        let errs = (pl.nd * pl.err_floats() * 4) as u64 * n;
         let many = |name: &str, n: usize, bytes: u64| -> Result<Vec<wgpu::Buffer>> { (0..n).map(|i| ctx.storage(&format!("{name}[{i}]"), bytes)).collect() };
         Ok(Bufs {
             ckpt_a: many("checkpoint", pl.nseg, row)?,
@@ -232,14 +243,14 @@ impl Bufs {
             z: ctx.storage("z", row)?,
             g: ctx.storage("g", stacked)?,
             delta: ctx.storage("delta", stacked)?,
-            ed: ctx.storage("exponents of delta", (pl.rows * 4) as u64)?,
+            ed: ctx.storage("exponents of delta", (pl.rows * 4) as u64 * n)?,
             errs: ctx.storage("output errors", errs)?,
-            err_e: ctx.storage("exponents of output errors", (pl.nd * pl.b * 4) as u64)?,
+            err_e: ctx.storage("exponents of output errors", (pl.nd * pl.b * 4) as u64 * n)?,
             out_z: ctx.storage("z of output layers", if ce { errs } else { 16 })?,
-            w: many("weights", pl.ring, (pl.w_floats * 4) as u64)?,
-            bias: ctx.storage("biases", (LAYERS_PER_SUBMIT * pl.s * 4) as u64)?,
-            rec: ctx.storage("records", (pl.l * pl.rs * 4) as u64)?,
-            brec: ctx.storage("backward records", (pl.brec_cap * 4) as u64)?,
+            w: many("weights", pl.ring, (pl.w_floats * 4) as u64 * n)?,
+            bias: ctx.storage("biases", (LAYERS_PER_SUBMIT * pl.s * 4) as u64 * n)?,
+            rec: ctx.storage("records", (pl.l * pl.rs * 4) as u64 * n)?,
+            brec: ctx.storage("backward records", (pl.brec_cap * 4) as u64 * n)?,
         })
     }
 }
@@ -260,13 +271,17 @@ impl Default for Grad {
     }
 }
 
-/// One probe in flight: the problem, its plan and buffers, the recorder, and where it is.
+/// One probe in flight: the networks (one, or several of equal shape run side by side), their
+/// plan and buffers, the recorder, and where it is.
 struct Run<'a> {
     ctx: &'a Context,
+    /// The networks; `p` is the first, whose widths, batch, depth and cost all share.
+    ps: &'a [&'a Problem],
     p: &'a Problem,
     pl: Plan,
     rec: Recorder<'a>,
-    scaled: bool,
+    /// Per network: does it carry activations in the log domain (homogeneous σ)?
+    scaled: Vec<bool>,
     /// The depths (sorted), and whether the forward pass captures their outputs.
     ds: &'a [usize],
     capture: bool,
@@ -277,21 +292,54 @@ struct Run<'a> {
     /// each layer recorded in it.
     brec_used: usize,
     pending: Vec<(usize, usize, usize)>,
-    /// The forward records, on the host once the forward pass is done.
+    /// The forward records of every network (L·rs floats each), on the host once the
+    /// forward pass is done.
     frec: Vec<f32>,
-    /// grads[q][l-1]: depth ds[q] at layer l.
-    grads: Vec<Vec<Grad>>,
+    /// grads[n][q][l-1]: network n, depth ds[q], layer l.
+    grads: Vec<Vec<Vec<Grad>>>,
     phase: &'static str,
     first_layer: usize,
     cur_layer: usize,
     ortho_cache: Option<Vec<Option<std::sync::Arc<Vec<f32>>>>>,
 }
 
+/// Where network n's blocks start in each shared buffer (floats or rows).
+#[derive(Clone, Copy)]
+struct NetOff {
+    /// Rows of the per-example arrays, rows of the stacked arrays.
+    row0: usize,
+    srow0: usize,
+    /// Floats: forward records, backward-record ring, output errors (and z), their
+    /// exponents, bias ring, weights.
+    rec: usize,
+    brec: usize,
+    errs: usize,
+    err_e: usize,
+    bias: usize,
+    w: usize,
+}
+
+impl Plan {
+    fn off(&self, n: usize) -> NetOff {
+        NetOff {
+            row0: n * self.bp,
+            srow0: n * self.rows,
+            rec: n * self.l * self.rs,
+            brec: n * self.brec_cap,
+            errs: n * self.nd * self.err_floats(),
+            err_e: n * self.nd * self.b,
+            bias: n * LAYERS_PER_SUBMIT * self.s,
+            w: n * self.w_floats,
+        }
+    }
+}
+
 impl<'a> Run<'a> {
     fn what(&self) -> String {
         let w = &self.p.net.widths;
         let (lo, hi) = (self.first_layer.min(self.cur_layer), self.first_layer.max(self.cur_layer));
-        format!("{} (layers {lo}..={hi}, batch {}, widths {}..{})", self.phase, self.pl.b, w.iter().min().unwrap(), w.iter().max().unwrap())
+        let nets = if self.pl.nets > 1 { format!(", {} networks at once", self.pl.nets) } else { String::new() };
+        format!("{} (layers {lo}..={hi}, batch {}, widths {}..{}{nets})", self.phase, self.pl.b, w.iter().min().unwrap(), w.iter().max().unwrap())
     }
 
     fn flush(&mut self, b: &Bufs) -> Result<()> {
@@ -309,29 +357,33 @@ impl<'a> Run<'a> {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let data = f32s(&self.ctx.read(&b.brec, 0, (self.brec_used * 4) as u64, &|| format!("reading back {what}"))?);
+        let last = self.pl.off(self.pl.nets - 1).brec + self.brec_used;
+        let data = f32s(&self.ctx.read(&b.brec, 0, (last * 4) as u64, &|| format!("reading back {what}"))?);
         let (bsz, rs, rb, p1, p2, nd) = (self.pl.b, self.pl.rs, self.pl.rb, self.pl.p1, self.pl.p2, self.pl.nd);
         let lb = (bsz as f64).log2();
         for (l, off, blocks) in self.pending.drain(..) {
-            let f = &self.frec[(l - 1) * rs..l * rs];
-            let sq_a = &f[bsz..2 * bsz];
-            let ea = &f[2 * bsz..3 * bsz];
-            for j in 0..blocks {
-                let r = &data[off + j * rb..off + (j + 1) * rb];
-                let (sq_d, ed) = (&r[..bsz], &r[bsz..2 * bsz]);
-                let bmean: f64 = r[2 * bsz..2 * bsz + p1].iter().map(|&v| v as f64).sum();
-                let gram: f64 = r[2 * bsz + p1..2 * bsz + p1 + p2].iter().map(|&v| v as f64).sum();
-                let t_b: Vec<f64> = sq_d.iter().zip(ed).map(|(&s, &e)| 2.0 * e as f64 + (s as f64).log2()).collect();
-                let t_w: Vec<f64> = t_b.iter().zip(sq_a.iter().zip(ea)).map(|(tb, (&s, &e))| tb + 2.0 * e as f64 + (s as f64).log2()).collect();
-                let m_d = ed.iter().zip(sq_d).filter(|(_, s)| **s > 0.0).map(|(e, _)| *e as f64).fold(f64::NEG_INFINITY, f64::max);
-                let m_c = (0..bsz).filter(|&x| sq_d[x] > 0.0 && sq_a[x] > 0.0).map(|x| (ed[x] + ea[x]) as f64).fold(f64::NEG_INFINITY, f64::max);
-                self.grads[nd - 1 - j][l - 1] = Grad {
-                    b_rms: 0.5 * (log2_sum_exp2(t_b.iter().copied()) - lb) * LOG10_2,
-                    w_rms: 0.5 * (log2_sum_exp2(t_w.iter().copied()) - lb) * LOG10_2,
-                    b_mean: if m_d.is_finite() { (m_d + 0.5 * bmean.log2() - lb) * LOG10_2 } else { f64::NEG_INFINITY },
-                    w_mean: if m_c.is_finite() { (m_c + 0.5 * gram.max(0.0).log2() - lb) * LOG10_2 } else { f64::NEG_INFINITY },
-                    zero: sq_d.iter().all(|&v| v == 0.0),
-                };
+            for n in 0..self.pl.nets {
+                let o = self.pl.off(n);
+                let f = &self.frec[o.rec + (l - 1) * rs..o.rec + l * rs];
+                let sq_a = &f[bsz..2 * bsz];
+                let ea = &f[2 * bsz..3 * bsz];
+                for j in 0..blocks {
+                    let r = &data[o.brec + off + j * rb..o.brec + off + (j + 1) * rb];
+                    let (sq_d, ed) = (&r[..bsz], &r[bsz..2 * bsz]);
+                    let bmean: f64 = r[2 * bsz..2 * bsz + p1].iter().map(|&v| v as f64).sum();
+                    let gram: f64 = r[2 * bsz + p1..2 * bsz + p1 + p2].iter().map(|&v| v as f64).sum();
+                    let t_b: Vec<f64> = sq_d.iter().zip(ed).map(|(&s, &e)| 2.0 * e as f64 + (s as f64).log2()).collect();
+                    let t_w: Vec<f64> = t_b.iter().zip(sq_a.iter().zip(ea)).map(|(tb, (&s, &e))| tb + 2.0 * e as f64 + (s as f64).log2()).collect();
+                    let m_d = ed.iter().zip(sq_d).filter(|(_, s)| **s > 0.0).map(|(e, _)| *e as f64).fold(f64::NEG_INFINITY, f64::max);
+                    let m_c = (0..bsz).filter(|&x| sq_d[x] > 0.0 && sq_a[x] > 0.0).map(|x| (ed[x] + ea[x]) as f64).fold(f64::NEG_INFINITY, f64::max);
+                    self.grads[n][nd - 1 - j][l - 1] = Grad {
+                        b_rms: 0.5 * (log2_sum_exp2(t_b.iter().copied()) - lb) * LOG10_2,
+                        w_rms: 0.5 * (log2_sum_exp2(t_w.iter().copied()) - lb) * LOG10_2,
+                        b_mean: if m_d.is_finite() { (m_d + 0.5 * bmean.log2() - lb) * LOG10_2 } else { f64::NEG_INFINITY },
+                        w_mean: if m_c.is_finite() { (m_c + 0.5 * gram.max(0.0).log2() - lb) * LOG10_2 } else { f64::NEG_INFINITY },
+                        zero: sq_d.iter().all(|&v| v == 0.0),
+                    };
+                }
             }
         }
         self.brec_used = 0;
@@ -352,34 +404,43 @@ impl<'a> Run<'a> {
         }
         self.cur_layer = l;
         self.rec.layers += 1;
-        self.rec.work += (rows * n_in * n_out) as f64 + if self.p.net.weights_are_streamable() && need_weights { 25.0 * (n_in * n_out) as f64 } else { 0.0 };
+        let draw = if self.p.net.weights_are_streamable() && need_weights { 25.0 * (n_in * n_out) as f64 } else { 0.0 };
+        self.rec.work += ((rows * n_in * n_out) as f64 + draw) * self.pl.nets as f64;
         Ok(())
     }
 
-    /// Puts W^l into a weight buffer (drawn on the device, or uploaded) and returns its index.
+    /// Puts W^l of every network into a weight buffer (drawn on the device, or uploaded)
+    /// and returns the buffer's index.
     fn weights(&mut self, b: &Bufs, l: usize) -> Result<usize> {
         let net = &self.p.net;
         let (n_out, n_in) = (net.widths[l], net.widths[l - 1]);
         let (rows, s_in) = (round4(n_out), round4(n_in));
-        if let (true, NetParams::Generated { init, seed }) = (net.weights_are_streamable(), &net.params) {
-            let (kind, scale) = match init.kind {
-                InitKind::XavierUniform => (1, (6.0 / (n_in + n_out) as f64).sqrt()),
-                _ => (0, (init.layer_sigma_w2(n_in, n_out) / n_in as f64).sqrt()),
-            };
-            let params = Params {
-                n_in: n_in as u32,
-                n_out: n_out as u32,
-                s_in: s_in as u32,
-                layer: l as u32,
-                kind,
-                scale: scale as f32,
-                key_lo: *seed as u32,
-                key_hi: (*seed >> 32) as u32,
-                aux0: rows as u32,
-                ..Default::default()
-            };
-            let k = &self.ctx.draw_weights;
-            self.rec.dispatch(k, params, &[&b.w[0]], grid((rows * s_in / 4) as u64, 64));
+        if net.weights_are_streamable() {
+            let mut params = Vec::with_capacity(self.pl.nets);
+            for (n, q) in self.ps.iter().enumerate() {
+                let NetParams::Generated { init, seed } = &q.net.params else {
+                    return Err(Error::Internal("networks run together must all have generated weights".into()));
+                };
+                let (kind, scale) = match init.kind {
+                    InitKind::XavierUniform => (1, (6.0 / (n_in + n_out) as f64).sqrt()),
+                    _ => (0, (init.layer_sigma_w2(n_in, n_out) / n_in as f64).sqrt()),
+                };
+                params.push(Params {
+                    n_in: n_in as u32,
+                    n_out: n_out as u32,
+                    s_in: s_in as u32,
+                    layer: l as u32,
+                    kind,
+                    scale: scale as f32,
+                    key_lo: *seed as u32,
+                    key_hi: (*seed >> 32) as u32,
+                    aux0: rows as u32,
+                    w0: (self.pl.off(n).w / 4) as u32,
+                    ..Default::default()
+                });
+            }
+            let (gx, gy, _) = grid((rows * s_in / 4) as u64, 64);
+            self.rec.dispatch_nets(&self.ctx.draw_weights, &params, &[&b.w[0]], (gx, gy));
             return Ok(0);
         }
         let slot = self.w_used % self.pl.ring;
@@ -389,7 +450,8 @@ impl<'a> Run<'a> {
         Ok(slot)
     }
 
-    /// W^l as padded f32 rows, from stored parameters or the (cached) orthogonal draw.
+    /// W^l as padded f32 rows, from stored parameters or the (cached) orthogonal draw
+    /// (one network: stored and orthogonal weights never run side by side).
     fn host_weights(&mut self, l: usize) -> std::sync::Arc<Vec<f32>> {
         if let Some(cache) = &self.ortho_cache {
             if let Some(w) = &cache[l] {
@@ -413,56 +475,73 @@ impl<'a> Run<'a> {
         out
     }
 
-    /// Uploads b^l into the bias ring; returns (offset in floats, non-zero?).
-    fn bias(&mut self, bufs: &Bufs, l: usize) -> (u32, bool) {
-        let net = &self.p.net;
-        let n = net.widths[l];
-        let b: Cow<ndarray::Array1<f64>> = match &net.params {
-            NetParams::Generated { init, seed } => Cow::Owned(init.biases(&Stream::new(*seed), l, n)),
-            NetParams::Stored(sp) => Cow::Borrowed(&sp.b[l - 1]),
-        };
-        if b.iter().all(|&v| v == 0.0) {
-            return (0, false);
-        }
+    /// Uploads b^l of every network into the bias ring; returns the slot's offset within
+    /// each network's ring (floats) and, per network, whether its b^l is non-zero.
+    fn bias(&mut self, bufs: &Bufs, l: usize) -> (u32, Vec<bool>) {
         let slot = self.b_used;
-        self.b_used += 1;
-        let data: Vec<f32> = b.iter().map(|&v| v as f32).collect();
         let off = slot * self.pl.s;
-        self.ctx.queue.write_buffer(&bufs.bias, (off * 4) as u64, bytemuck::cast_slice(&data));
-        (off as u32, true)
+        let mut nonzero = Vec::with_capacity(self.pl.nets);
+        for (n, q) in self.ps.iter().enumerate() {
+            let net = &q.net;
+            let b: Cow<ndarray::Array1<f64>> = match &net.params {
+                NetParams::Generated { init, seed } => Cow::Owned(init.biases(&Stream::new(*seed), l, net.widths[l])),
+                NetParams::Stored(sp) => Cow::Borrowed(&sp.b[l - 1]),
+            };
+            let nz = b.iter().any(|&v| v != 0.0);
+            if nz {
+                let data: Vec<f32> = b.iter().map(|&v| v as f32).collect();
+                self.ctx.queue.write_buffer(&bufs.bias, ((self.pl.off(n).bias + off) * 4) as u64, bytemuck::cast_slice(&data));
+            }
+            nonzero.push(nz);
+        }
+        if nonzero.iter().any(|&z| z) {
+            self.b_used += 1;
+        }
+        (off as u32, nonzero)
     }
 
-    /// Forward layer l from (a_in, e_in) into (a_out, e_out) with σ′ into dsig_out.
+    /// Forward layer l of every network from (a_in, e_in) into (a_out, e_out) with σ′ into
+    /// dsig_out.
     fn forward_layer(&mut self, b: &Bufs, l: usize, io: [&wgpu::Buffer; 5]) -> Result<()> {
         let [a_in, e_in, a_out, e_out, dsig_out] = io;
         self.begin_layer(b, l, true, self.pl.b, 0)?;
         let wi = self.weights(b, l)?;
         let (bias_off, has_bias) = self.bias(b, l);
-        let net = &self.p.net;
-        let (n_out, n_in) = (net.widths[l], net.widths[l - 1]);
-        let (kind, alpha) = activation_id(net.activation_at(l));
-        let mut flags = if self.scaled { FLAG_SCALED } else { 0 } | if has_bias { FLAG_BIAS } else { 0 };
-        if l < self.pl.l {
-            flags |= FLAG_REC_NEXT;
-        }
-        let pr = Params {
-            batch: self.pl.b as u32,
-            n_in: n_in as u32,
-            n_out: n_out as u32,
-            s_in: round4(n_in) as u32,
-            s_out: round4(n_out) as u32,
-            layer: l as u32,
-            kind,
-            flags,
-            alpha,
-            rec: ((l - 1) * self.pl.rs) as u32,
-            rec_next: (l * self.pl.rs) as u32,
-            aux1: bias_off,
-            ..Default::default()
-        };
+        let (n_out, n_in) = (self.p.net.widths[l], self.p.net.widths[l - 1]);
+        let params: Vec<Params> = self
+            .ps
+            .iter()
+            .enumerate()
+            .map(|(n, q)| {
+                let o = self.pl.off(n);
+                let (kind, alpha) = activation_id(q.net.activation_at(l));
+                let mut flags = if self.scaled[n] { FLAG_SCALED } else { 0 } | if has_bias[n] { FLAG_BIAS } else { 0 };
+                if l < self.pl.l {
+                    flags |= FLAG_REC_NEXT;
+                }
+                Params {
+                    batch: self.pl.b as u32,
+                    n_in: n_in as u32,
+                    n_out: n_out as u32,
+                    s_in: round4(n_in) as u32,
+                    s_out: round4(n_out) as u32,
+                    layer: l as u32,
+                    kind,
+                    flags,
+                    alpha,
+                    rec: (o.rec + (l - 1) * self.pl.rs) as u32,
+                    rec_next: (o.rec + l * self.pl.rs) as u32,
+                    aux1: (o.bias + bias_off as usize) as u32,
+                    row0: o.row0 as u32,
+                    w0: (o.w / 4) as u32,
+                    ..Default::default()
+                }
+            })
+            .collect();
         let (mm, groups) = self.ctx.mm_forward_on(self.ctx.matmul, n_out, self.pl.b);
-        self.rec.dispatch(mm, pr, &[a_in, &b.w[wi], &b.bias, e_in, &b.z], groups);
-        self.rec.dispatch(&self.ctx.forward_post, pr, &[&b.z, a_out, dsig_out, e_in, e_out, &b.rec], grid(self.pl.b as u64, 1));
+        self.rec.dispatch_nets(mm, &params, &[a_in, &b.w[wi], &b.bias, e_in, &b.z], (groups.0, groups.1));
+        let (gx, gy, _) = grid(self.pl.b as u64, 1);
+        self.rec.dispatch_nets(&self.ctx.forward_post, &params, &[&b.z, a_out, dsig_out, e_in, e_out, &b.rec], (gx, gy));
         Ok(())
     }
 
@@ -484,11 +563,16 @@ impl<'a> Run<'a> {
             self.forward_layer(b, l, [a_in, e_in, a_out, e_out, &b.keep_d[i]])?;
             if let (true, Ok(q)) = (self.capture, self.ds.binary_search(&l)) {
                 // Depth l's output a^l (and z^l) for its output error, computed on the host.
-                let (ef, n) = ((self.pl.err_floats() * 4) as u64, self.pl.b as u64 * 4);
-                self.rec.copy(a_out, 0, &b.errs, q as u64 * ef, ef);
-                self.rec.copy(e_out, 0, &b.err_e, q as u64 * n, n);
-                if self.p.net.cost == Cost::CrossEntropy {
-                    self.rec.copy(&b.z, 0, &b.out_z, q as u64 * ef, ef);
+                let (ef, bsz) = (self.pl.err_floats(), self.pl.b);
+                let s_l = round4(self.p.net.widths[l]);
+                for n in 0..self.pl.nets {
+                    let o = self.pl.off(n);
+                    let (src, dst) = ((o.row0 * s_l * 4) as u64, ((o.errs + q * ef) * 4) as u64);
+                    self.rec.copy(a_out, src, &b.errs, dst, (ef * 4) as u64);
+                    self.rec.copy(e_out, (o.row0 * 4) as u64, &b.err_e, ((o.err_e + q * bsz) * 4) as u64, (bsz * 4) as u64);
+                    if self.p.net.cost == Cost::CrossEntropy {
+                        self.rec.copy(&b.z, src, &b.out_z, dst, (ef * 4) as u64);
+                    }
                 }
             }
         }
@@ -519,34 +603,44 @@ impl Run<'_> {
         if join.is_some() {
             flags |= FLAG_JOIN;
         }
-        let pr = Params {
-            batch: bsz as u32,
-            n_in: n_in as u32,
-            n_out: n_out as u32,
-            s_in: round4(n_in) as u32,
-            s_out: round4(n_out) as u32,
-            layer: l as u32,
-            flags,
-            rec: ((l - 1) * self.pl.rs) as u32,
-            aux0: self.pl.p1 as u32,
-            blocks: blocks as u32,
-            brec: off as u32,
-            bstride: rb as u32,
-            err: (q * self.pl.err_floats()) as u32,
-            err_e: (q * bsz) as u32,
-            ..Default::default()
-        };
+        let params: Vec<Params> = (0..self.pl.nets)
+            .map(|n| {
+                let o = self.pl.off(n);
+                Params {
+                    batch: bsz as u32,
+                    n_in: n_in as u32,
+                    n_out: n_out as u32,
+                    s_in: round4(n_in) as u32,
+                    s_out: round4(n_out) as u32,
+                    layer: l as u32,
+                    flags,
+                    rec: (o.rec + (l - 1) * self.pl.rs) as u32,
+                    aux0: self.pl.p1 as u32,
+                    blocks: blocks as u32,
+                    brec: (o.brec + off) as u32,
+                    bstride: rb as u32,
+                    err: (o.errs + q * self.pl.err_floats()) as u32,
+                    err_e: (o.err_e + q * bsz) as u32,
+                    row0: o.row0 as u32,
+                    srow0: o.srow0 as u32,
+                    w0: (o.w / 4) as u32,
+                    ..Default::default()
+                }
+            })
+            .collect();
         let ctx = self.ctx;
         let nb = blocks as u32;
-        self.rec.dispatch(&ctx.backward_post, pr, &[&b.g, &b.keep_d[i], &b.delta, &b.ed, &b.brec, &b.errs, &b.err_e], grid((blocks * bsz) as u64, 1));
-        self.rec.dispatch(&ctx.batch_mean, pr, &[&b.delta, &b.brec], ((MEAN_PARTS / 64) as u32, nb, 1));
-        self.rec.dispatch(&ctx.gram, pr, &[&b.delta, a_prev, &b.brec, &b.rec], ((GRAM_PARTS / 64) as u32, nb, 1));
+        let (gx, gy, _) = grid((blocks * bsz) as u64, 1);
+        self.rec.dispatch_nets(&ctx.backward_post, &params, &[&b.g, &b.keep_d[i], &b.delta, &b.ed, &b.brec, &b.errs, &b.err_e], (gx, gy));
+        self.rec.dispatch_nets(&ctx.batch_mean, &params, &[&b.delta, &b.brec], ((MEAN_PARTS / 64) as u32, nb));
+        self.rec.dispatch_nets(&ctx.gram, &params, &[&b.delta, a_prev, &b.brec, &b.rec], ((GRAM_PARTS / 64) as u32, nb));
         if l > 1 {
             let wi = self.weights(b, l)?;
             let rows = blocks * bsz;
-            let pm = Params { batch: rows as u32, ..pr };
+            // The product reads and writes the stacked rows.
+            let pm: Vec<Params> = params.iter().map(|pr| Params { batch: rows as u32, row0: pr.srow0, ..*pr }).collect();
             let (mm, groups) = ctx.mm_backward_on(ctx.matmul, n_in, rows);
-            self.rec.dispatch(mm, pm, &[&b.delta, &b.w[wi], &b.g], groups);
+            self.rec.dispatch_nets(mm, &pm, &[&b.delta, &b.w[wi], &b.g], (groups.0, groups.1));
         }
         Ok(())
     }
@@ -634,7 +728,7 @@ fn weight_norms(p: &Problem, norms: &CpuBackend, known: &[Option<f64>], cancel: 
     out
 }
 
-/// What the device part of the probe hands to the host assembly.
+/// What the device part of the probe hands to the host assembly, per network.
 enum DeviceOut {
     /// z was not finite at this layer (the first such); the forward records up to it.
     Overflow { layer: usize, frec: Vec<f32> },
@@ -645,82 +739,20 @@ fn f32s(bytes: &[u8]) -> Vec<f32> {
     bytemuck::pod_collect_to_vec(bytes)
 }
 
-fn run_device(ctx: &Context, p: &Problem, pl: Plan, ds: &[usize]) -> Result<(DeviceOut, Plan)> {
+/// Each depth's output error e_x = a^d_x − y_x of one network as mantissa and exponent, in
+/// f64 as on the CPU, padded for the device; with log2 ‖e_x‖ per example and log10 C.
+struct OutputErrors {
+    err: Vec<f32>,
+    err_e: Vec<i32>,
+    log2_err: Vec<Vec<f64>>,
+    log10_cost: Vec<f64>,
+}
+
+fn output_errors(p: &Problem, pl: &Plan, outs: &[f32], out_e: &[i32], zs: &[f32]) -> OutputErrors {
     let net = &p.net;
-    let (big_l, bsz) = (net.depth(), p.batch());
-    let scaled = net.activation.is_homogeneous();
-    let ce = net.cost == Cost::CrossEntropy;
-    let bufs = Bufs::new(ctx, &pl, ce).map_err(|e| match e {
-        Error::Device(m) => Error::Device(format!("{m} (the probe needs about {} MiB of GPU memory in all; lower --batch, --width or --depth)", pl.bytes() >> 20)),
-        e => e,
-    })?;
-    let ortho = matches!(&net.params, NetParams::Generated { .. }) && !net.weights_are_streamable();
-    let ortho_bytes: u64 = (1..=big_l).map(|l| (round4(net.widths[l]) * round4(net.widths[l - 1]) * 4) as u64).sum();
-    let mut run = Run {
-        ctx,
-        p,
-        pl,
-        rec: Recorder::new(ctx),
-        scaled,
-        ds,
-        capture: true,
-        w_used: 0,
-        b_used: 0,
-        brec_used: 0,
-        pending: Vec::new(),
-        frec: Vec::new(),
-        grads: ds.iter().map(|&d| vec![Grad::default(); d]).collect(),
-        phase: "forward pass",
-        first_layer: 1,
-        cur_layer: 1,
-        ortho_cache: if ortho && ortho_bytes <= ORTHO_CACHE_BUDGET { Some(vec![None; big_l + 1]) } else { None },
-    };
-    let (bp, rs, nd, ef, s_top) = (run.pl.bp, run.pl.rs, run.pl.nd, run.pl.err_floats(), run.pl.s_top);
-
-    // a^0 (renormalised for homogeneous σ, as on the CPU) and layer 1's record of it.
-    let mut a0 = p.inputs.clone();
-    let mut e0 = vec![0i64; bsz];
-    if scaled {
-        renormalise_rows(&mut a0, &mut e0);
-    }
-    let s0 = round4(net.widths[0]);
-    ctx.queue.write_buffer(&bufs.ckpt_a[0], 0, bytemuck::cast_slice(&padded(&a0, bp, s0)));
-    let e0_32: Vec<i32> = e0.iter().map(|&e| e as i32).collect();
-    ctx.queue.write_buffer(&bufs.ckpt_e[0], 0, bytemuck::cast_slice(&e0_32));
-    let mut rec1 = vec![0f32; 2 * bsz];
-    for x in 0..bsz {
-        rec1[x] = a0.row(x).dot(&a0.row(x)) as f32;
-        rec1[bsz + x] = e0[x] as f32;
-    }
-    ctx.queue.write_buffer(&bufs.rec, (bsz * 4) as u64, bytemuck::cast_slice(&rec1));
-
-    // Forward pass: checkpoints every K layers; the last segment's rows stay for backward;
-    // every requested depth's output is captured.
-    let nseg = run.pl.nseg;
-    for g in 0..nseg {
-        run.forward_segment(&bufs, g, if g + 1 < nseg { Some(g + 1) } else { None })?;
-    }
-    run.flush(&bufs)?;
-    run.capture = false;
-    let what = || "reading the forward pass back".to_string();
-    run.frec = f32s(&ctx.read(&bufs.rec, 0, (big_l * rs * 4) as u64, &what)?);
-    for l in 1..=big_l {
-        let r = &run.frec[(l - 1) * rs..];
-        if (0..bsz).any(|x| r[5 * bsz + x] != 1.0) {
-            return Ok((DeviceOut::Overflow { layer: l, frec: std::mem::take(&mut run.frec) }, run.pl));
-        }
-    }
-
-    // Each depth's output error e_x = a^d_x − y_x as mantissa and exponent, in f64 as on
-    // the CPU, written back in place of a^d.
-    let nl = net.widths[big_l];
-    let outs = f32s(&ctx.read(&bufs.errs, 0, (nd * ef * 4) as u64, &what)?);
-    let out_e: Vec<i32> = bytemuck::pod_collect_to_vec(&ctx.read(&bufs.err_e, 0, (nd * bsz * 4) as u64, &what)?);
-    let zs = if ce { f32s(&ctx.read(&bufs.out_z, 0, (nd * ef * 4) as u64, &what)?) } else { Vec::new() };
-    let mut err_up = vec![0f32; nd * ef];
-    let mut err_e_up = vec![0i32; nd * bsz];
-    let mut log2_errs = Vec::with_capacity(nd);
-    let mut costs = Vec::with_capacity(nd);
+    let (bsz, nd, ef, s_top) = (p.batch(), pl.nd, pl.err_floats(), pl.s_top);
+    let nl = net.widths[net.depth()];
+    let mut r = OutputErrors { err: vec![0f32; nd * ef], err_e: vec![0i32; nd * bsz], log2_err: Vec::with_capacity(nd), log10_cost: Vec::with_capacity(nd) };
     for q in 0..nd {
         let a_hat = unpad(&outs[q * ef..(q + 1) * ef], bsz, nl, s_top);
         let mut err = a_hat.clone();
@@ -742,7 +774,7 @@ fn run_device(ctx: &Context, p: &Problem, pl: Plan, ds: &[usize]) -> Result<(Dev
             }
         }
         let log2_err: Vec<f64> = err.rows().into_iter().zip(&e_err).map(|(r, &e)| e as f64 + 0.5 * r.dot(&r).log2()).collect();
-        costs.push(match net.cost {
+        r.log10_cost.push(match net.cost {
             Cost::Quadratic => (log2_sum_exp2(log2_err.iter().map(|v| 2.0 * v)) - 1.0 - (bsz as f64).log2()) * LOG10_2,
             Cost::CrossEntropy => {
                 let z = unpad(&zs[q * ef..(q + 1) * ef], bsz, nl, s_top);
@@ -750,19 +782,117 @@ fn run_device(ctx: &Context, p: &Problem, pl: Plan, ds: &[usize]) -> Result<(Dev
                 c.log10()
             }
         });
-        log2_errs.push(log2_err);
+        r.log2_err.push(log2_err);
         renormalise_rows(&mut err, &mut e_err);
-        for (x, r) in err.rows().into_iter().enumerate() {
-            for (j, v) in r.iter().enumerate() {
-                err_up[q * ef + x * s_top + j] = *v as f32;
+        for (x, row) in err.rows().into_iter().enumerate() {
+            for (j, v) in row.iter().enumerate() {
+                r.err[q * ef + x * s_top + j] = *v as f32;
             }
         }
         for (x, &e) in e_err.iter().enumerate() {
-            err_e_up[q * bsz + x] = e.clamp(i32::MIN as i64 / 2, i32::MAX as i64 / 2) as i32;
+            r.err_e[q * bsz + x] = e.clamp(i32::MIN as i64 / 2, i32::MAX as i64 / 2) as i32;
         }
     }
-    ctx.queue.write_buffer(&bufs.errs, 0, bytemuck::cast_slice(&err_up));
-    ctx.queue.write_buffer(&bufs.err_e, 0, bytemuck::cast_slice(&err_e_up));
+    r
+}
+
+/// The device part of a probe of `ps` (one network, or several of equal shape side by side):
+/// forward pass with checkpoints, output errors on the host, stacked backward pass.
+fn run_device(ctx: &Context, ps: &[&Problem], pl: Plan, ds: &[usize]) -> Result<(Vec<DeviceOut>, Plan)> {
+    let p = ps[0];
+    let net = &p.net;
+    let (big_l, bsz, nets) = (net.depth(), p.batch(), ps.len());
+    let ce = net.cost == Cost::CrossEntropy;
+    let bufs = Bufs::new(ctx, &pl, ce).map_err(|e| match e {
+        Error::Device(m) => Error::Device(format!("{m} (the probe needs about {} MiB of GPU memory in all; lower --batch, --width or --depth)", pl.bytes() >> 20)),
+        e => e,
+    })?;
+    let ortho = matches!(&net.params, NetParams::Generated { .. }) && !net.weights_are_streamable();
+    let ortho_bytes: u64 = (1..=big_l).map(|l| (round4(net.widths[l]) * round4(net.widths[l - 1]) * 4) as u64).sum();
+    let mut run = Run {
+        ctx,
+        ps,
+        p,
+        pl,
+        rec: Recorder::new(ctx),
+        scaled: ps.iter().map(|q| q.net.activation.is_homogeneous()).collect(),
+        ds,
+        capture: true,
+        w_used: 0,
+        b_used: 0,
+        brec_used: 0,
+        pending: Vec::new(),
+        frec: Vec::new(),
+        grads: vec![ds.iter().map(|&d| vec![Grad::default(); d]).collect(); nets],
+        phase: "forward pass",
+        first_layer: 1,
+        cur_layer: 1,
+        ortho_cache: if ortho && ortho_bytes <= ORTHO_CACHE_BUDGET { Some(vec![None; big_l + 1]) } else { None },
+    };
+    let (bp, rs, nd, ef) = (run.pl.bp, run.pl.rs, run.pl.nd, run.pl.err_floats());
+
+    // a^0 of each network (renormalised for homogeneous σ, as on the CPU) and layer 1's
+    // record of it.
+    let s0 = round4(net.widths[0]);
+    for (n, q) in ps.iter().enumerate() {
+        let o = run.pl.off(n);
+        let mut a0 = q.inputs.clone();
+        let mut e0 = vec![0i64; bsz];
+        if run.scaled[n] {
+            renormalise_rows(&mut a0, &mut e0);
+        }
+        ctx.queue.write_buffer(&bufs.ckpt_a[0], (o.row0 * s0 * 4) as u64, bytemuck::cast_slice(&padded(&a0, bp, s0)));
+        let e0_32: Vec<i32> = e0.iter().map(|&e| e as i32).collect();
+        ctx.queue.write_buffer(&bufs.ckpt_e[0], (o.row0 * 4) as u64, bytemuck::cast_slice(&e0_32));
+        let mut rec1 = vec![0f32; 2 * bsz];
+        for x in 0..bsz {
+            rec1[x] = a0.row(x).dot(&a0.row(x)) as f32;
+            rec1[bsz + x] = e0[x] as f32;
+        }
+        ctx.queue.write_buffer(&bufs.rec, ((o.rec + bsz) * 4) as u64, bytemuck::cast_slice(&rec1));
+    }
+
+    // Forward pass: checkpoints every K layers; the last segment's rows stay for backward;
+    // every requested depth's output is captured.
+    let nseg = run.pl.nseg;
+    for g in 0..nseg {
+        run.forward_segment(&bufs, g, if g + 1 < nseg { Some(g + 1) } else { None })?;
+    }
+    run.flush(&bufs)?;
+    run.capture = false;
+    let what = || "reading the forward pass back".to_string();
+    run.frec = f32s(&ctx.read(&bufs.rec, 0, (nets * big_l * rs * 4) as u64, &what)?);
+    let overflow: Vec<Option<usize>> = (0..nets)
+        .map(|n| {
+            let f = &run.frec[run.pl.off(n).rec..];
+            (1..=big_l).find(|&l| (0..bsz).any(|x| f[(l - 1) * rs + 5 * bsz + x] != 1.0))
+        })
+        .collect();
+    let net_frec = |frec: &[f32], n: usize| frec[n * big_l * rs..(n + 1) * big_l * rs].to_vec();
+    if overflow.iter().all(Option::is_some) {
+        let frec = std::mem::take(&mut run.frec);
+        let out = overflow.iter().enumerate().map(|(n, o)| DeviceOut::Overflow { layer: o.unwrap(), frec: net_frec(&frec, n) }).collect();
+        return Ok((out, run.pl));
+    }
+
+    // Each depth's output error, written back in place of a^d (zeros for a network whose
+    // forward pass overflowed: its backward pass is not used).
+    let outs = f32s(&ctx.read(&bufs.errs, 0, (nets * nd * ef * 4) as u64, &what)?);
+    let out_e: Vec<i32> = bytemuck::pod_collect_to_vec(&ctx.read(&bufs.err_e, 0, (nets * nd * bsz * 4) as u64, &what)?);
+    let zs = if ce { f32s(&ctx.read(&bufs.out_z, 0, (nets * nd * ef * 4) as u64, &what)?) } else { vec![0f32; nets * nd * ef] };
+    let mut errs: Vec<Option<OutputErrors>> = Vec::with_capacity(nets);
+    for (n, q) in ps.iter().enumerate() {
+        let o = run.pl.off(n);
+        let (e0, e1, x0, x1) = (o.errs, o.errs + nd * ef, o.err_e, o.err_e + nd * bsz);
+        let oe = overflow[n].is_none().then(|| output_errors(q, &run.pl, &outs[e0..e1], &out_e[x0..x1], &zs[e0..e1]));
+        let (err, err_e) = match &oe {
+            Some(oe) => (oe.err.clone(), oe.err_e.clone()),
+            None => (vec![0f32; nd * ef], vec![0i32; nd * bsz]),
+        };
+        ctx.queue.write_buffer(&bufs.errs, (e0 * 4) as u64, bytemuck::cast_slice(&err));
+        ctx.queue.write_buffer(&bufs.err_e, (x0 * 4) as u64, bytemuck::cast_slice(&err_e));
+        errs.push(oe);
+    }
 
     // Backward, one segment at a time from the top, recomputing each from its checkpoint;
     // depths join as the pass reaches their top layers.
@@ -783,7 +913,16 @@ fn run_device(ctx: &Context, p: &Problem, pl: Plan, ds: &[usize]) -> Result<(Dev
     run.flush(&bufs)?;
     let frec = std::mem::take(&mut run.frec);
     let grads = std::mem::take(&mut run.grads);
-    Ok((DeviceOut::Done { frec, grads, log2_err: log2_errs, log10_cost: costs }, run.pl))
+    let out = grads
+        .into_iter()
+        .zip(errs)
+        .enumerate()
+        .map(|(n, (grads, oe))| match oe {
+            Some(oe) => DeviceOut::Done { frec: net_frec(&frec, n), grads, log2_err: oe.log2_err, log10_cost: oe.log10_cost },
+            None => DeviceOut::Overflow { layer: overflow[n].unwrap_or(big_l), frec: net_frec(&frec, n) },
+        })
+        .collect();
+    Ok((out, run.pl))
 }
 
 /// log2 ‖W^l‖₂ for l = 1..=L as [`probe_depths`] finds them (device, cache, then host).
@@ -815,44 +954,117 @@ pub fn probe(ctx: &Context, p: &Problem, device: String, opts: Opts<'_>) -> Resu
 /// A depth outside 1..=L, a linear output layer with more than one depth, unequal output
 /// widths, a job that does not fit the device, or a device failure.
 pub fn probe_depths(ctx: &Context, p: &Problem, depths: &[usize], device: String, opts: Opts<'_>) -> Result<Vec<Report>> {
-    let Opts { keep_budget, norms, device_norms } = opts;
-    let net = &p.net;
-    let big_l = net.depth();
-    let ds = crate::backend::validate_depths(net, depths)?;
-    let top = *ds.last().unwrap();
-    let q: Cow<Problem> = if top == big_l {
-        Cow::Borrowed(p)
-    } else {
-        let mut q = p.clone();
-        q.net.widths.truncate(top + 1);
-        Cow::Owned(q)
-    };
-    let p = &*q;
-    let net = &p.net;
-    let per_pass = max_depths_per_pass(ctx, p);
-    if ds.len() > per_pass {
-        // More depths than one stacked buffer holds: several passes, each to its own top.
-        let mut out = Vec::with_capacity(ds.len());
-        for chunk in ds.chunks(per_pass) {
-            out.extend(probe_depths(ctx, p, chunk, device.clone(), opts)?);
+    let mut v = probe_depths_many(ctx, &[p], depths, device, opts)?;
+    v.pop().ok_or_else(|| Error::Internal("one network, one list of reports".into()))
+}
+
+/// Why `ps` cannot run side by side in one dispatch, if they cannot: they must share widths,
+/// batch, cost and output layer, and (when more than one) have generated, non-orthogonal
+/// weights (drawn on the device). Activation, init, σ_w, σ_b, seed, inputs and targets may
+/// all differ.
+pub fn batch_mismatch(ps: &[&Problem]) -> Option<String> {
+    let p = ps.first()?;
+    for q in ps {
+        if q.net.widths != p.net.widths || q.batch() != p.batch() || q.net.cost != p.net.cost || q.net.linear_output != p.net.linear_output {
+            return Some("networks run together need equal widths, batch, cost and output layer".into());
+        }
+        if ps.len() > 1 && !q.net.weights_are_streamable() {
+            return Some("only generated, non-orthogonal weights run several networks together".into());
+        }
+    }
+    None
+}
+
+/// [`probe_depths`] for several networks of equal shape at once (see [`batch_mismatch`]):
+/// every dispatch covers all of them (workgroup_id.z = network), so a sweep over
+/// activations, σ_w², σ_b² and seeds at one width pays for one dispatch per kernel and layer
+/// instead of one per network. Each network's reports equal its own [`probe_depths`] bit for
+/// bit (the same kernels on the same numbers).
+///
+/// # Errors
+/// As [`probe_depths`]; an internal error when the networks cannot run together.
+pub fn probe_depths_many(ctx: &Context, ps: &[&Problem], depths: &[usize], device: String, opts: Opts<'_>) -> Result<Vec<Vec<Report>>> {
+    if let Some(why) = batch_mismatch(ps) {
+        return Err(Error::Internal(why));
+    }
+    if ps.len() > MAX_NETS {
+        let mut out = Vec::with_capacity(ps.len());
+        for chunk in ps.chunks(MAX_NETS) {
+            out.extend(probe_depths_many(ctx, chunk, depths, device.clone(), opts)?);
         }
         return Ok(out);
     }
-    let pl = Plan::new(ctx, p, keep_budget, ds.len())?;
+    let Opts { keep_budget, norms, device_norms } = opts;
+    let big_l = ps[0].net.depth();
+    let ds = crate::backend::validate_depths(&ps[0].net, depths)?;
+    let top = *ds.last().unwrap();
+    let qs: Vec<Cow<Problem>> = ps
+        .iter()
+        .map(|&p| {
+            if top == big_l {
+                Cow::Borrowed(p)
+            } else {
+                let mut q = p.clone();
+                q.net.widths.truncate(top + 1);
+                Cow::Owned(q)
+            }
+        })
+        .collect();
+    let ps: Vec<&Problem> = qs.iter().map(|q| &**q).collect();
+    let (p, nets) = (ps[0], ps.len());
+    let per_pass = max_depths_per_pass(ctx, p, nets);
+    if ds.len() > per_pass {
+        // More depths than one stacked buffer holds: several passes, each to its own top.
+        let mut out = vec![Vec::with_capacity(ds.len()); nets];
+        for chunk in ds.chunks(per_pass) {
+            for (o, r) in out.iter_mut().zip(probe_depths_many(ctx, &ps, chunk, device.clone(), opts)?) {
+                o.extend(r);
+            }
+        }
+        return Ok(out);
+    }
+    let pl = match Plan::new(ctx, p, keep_budget, ds.len(), nets) {
+        Ok(pl) => pl,
+        Err(Error::Device(_)) if nets > 1 => {
+            // Too big side by side: half as many at once.
+            let (a, b) = ps.split_at(nets / 2);
+            let mut out = probe_depths_many(ctx, a, &ds, device.clone(), opts)?;
+            out.extend(probe_depths_many(ctx, b, &ds, device, opts)?);
+            return Ok(out);
+        }
+        Err(e) => return Err(e),
+    };
     // Spectral norms of generated weights on the device first (or from the cache); the rest
     // on the host's cores while the device runs the probe.
-    let known = if device_norms { super::norms::device_norms(ctx, p, norms)? } else { vec![None; net.depth() + 1] };
+    let mut known = Vec::with_capacity(nets);
+    for q in &ps {
+        known.push(if device_norms { super::norms::device_norms(ctx, q, norms)? } else { vec![None; q.net.depth() + 1] });
+    }
     let cancel = std::sync::atomic::AtomicBool::new(false);
-    let (dev, log2_wnorm) = std::thread::scope(|sc| {
-        let norms = sc.spawn(|| weight_norms(p, norms, &known, &cancel));
-        let dev = run_device(ctx, p, pl, &ds);
+    let (dev, log2_wnorms) = std::thread::scope(|sc| {
+        let host = sc.spawn(|| ps.iter().zip(&known).map(|(q, k)| weight_norms(q, norms, k, &cancel)).collect::<Vec<_>>());
+        let dev = run_device(ctx, &ps, pl, &ds);
         if dev.is_err() {
             cancel.store(true, Ordering::Relaxed);
         }
-        (dev, norms.join())
+        (dev, host.join())
     });
     let (dev, pl) = dev?;
-    let log2_wnorm = log2_wnorm.map_err(|_| Error::Internal("the spectral-norm thread panicked".into()))?;
+    let log2_wnorms = log2_wnorms.map_err(|_| Error::Internal("the spectral-norm thread panicked".into()))?;
+    let mut out = Vec::with_capacity(nets);
+    for ((q, d), w) in ps.iter().zip(dev).zip(&log2_wnorms) {
+        out.push(assemble(ctx, q, &ds, &pl, w, d, &device, opts)?);
+    }
+    Ok(out)
+}
+
+/// One network's reports from its device output and spectral norms, with the CPU
+/// backend's arithmetic for the bounds.
+#[allow(clippy::too_many_arguments)]
+fn assemble(ctx: &Context, p: &Problem, ds: &[usize], pl: &Plan, log2_wnorm: &[f64], dev: DeviceOut, device: &str, opts: Opts<'_>) -> Result<Vec<Report>> {
+    let net = &p.net;
+    let top = *ds.last().unwrap();
+    let device = device.to_string();
     let bsz = p.batch();
     let maxd = |frec: &[f32], l: usize| -> Vec<f64> { (0..bsz).map(|x| frec[(l - 1) * pl.rs + x] as f64).collect() };
     let layer = |l: usize, frec: &[f32], maxd_ok: bool, status: LayerStatus| {
