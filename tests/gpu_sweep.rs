@@ -237,3 +237,63 @@ fn networks_batched_in_one_dispatch_equal_their_own_probes() {
         assert!(c.passed(), "network {k}: {}", c.summary(8));
     }
 }
+
+/// `gradscope sweep --backend gpu` batches groups of one width into shared dispatches; the
+/// batches of a 3-shard run differ from a single run's, yet the merged shards equal the
+/// single run byte for byte (summary.csv, summary.npy, every profile), and one group run on
+/// its own (a one-configuration sweep) equals its row of the batched sweep.
+#[test]
+fn gpu_sweep_batches_do_not_change_results() {
+    if gpu("gpu_sweep_batches_do_not_change_results").is_none() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |dir: &Path, acts: &str, sw2: &str, extra: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_gradscope"))
+            .args(["sweep", "-o", dir.to_str().unwrap(), "--widths", "20,12", "--activations", acts, "--sigma-w2", sw2, "--sigma-b2", "0,0.05"])
+            .args(["--depths", "2..18:4", "--batch", "3", "--seeds", "1,2", "--backend", "gpu", "-q"])
+            .args(extra)
+            .env("XDG_RUNTIME_DIR", std::env::var("XDG_RUNTIME_DIR").unwrap_or_else(|_| "/tmp".into()))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "sweep {extra:?}: {}", String::from_utf8_lossy(&o.stderr));
+    };
+    let whole = tmp.path().join("whole");
+    run(&whole, "tanh,relu,sigmoid", "0.8,2", &[]);
+    let mut args = vec!["merge".to_string(), "-o".into(), tmp.path().join("merged").to_str().unwrap().into()];
+    for k in 1..=3 {
+        let d = tmp.path().join(format!("shard{k}"));
+        run(&d, "tanh,relu,sigmoid", "0.8,2", &["--shard", &format!("{k}/3")]);
+        args.push(d.to_str().unwrap().into());
+    }
+    let o = Command::new(env!("CARGO_BIN_EXE_gradscope")).args(&args).output().unwrap();
+    assert!(o.status.success(), "merge: {}", String::from_utf8_lossy(&o.stderr));
+    let merged = tmp.path().join("merged");
+    for f in ["summary.csv", "summary.npy"] {
+        assert_eq!(std::fs::read(merged.join(f)).unwrap(), std::fs::read(whole.join(f)).unwrap(), "{f} differs");
+    }
+    let profiles: Vec<_> = std::fs::read_dir(whole.join("profiles")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(!profiles.is_empty());
+    for f in &profiles {
+        assert_eq!(std::fs::read(merged.join("profiles").join(f)).unwrap(), std::fs::read(whole.join("profiles").join(f)).unwrap(), "{f:?} differs");
+    }
+    // One configuration alone: relu, σ_w² = 2, σ_b² = 0.05 at width 20, seed 2.
+    let alone = tmp.path().join("alone");
+    let o = Command::new(env!("CARGO_BIN_EXE_gradscope"))
+        .args(["sweep", "-o", alone.to_str().unwrap(), "--widths", "20", "--activations", "relu", "--sigma-w2", "2", "--sigma-b2", "0.05"])
+        .args(["--depths", "2..18:4", "--batch", "3", "--seeds", "2", "--backend", "gpu", "-q"])
+        .env("XDG_RUNTIME_DIR", std::env::var("XDG_RUNTIME_DIR").unwrap_or_else(|_| "/tmp".into()))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let key = |r: &HashMap<String, String>| (r["activation"].clone(), r["sigma_w2"].clone(), r["sigma_b2"].clone(), r["width"].clone(), r["seed"].clone(), r["depth"].clone());
+    let batched: HashMap<_, _> = read_summary(&whole).into_iter().map(|r| (key(&r), r)).collect();
+    let rows = read_summary(&alone);
+    assert_eq!(rows.len(), 5);
+    for r in rows {
+        let b = &batched[&key(&r)];
+        for col in ["log10_grad_b_rms_first", "log10_grad_w_rms_first", "log10_bound_first"] {
+            assert_eq!(r[col], b[col], "{col} at {:?}: alone vs batched", key(&r));
+        }
+    }
+}

@@ -108,6 +108,11 @@ impl Engine {
         }
     }
 
+    /// True when [`Engine::probe_depths_many`] runs networks side by side (the GPU).
+    pub fn batches_networks(&self) -> bool {
+        !matches!(self, Engine::Cpu(_))
+    }
+
     /// [`Engine::probe_depths`] of several networks, one list of reports per network: on the
     /// GPU, networks of equal shape share every dispatch
     /// ([`gpu::GpuBackend::probe_depths_many`]); on the CPU, one after the other.

@@ -249,7 +249,46 @@ impl SweepPlan {
         }
         engine.probe_depths(&p, &self.depths)
     }
+
+    /// The groups of `todo` in the batches [`SweepPlan::run_groups`] runs: on the GPU, groups
+    /// of equal width with generated, non-orthogonal weights go [`NETS_PER_DISPATCH`] at a
+    /// time (one dispatch per kernel and layer covers them all); otherwise one group a batch.
+    pub fn batches<'g>(&self, engine: &Engine, todo: &[&'g Group]) -> Vec<Vec<&'g Group>> {
+        if !engine.batches_networks() {
+            return todo.iter().map(|g| vec![*g]).collect();
+        }
+        let mut out: Vec<Vec<&Group>> = Vec::new();
+        let mut open: Vec<(usize, Vec<&Group>)> = Vec::new();
+        for g in todo {
+            if g.init == InitKind::Orthogonal.to_string() {
+                out.push(vec![*g]);
+                continue;
+            }
+            match open.iter_mut().find(|(w, _)| *w == g.width) {
+                Some((_, b)) => b.push(*g),
+                None => open.push((g.width, vec![*g])),
+            }
+            if let Some(i) = open.iter().position(|(_, b)| b.len() == NETS_PER_DISPATCH) {
+                out.push(open.swap_remove(i).1);
+            }
+        }
+        out.extend(open.into_iter().map(|(_, b)| b));
+        out
+    }
+
+    /// Runs a batch of groups (see [`SweepPlan::batches`]): one list of reports per group.
+    pub fn run_groups(&self, engine: &Engine, batch: &[&Group]) -> Result<Vec<Vec<Report>>> {
+        if let [g] = batch {
+            return Ok(vec![self.run_group(engine, g)?]);
+        }
+        let ps = batch.iter().map(|g| self.problem(g)).collect::<Result<Vec<_>>>()?;
+        let refs: Vec<&Problem> = ps.iter().collect();
+        engine.probe_depths_many(&refs, &self.depths)
+    }
 }
+
+/// Sweep configurations of one width that one GPU dispatch covers.
+pub const NETS_PER_DISPATCH: usize = 16;
 
 impl SweepPlan {
     /// The mean-field predicted log10 grad_b_rms profile of each depth of a group (None
@@ -413,11 +452,15 @@ pub fn run(plan: &SweepPlan, opts: &RunOptions) -> Result<RunSummary> {
     let skipped = mine.len() - todo.len();
     let t0 = Instant::now();
     let mut bar = store::Progress::new(opts.progress, todo.len(), skipped);
-    for g in &todo {
+    for batch in plan.batches(&engine, &todo) {
         let tg = Instant::now();
-        let reports = plan.run_group(&engine, g)?;
-        dir.write_group(plan, g, &reports, tg.elapsed().as_secs_f64())?;
-        bar.tick(g, plan.depths.len());
+        let reports = plan.run_groups(&engine, &batch)?;
+        // Each group of a batch is written (and counts as finished) when the batch is done.
+        let secs = tg.elapsed().as_secs_f64() / batch.len() as f64;
+        for (g, r) in batch.iter().zip(&reports) {
+            dir.write_group(plan, g, r, secs)?;
+            bar.tick(g, plan.depths.len());
+        }
     }
     bar.finish();
     let points = dir.assemble(plan)?;
