@@ -34,7 +34,7 @@ fn device_spectral_norms_match_f64_lanczos() {
     ];
     let mut worst = 0.0_f64;
     for (k, init) in inits.into_iter().enumerate() {
-        let p = problem(&widths, Activation::Tanh, Cost::Quadratic, init.clone(), 3, 11 + k as u64, TargetSpec::Zeros);
+        let p = problem(&widths, Activation::Tanh, Cost::Quadratic, init, 3, 11 + k as u64, TargetSpec::Zeros);
         let got = g.log2_weight_norms(&p).unwrap();
         for l in 1..=p.net.depth() {
             let (w, _) = p.net.layer(l);

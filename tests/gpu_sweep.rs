@@ -202,7 +202,7 @@ fn networks_batched_in_one_dispatch_equal_their_own_probes() {
         (Activation::Softplus, gaussian(1e8, 0.0), 5, TargetSpec::Zeros),
         (Activation::Tanh, gaussian(0.5, 0.0), 1, TargetSpec::Zeros),
     ];
-    let ps: Vec<Problem> = nets.iter().map(|(a, i, s, t)| problem(&widths, *a, Cost::Quadratic, i.clone(), 7, *s, t.clone())).collect();
+    let ps: Vec<Problem> = nets.iter().map(|(a, i, s, t)| problem(&widths, *a, Cost::Quadratic, *i, 7, *s, t.clone())).collect();
     let refs: Vec<&Problem> = ps.iter().collect();
     let depths = [3, 7, 11];
     let many = g.probe_depths_many(&refs, &depths).unwrap();

@@ -238,6 +238,8 @@ impl SweepPlan {
     /// Runs one group on `engine` (CPU or GPU, each with one forward pass and one stacked
     /// backward pass for all depths): one report per depth. Reusing one engine across
     /// groups shares its cache of spectral norms.
+    // Without the `gpu` feature the CPU is the only engine.
+    #[allow(irrefutable_let_patterns)]
     pub fn run_group(&self, engine: &Engine, g: &Group) -> Result<Vec<Report>> {
         let p = self.problem(g)?;
         if let Engine::Cpu(cpu) = engine {
