@@ -500,6 +500,26 @@ impl<'a> Run<'a> {
         (off as u32, nonzero)
     }
 
+    /// Network n's parameters for layer l that every kernel shares: sizes, its forward
+    /// record and where its blocks start.
+    fn layer_params(&self, l: usize, n: usize) -> Params {
+        let (n_out, n_in) = (self.p.net.widths[l], self.p.net.widths[l - 1]);
+        let o = self.pl.off(n);
+        Params {
+            batch: self.pl.b as u32,
+            n_in: n_in as u32,
+            n_out: n_out as u32,
+            s_in: round4(n_in) as u32,
+            s_out: round4(n_out) as u32,
+            layer: l as u32,
+            rec: (o.rec + (l - 1) * self.pl.rs) as u32,
+            row0: o.row0 as u32,
+            srow0: o.srow0 as u32,
+            w0: (o.w / 4) as u32,
+            ..Default::default()
+        }
+    }
+
     /// Forward layer l of every network from (a_in, e_in) into (a_out, e_out) with σ′ into
     /// dsig_out.
     fn forward_layer(&mut self, b: &Bufs, l: usize, io: [&wgpu::Buffer; 5]) -> Result<()> {
@@ -507,7 +527,7 @@ impl<'a> Run<'a> {
         self.begin_layer(b, l, true, self.pl.b, 0)?;
         let wi = self.weights(b, l)?;
         let (bias_off, has_bias) = self.bias(b, l);
-        let (n_out, n_in) = (self.p.net.widths[l], self.p.net.widths[l - 1]);
+        let n_out = self.p.net.widths[l];
         let params: Vec<Params> = self
             .ps
             .iter()
@@ -520,21 +540,12 @@ impl<'a> Run<'a> {
                     flags |= FLAG_REC_NEXT;
                 }
                 Params {
-                    batch: self.pl.b as u32,
-                    n_in: n_in as u32,
-                    n_out: n_out as u32,
-                    s_in: round4(n_in) as u32,
-                    s_out: round4(n_out) as u32,
-                    layer: l as u32,
                     kind,
                     flags,
                     alpha,
-                    rec: (o.rec + (l - 1) * self.pl.rs) as u32,
                     rec_next: (o.rec + l * self.pl.rs) as u32,
                     aux1: (o.bias + bias_off as usize) as u32,
-                    row0: o.row0 as u32,
-                    w0: (o.w / 4) as u32,
-                    ..Default::default()
+                    ..self.layer_params(l, n)
                 }
             })
             .collect();
@@ -597,7 +608,7 @@ impl Run<'_> {
         self.brec_used += blocks * rb;
         self.pending.push((l, off, blocks));
         let net = &self.p.net;
-        let (n_out, n_in) = (net.widths[l], net.widths[l - 1]);
+        let n_in = net.widths[l - 1];
         let q = join.unwrap_or(0);
         let mut flags = if net.cost == Cost::Quadratic { FLAG_DSIG } else { 0 };
         if join.is_some() {
@@ -607,24 +618,14 @@ impl Run<'_> {
             .map(|n| {
                 let o = self.pl.off(n);
                 Params {
-                    batch: bsz as u32,
-                    n_in: n_in as u32,
-                    n_out: n_out as u32,
-                    s_in: round4(n_in) as u32,
-                    s_out: round4(n_out) as u32,
-                    layer: l as u32,
                     flags,
-                    rec: (o.rec + (l - 1) * self.pl.rs) as u32,
                     aux0: self.pl.p1 as u32,
                     blocks: blocks as u32,
                     brec: (o.brec + off) as u32,
                     bstride: rb as u32,
                     err: (o.errs + q * self.pl.err_floats()) as u32,
                     err_e: (o.err_e + q * bsz) as u32,
-                    row0: o.row0 as u32,
-                    srow0: o.srow0 as u32,
-                    w0: (o.w / 4) as u32,
-                    ..Default::default()
+                    ..self.layer_params(l, n)
                 }
             })
             .collect();
