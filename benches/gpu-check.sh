@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The GPU check, for a machine with a real GPU (sized to finish within ~5 minutes there,
 # release build included): builds, lists the adapters, runs the GPU–CPU cross-check
-# (`gradscope probe --backend gpu --check`) at two sizes and the GPU benchmarks
+# (`gradscope probe --backend gpu --check`) at two sizes, one probe with spectral norms on the
+# device and on the host, one sweep with 16 configurations per dispatch and one at a time,
+# and the GPU benchmarks
 # (benches/gpu.rs: the probe and our matmul kernels on widths 256/1024/4096 × batch
 # 1/32/256, beside the chip's published fp32 peak), and prints one table.
 #
@@ -69,6 +71,18 @@ diff = max(abs(a - b) for a, b in pairs if a is not None and b is not None)
 print(f"max |log10 ||W|| device - host| = {diff:.2e} decades over {len(d['layers'])} layers")
 PY
 rows+=("$(cat "$LOG/norms-diff.txt" 2>/dev/null || echo "norms comparison unavailable")")
+
+# Sweep configurations sharing dispatches (the default, 16 per dispatch) against one at a time.
+if [ $TINY = 1 ]; then SWEEP="--widths 32 --depths log:1..40:8 --batch 4"; else SWEEP="--widths 256 --depths log:1..1000:20 --batch 16"; fi
+for per in 16 1; do
+  rm -rf "$LOG/sweep-$per"
+  t0=$(date +%s%N)
+  # shellcheck disable=SC2086
+  GRADSCOPE_NETS_PER_DISPATCH=$per $G sweep --backend gpu -q -o "$LOG/sweep-$per" --activations tanh,relu,sigmoid \
+    --sigma-w2 0.5,1,1.5,2,3 $SWEEP > "$LOG/sweep-$per.txt" 2>&1 || echo "FAILED (see $LOG/sweep-$per.txt)"
+  rows+=("$(printf "%-26s %6.1f s  sweep, %s configurations per dispatch" "15 configs, $SWEEP" "$(awk -v a="$t0" -v b="$(date +%s%N)" 'BEGIN { print (b - a) / 1e9 }')" "$per")")
+done
+cmp -s "$LOG/sweep-16/summary.csv" "$LOG/sweep-1/summary.csv" && rows+=("sweep summaries identical (16 vs 1 per dispatch)") || rows+=("SWEEP SUMMARIES DIFFER (16 vs 1 per dispatch)")
 
 echo "== cargo bench --bench gpu"
 cargo bench --bench gpu 2>&1 | tee "$LOG/bench.txt" | grep -E "^(gpu/|SKIPPED)" || true

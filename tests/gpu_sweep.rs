@@ -240,22 +240,28 @@ fn networks_batched_in_one_dispatch_equal_their_own_probes() {
 
 /// `gradscope sweep --backend gpu` batches groups of one width into shared dispatches; the
 /// batches of a 3-shard run differ from a single run's, yet the merged shards equal the
-/// single run byte for byte (summary.csv, summary.npy, every profile), and one group run on
-/// its own (a one-configuration sweep) equals its row of the batched sweep.
+/// single run byte for byte (summary.csv, summary.npy, every profile), as does the sweep
+/// run one configuration at a time (GRADSCOPE_NETS_PER_DISPATCH=1); one group run on its own
+/// (a one-configuration sweep) equals its row of the batched sweep; a bad
+/// GRADSCOPE_NETS_PER_DISPATCH is a one-line error, exit 2, before anything is written.
 #[test]
 fn gpu_sweep_batches_do_not_change_results() {
     if gpu("gpu_sweep_batches_do_not_change_results").is_none() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let run = |dir: &Path, acts: &str, sw2: &str, extra: &[&str]| {
-        let o = Command::new(env!("CARGO_BIN_EXE_gradscope"))
+    let run_env = |dir: &Path, acts: &str, sw2: &str, extra: &[&str], per_dispatch: &str| {
+        Command::new(env!("CARGO_BIN_EXE_gradscope"))
             .args(["sweep", "-o", dir.to_str().unwrap(), "--widths", "20,12", "--activations", acts, "--sigma-w2", sw2, "--sigma-b2", "0,0.05"])
             .args(["--depths", "2..18:4", "--batch", "3", "--seeds", "1,2", "--backend", "gpu", "-q"])
             .args(extra)
             .env("XDG_RUNTIME_DIR", std::env::var("XDG_RUNTIME_DIR").unwrap_or_else(|_| "/tmp".into()))
+            .env("GRADSCOPE_NETS_PER_DISPATCH", per_dispatch)
             .output()
-            .unwrap();
+            .unwrap()
+    };
+    let run = |dir: &Path, acts: &str, sw2: &str, extra: &[&str]| {
+        let o = run_env(dir, acts, sw2, extra, "");
         assert!(o.status.success(), "sweep {extra:?}: {}", String::from_utf8_lossy(&o.stderr));
     };
     let whole = tmp.path().join("whole");
@@ -268,15 +274,25 @@ fn gpu_sweep_batches_do_not_change_results() {
     }
     let o = Command::new(env!("CARGO_BIN_EXE_gradscope")).args(&args).output().unwrap();
     assert!(o.status.success(), "merge: {}", String::from_utf8_lossy(&o.stderr));
-    let merged = tmp.path().join("merged");
-    for f in ["summary.csv", "summary.npy"] {
-        assert_eq!(std::fs::read(merged.join(f)).unwrap(), std::fs::read(whole.join(f)).unwrap(), "{f} differs");
-    }
+    let one_by_one = tmp.path().join("one-by-one");
+    let o = run_env(&one_by_one, "tanh,relu,sigmoid", "0.8,2", &[], "1");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let profiles: Vec<_> = std::fs::read_dir(whole.join("profiles")).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert!(!profiles.is_empty());
-    for f in &profiles {
-        assert_eq!(std::fs::read(merged.join("profiles").join(f)).unwrap(), std::fs::read(whole.join("profiles").join(f)).unwrap(), "{f:?} differs");
+    for other in [tmp.path().join("merged"), one_by_one] {
+        for f in ["summary.csv", "summary.npy"] {
+            assert_eq!(std::fs::read(other.join(f)).unwrap(), std::fs::read(whole.join(f)).unwrap(), "{f} differs in {other:?}");
+        }
+        for f in &profiles {
+            assert_eq!(std::fs::read(other.join("profiles").join(f)).unwrap(), std::fs::read(whole.join("profiles").join(f)).unwrap(), "{f:?} differs in {other:?}");
+        }
     }
+    let bad = tmp.path().join("bad");
+    let o = run_env(&bad, "tanh", "1", &[], "0");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.trim().lines().count() == 1 && err.contains("GRADSCOPE_NETS_PER_DISPATCH"), "{err}");
+    assert!(!bad.join("meta.json").exists(), "nothing written on bad input");
     // One configuration alone: relu, σ_w² = 2, σ_b² = 0.05 at width 20, seed 2.
     let alone = tmp.path().join("alone");
     let o = Command::new(env!("CARGO_BIN_EXE_gradscope"))

@@ -253,10 +253,10 @@ impl SweepPlan {
     }
 
     /// The groups of `todo` in the batches [`SweepPlan::run_groups`] runs: on the GPU, groups
-    /// of equal width with generated, non-orthogonal weights go [`NETS_PER_DISPATCH`] at a
+    /// of equal width with generated, non-orthogonal weights go [`nets_per_dispatch`] at a
     /// time (one dispatch per kernel and layer covers them all); otherwise one group a batch.
-    pub fn batches<'g>(&self, engine: &Engine, todo: &[&'g Group]) -> Vec<Vec<&'g Group>> {
-        if !engine.batches_networks() {
+    pub fn batches<'g>(&self, engine: &Engine, todo: &[&'g Group], per_dispatch: usize) -> Vec<Vec<&'g Group>> {
+        if !engine.batches_networks() || per_dispatch <= 1 {
             return todo.iter().map(|g| vec![*g]).collect();
         }
         let mut out: Vec<Vec<&Group>> = Vec::new();
@@ -270,7 +270,7 @@ impl SweepPlan {
                 Some((_, b)) => b.push(*g),
                 None => open.push((g.width, vec![*g])),
             }
-            if let Some(i) = open.iter().position(|(_, b)| b.len() == NETS_PER_DISPATCH) {
+            if let Some(i) = open.iter().position(|(_, b)| b.len() == per_dispatch) {
                 out.push(open.swap_remove(i).1);
             }
         }
@@ -289,8 +289,26 @@ impl SweepPlan {
     }
 }
 
-/// Sweep configurations of one width that one GPU dispatch covers.
+/// Sweep configurations of one width that one GPU dispatch covers by default.
 pub const NETS_PER_DISPATCH: usize = 16;
+
+/// Configurations per GPU dispatch: `GRADSCOPE_NETS_PER_DISPATCH` (1 to 64; 1 runs one
+/// configuration at a time), else [`NETS_PER_DISPATCH`].
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for a value that is not an integer in 1..=64.
+pub fn nets_per_dispatch() -> Result<usize> {
+    match std::env::var("GRADSCOPE_NETS_PER_DISPATCH") {
+        Err(_) => Ok(NETS_PER_DISPATCH),
+        Ok(v) if v.trim().is_empty() => Ok(NETS_PER_DISPATCH),
+        Ok(v) => v
+            .trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=64).contains(n))
+            .ok_or_else(|| Error::arg("GRADSCOPE_NETS_PER_DISPATCH", format!("'{v}' is not an integer from 1 to 64"))),
+    }
+}
 
 impl SweepPlan {
     /// The mean-field predicted log10 grad_b_rms profile of each depth of a group (None
@@ -443,6 +461,7 @@ pub fn run(plan: &SweepPlan, opts: &RunOptions) -> Result<RunSummary> {
         "auto" => BackendChoice::Auto,
         other => return Err(Error::arg("--backend", format!("'{other}' is not auto, cpu or gpu"))),
     };
+    let per_dispatch = nets_per_dispatch()?;
     // Chosen once, before any file is touched; the device goes into meta.json.
     let (engine, why) = Engine::select(choice, opts.adapter.clone())?;
     if opts.progress {
@@ -454,7 +473,7 @@ pub fn run(plan: &SweepPlan, opts: &RunOptions) -> Result<RunSummary> {
     let skipped = mine.len() - todo.len();
     let t0 = Instant::now();
     let mut bar = store::Progress::new(opts.progress, todo.len(), skipped);
-    for batch in plan.batches(&engine, &todo) {
+    for batch in plan.batches(&engine, &todo, per_dispatch) {
         let tg = Instant::now();
         let reports = plan.run_groups(&engine, &batch)?;
         // Each group of a batch is written (and counts as finished) when the batch is done.

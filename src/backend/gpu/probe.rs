@@ -9,9 +9,15 @@
 //! and each layer's weights are drawn and multiplied once for all depths. A single probe is
 //! the one-depth case.
 //!
-//! Device memory: ⌈L/K⌉ checkpoints and 2K kept rows of B × N floats (K ≈ √L), one layer's
-//! weights, L small forward records, and D·B × N for the stacked δ and the D output errors:
-//! B·N·(√L + D), never L·N² or L·B·N. Backward records are read back per submission.
+//! Several networks of equal widths (a sweep's configurations: other activations, inits,
+//! σ_w, σ_b, seeds) run side by side ([`probe_depths_many`]): every dispatch covers all of
+//! them (workgroup_id.z = network), each network reading its own parameter slot, which says
+//! where its block of every shared buffer starts.
+//!
+//! Device memory per network: ⌈L/K⌉ checkpoints and 2K kept rows of B × N floats (K ≈ √L),
+//! one layer's weights, L small forward records, and D·B × N for the stacked δ and the D
+//! output errors: B·N·(√L + D), never L·N² or L·B·N. Backward records are read back per
+//! submission.
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicUsize, Ordering};
