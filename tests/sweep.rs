@@ -156,3 +156,54 @@ fn bad_sweeps_are_refused_without_touching_results() {
     assert_eq!(o.status.code(), Some(2));
     assert_eq!(std::fs::read_dir(&junk).unwrap().count(), 1);
 }
+
+/// A full disk, simulated by a file-size limit (RLIMIT_FSIZE through bash's `ulimit -f`, with
+/// SIGXFSZ ignored so writes fail with EFBIG as they would with ENOSPC): the per-configuration
+/// files fit and the assembled outputs do not. The sweep stops with one line naming the file
+/// and exit code 2, every finished configuration stays on disk, no partial output or temporary
+/// file is left, and a rerun with room resumes and equals an uninterrupted run byte for byte.
+#[test]
+fn a_full_disk_names_the_file_and_loses_no_finished_work() {
+    // Many small configurations: each one's files are small, the assembled ones large.
+    const SMALL: &[&str] = &["--widths", "8", "--activations", "tanh,relu,sigmoid", "--sigma-w2", "0.5,1,1.5,2,3,4", "--depths", "1..12", "--batch", "2", "-q"];
+    let run = |out: &Path| {
+        let mut args = vec!["sweep", "-o", out.to_str().unwrap()];
+        args.extend(SMALL);
+        gradscope(&args)
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let clean = tmp.path().join("clean");
+    assert!(run(&clean).status.success());
+    let sizes = |dir: &Path| -> Vec<u64> { std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).collect() };
+    let biggest_point = *sizes(&clean.join("points")).iter().max().unwrap();
+    let smallest_output = sizes(&clean.join("profiles")).into_iter().chain([std::fs::metadata(clean.join("summary.csv")).unwrap().len()]).min().unwrap();
+    let limit_kib = biggest_point / 1024 + 1;
+    assert!(limit_kib * 1024 < smallest_output, "test precondition: points ≤ {biggest_point} B must fit under a limit that the outputs ({smallest_output} B) exceed");
+
+    let full = tmp.path().join("full");
+    let mut cmd = format!("ulimit -f {limit_kib}; trap '' XFSZ; exec '{}' sweep -o '{}'", env!("CARGO_BIN_EXE_gradscope"), full.display());
+    for a in SMALL {
+        cmd.push_str(&format!(" '{a}'"));
+    }
+    let o = Command::new("bash").args(["-c", &cmd]).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "stderr: {err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(err.contains(full.to_str().unwrap()) && err.contains("too large"), "names the file and the cause: {err}");
+    assert_eq!(groups_done(&full), 18, "every configuration finished before the outputs were assembled");
+    assert!(!full.join("summary.csv").exists(), "no partial summary");
+    let hidden: Vec<String> = ["", "points", "profiles"]
+        .iter()
+        .filter_map(|d| std::fs::read_dir(full.join(d)).ok())
+        .flatten()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(hidden.is_empty(), "temporary files left: {hidden:?}");
+
+    let o = run(&full);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("18 already done"), "{}", String::from_utf8_lossy(&o.stdout));
+    assert_eq!(read(&full.join("summary.csv")), read(&clean.join("summary.csv")));
+    assert_eq!(std::fs::read(full.join("summary.npy")).unwrap(), std::fs::read(clean.join("summary.npy")).unwrap());
+}
