@@ -7,8 +7,8 @@
 //!
 //! Per shape it times (criterion, 10 samples each, median reported):
 //! - `gemm_fwd` / `gemm_bwd`: `a.dot(&w.t())` (B×n · n×n) and `d.dot(&w)`: the limit;
-//! - `probe_cold`: `CpuBackend::probe` with an empty spectral-norm cache: end to end (draws
-//!   every W twice: once for the layer, once as the unit matrix G it norms; one Lanczos);
+//! - `probe_cold`: `CpuBackend::probe` with an empty spectral-norm cache: end to end (each W
+//!   drawn once as the unit matrix G, normed by one Lanczos, scaled into W);
 //! - `probe_warm`: the same probe again on the same backend: norms come from the cache, each
 //!   W is drawn once;
 //! - per width: `draw` (`Init::weights` of one n×n layer) and `lanczos`
