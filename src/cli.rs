@@ -9,11 +9,23 @@ use crate::probe::NetworkRequest;
 /// gradscope: exact per-layer gradient norms of deep fully-connected networks, beside the
 /// rigorous bound and mean-field theory.
 #[derive(Debug, Parser)]
-#[command(name = "gradscope", version, about, long_about = None, propagate_version = true)]
+#[command(name = "gradscope", version, about, long_about = None, propagate_version = true, after_help = ENVIRONMENT)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
+
+/// The environment variables gradscope reads, for `gradscope --help`.
+const ENVIRONMENT: &str = "\
+Environment (GPU backend):
+  WGPU_BACKEND=vulkan|metal|dx12      narrow the adapter search, as in every wgpu program
+  WGPU_ADAPTER_NAME=NAME              pick an adapter by a substring of its name (as --adapter)
+  GRADSCOPE_GPU_NORMS=device|host     spectral norms by Lanczos on the GPU (default on hardware)
+                                      or by the f64 CPU Lanczos (default on software adapters)
+  GRADSCOPE_MATMUL=tiled|blocked      layer products workgroup-tiled (default on hardware) or
+                                      register-blocked (default on software adapters)
+  GRADSCOPE_NETS_PER_DISPATCH=N       sweep configurations of one width per GPU dispatch, 1-64
+                                      (default 16)";
 
 #[derive(Debug, Subcommand)]
 pub enum Command {

@@ -246,3 +246,31 @@ fn anatomy_and_mean_field_are_written_beside_the_measurement() {
     assert!(m < 0.0 && p < 0.0, "sigmoid gradients must shrink towards the input: {m} {p}");
     assert!(v["layers"][0]["log10_grad_b_rms_predicted"].is_number());
 }
+
+/// `gradscope --help` lists every environment variable the code reads (each name is looked
+/// up in the sources, so a new one the help forgets fails here).
+#[test]
+fn help_lists_every_environment_variable_read() {
+    let o = gradscope(&["--help"]);
+    assert!(o.status.success());
+    let help = String::from_utf8_lossy(&o.stdout).to_string();
+    let mut read = std::collections::BTreeSet::new();
+    let mut stack = vec![std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/src"))];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                let text = std::fs::read_to_string(&p).unwrap();
+                for part in text.split("env::var(\"").skip(1) {
+                    read.insert(part.split('"').next().unwrap().to_string());
+                }
+            }
+        }
+    }
+    assert!(read.contains("GRADSCOPE_GPU_NORMS"), "the scan found {read:?}");
+    for name in &read {
+        assert!(help.contains(name.as_str()), "--help does not mention {name}");
+    }
+}
