@@ -187,7 +187,8 @@ fn gpu_sweep_cli_agrees_with_the_cpu_sweep() {
 /// Several networks of one width in one dispatch (workgroup_id.z = network): activations,
 /// inits, σ_w², σ_b², seeds, inputs and targets all differ; each network's reports equal its
 /// own probe bit for bit, at every stacked depth; a network whose forward pass overflows
-/// f32 among them is reported as on its own.
+/// f32 among them is reported as on its own. Then cross-entropy networks with widths that
+/// change between layers, biases in some only, checkpointed.
 #[test]
 fn networks_batched_in_one_dispatch_equal_their_own_probes() {
     let Some(g) = gpu("networks_batched_in_one_dispatch_equal_their_own_probes") else { return };
@@ -235,6 +236,31 @@ fn networks_batched_in_one_dispatch_equal_their_own_probes() {
         let cpu = gradscope::backend::CpuBackend::default().probe(p).unwrap();
         let c = gradscope::check::compare(top, &cpu, &gradscope::check::Tolerance::f32_vs_f64());
         assert!(c.passed(), "network {k}: {}", c.summary(8));
+    }
+    // Cross-entropy (sigmoid outputs, z of each depth's top layer captured per network),
+    // widths that change between layers, biases in some networks only, and checkpointing.
+    let mut g2 = gpu("networks_batched_in_one_dispatch_equal_their_own_probes (cross-entropy)").unwrap();
+    g2.keep_budget = 0;
+    let widths = [13, 30, 17, 30, 30, 30, 30];
+    let ce: Vec<Problem> = [(1.0, 0.0, 8u64), (3.0, 0.1, 9), (0.6, 0.0, 10)]
+        .iter()
+        .map(|&(sw2, sb2, seed)| problem(&widths, Activation::Sigmoid, Cost::CrossEntropy, gaussian(sw2, sb2), 5, seed, TargetSpec::Uniform))
+        .collect();
+    let refs: Vec<&Problem> = ce.iter().collect();
+    let many_ce = g2.probe_depths_many(&refs, &[3, 5, 6]).unwrap();
+    for (k, (p, got)) in ce.iter().zip(&many_ce).enumerate() {
+        let alone = g2.probe_depths(p, &[3, 5, 6]).unwrap();
+        for (a, b) in got.iter().zip(&alone) {
+            assert_eq!(a.log10_cost.to_bits(), b.log10_cost.to_bits(), "cross-entropy network {k}: cost");
+            for (la, lb) in a.layers.iter().zip(&b.layers) {
+                for (x, y) in [(la.log10_grad_b_rms, lb.log10_grad_b_rms), (la.log10_grad_w_mean, lb.log10_grad_w_mean), (la.log10_bound_tight, lb.log10_bound_tight)] {
+                    assert!(x.to_bits() == y.to_bits(), "cross-entropy network {k} layer {}: batched {x} vs alone {y}", la.layer);
+                }
+            }
+        }
+        let cpu = gradscope::backend::CpuBackend::default().probe(p).unwrap();
+        let c = gradscope::check::compare(got.last().unwrap(), &cpu, &gradscope::check::Tolerance::f32_vs_f64());
+        assert!(c.passed(), "cross-entropy network {k}: {}", c.summary(8));
     }
 }
 
