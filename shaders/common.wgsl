@@ -66,6 +66,12 @@ fn scale2(v: f32, k: i32) -> f32 {
     return v * pow2i(h) * pow2i(k - h);
 }
 
+// v·2^k for a vec4, as scale2.
+fn scale4(v: vec4<f32>, k: i32) -> vec4<f32> {
+    let h = k / 2;
+    return v * pow2i(h) * pow2i(k - h);
+}
+
 // The unbiased binary exponent of a positive finite f32 (denormals count as -127).
 fn exponent_of(v: f32) -> i32 {
     return i32((bitcast<u32>(v) >> 23u) & 0xffu) - 127;

@@ -4,7 +4,8 @@
 // One 64-wide workgroup per example row. Needs common.wgsl.
 //
 // Forward record of layer l (floats, at P.rec): [0,B) max|σ′| per example, [B,2B) ‖â^{l-1}‖²,
-// [2B,3B) exponent of â^{l-1}, [3B,4B) unused, [4B,5B) unused, [5B,6B) 1 if z^l is finite
+// [2B,3B) exponent of â^{l-1}, [3B,4B) how many octaves the stored row of a^{l-1} sits above
+// that scale (0 when it was renormalised, i.e. homogeneous σ), [4B,5B) unused, [5B,6B) 1 if z^l is finite
 // else 0. Backward records (one per active depth and layer) are described at backward_post.
 
 const WG: u32 = 64u;
@@ -221,21 +222,30 @@ fn forward_post(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id
     if (scaled && (P.flags & FLAG_BIAS) != 0u && e0 < E_RESET) {
         e0 = 0;
     }
+    // kr: the row's scale, recorded for every σ (‖a‖² of an unbounded σ can pass f32's range
+    // while z is still finite); k: the rescaling applied to the row (homogeneous σ only).
+    var kr = 0;
     var k = 0;
-    if (scaled && usable && s > 0.0) {
-        k = big_e + i32(round(0.5 * log2(s)));
-        for (var i = lid; i < P.n_out; i += WG) {
-            a_out[row + i] = scale2(a_out[row + i], -k);
+    if (usable && s > 0.0) {
+        kr = big_e + i32(round(0.5 * log2(s)));
+    }
+    if (scaled) {
+        k = kr;
+        if (k != 0) {
+            for (var i = lid; i < P.n_out; i += WG) {
+                a_out[row + i] = scale2(a_out[row + i], -k);
+            }
         }
     }
     if (lid == 0u) {
-        let sq = scale2(s, 2 * (big_e - k));
+        let sq = scale2(s, 2 * (big_e - kr));
         rec[P.rec + x] = md;
         rec[P.rec + 5u * bsz + x] = 1.0 - bad;
         e_out[P.row0 + x] = e0 + k;
         if ((P.flags & FLAG_REC_NEXT) != 0u) {
             rec[P.rec_next + bsz + x] = sq;
-            rec[P.rec_next + 2u * bsz + x] = f32(e0 + k);
+            rec[P.rec_next + 2u * bsz + x] = f32(e0 + kr);
+            rec[P.rec_next + 3u * bsz + x] = f32(kr - k);
         }
     }
 }

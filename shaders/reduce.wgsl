@@ -85,9 +85,19 @@ fn gram(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
             for (var q = 0u; q < nqo; q++) {
                 gd += dot(dl[(d0 + x) * nqo + q], dl[(d0 + y) * nqo + q]);
             }
+            // The rows at their records' scale (a row of an unbounded σ that was not
+            // renormalised sits ux octaves above it, and its squares may pass f32's range).
+            let ux = -i32(frec[P.rec + 3u * bsz + x]);
+            let uy = -i32(frec[P.rec + 3u * bsz + y]);
             var ga = 0.0;
-            for (var q = 0u; q < nqi; q++) {
-                ga += dot(ap[(P.row0 + x) * nqi + q], ap[(P.row0 + y) * nqi + q]);
+            if (ux == 0 && uy == 0) {
+                for (var q = 0u; q < nqi; q++) {
+                    ga += dot(ap[(P.row0 + x) * nqi + q], ap[(P.row0 + y) * nqi + q]);
+                }
+            } else {
+                for (var q = 0u; q < nqi; q++) {
+                    ga += dot(scale4(ap[(P.row0 + x) * nqi + q], ux), scale4(ap[(P.row0 + y) * nqi + q], uy));
+                }
             }
             let cx = i32(rec[base + bsz + x]) + i32(frec[P.rec + 2u * bsz + x]);
             let cy = i32(rec[base + bsz + y]) + i32(frec[P.rec + 2u * bsz + y]);

@@ -239,3 +239,18 @@ fn tiled_and_register_blocked_matmuls_agree() {
     }
     eprintln!("tiled vs register-blocked: worst |Δlog10| = {worst:.3e} decades");
 }
+
+/// An unbounded σ that is not renormalised (softplus) whose activations pass 1.8e19, so
+/// ‖a‖² passes f32's range while z is still finite: the records carry ‖a‖ as mantissa and
+/// exponent, the Gram sums work at that scale, and the weight-gradient norms (10^51 here)
+/// match the CPU instead of coming out as +inf with status ok.
+#[test]
+fn unbounded_activations_past_f32_squares_stay_exact() {
+    let Some(g) = gpu("unbounded_activations_past_f32_squares_stay_exact") else { return };
+    let p = problem(&[8, 20, 20, 20, 20, 20, 20, 20], Activation::Softplus, Cost::Quadratic, gaussian(1e8, 0.0), 4, 6, TargetSpec::Zeros);
+    let (c, gr) = agree(&g, &p, "softplus σ_w² = 1e8");
+    assert!(gr.overflow_layer.is_none(), "z stays finite in f32 here");
+    let top = gr.layers.iter().map(|l| l.log10_grad_w_rms).fold(f64::NEG_INFINITY, f64::max);
+    assert!(top.is_finite() && top > 40.0, "the largest weight gradient is finite and past f32's range: 10^{top}");
+    assert!(c.passed());
+}

@@ -483,7 +483,9 @@ impl<'c> Recorder<'c> {
     }
 
     /// Records one dispatch of `k` with `params` and `buffers` bound in `k.bindings` order.
+    /// The grid's z dimension is the network index, so `groups.2` must be 1.
     pub fn dispatch(&mut self, k: &Kernel, params: Params, buffers: &[&wgpu::Buffer], groups: (u32, u32, u32)) {
+        assert_eq!(groups.2, 1, "{}: workgroup_id.z is the network index; dispatch_nets runs several", k.name);
         self.dispatch_nets(k, &[params], buffers, (groups.0, groups.1));
     }
 

@@ -188,6 +188,10 @@ impl Plan {
             let max_l = bind / (self.rs as u64 * 4);
             return fail(format!("the per-layer records need {} MiB, one binding holds {} MiB", mib(rec), mib(bind)), format!("at this batch and width at most {max_l} layers fit"));
         }
+        let bias_ring = (LAYERS_PER_SUBMIT * self.s * 4) as u64;
+        if bias_ring > bind {
+            return fail(format!("the bias ring ({LAYERS_PER_SUBMIT} layers of the widest layer) needs {} MiB, one binding holds {} MiB", mib(bias_ring), mib(bind)), "use narrower layers or fewer networks at once".into());
+        }
         let stacked = [(self.rows * self.s * 4) as u64, (self.nd * self.err_floats() * 4) as u64, (self.brec_cap * 4) as u64];
         if stacked.iter().any(|&v| v > bind) {
             return fail(format!("{} depths stacked need {} MiB in one binding, which holds {} MiB", self.nd, mib(*stacked.iter().max().unwrap()), mib(bind)), "sweep fewer depths at once".into());
