@@ -47,6 +47,11 @@ const FLAG_BIAS: u32 = 2u;     // the layer has a non-zero bias
 const FLAG_DSIG: u32 = 4u;     // multiply by σ'(z) (backward)
 const FLAG_REC_NEXT: u32 = 8u; // write ‖a^l‖², e^l into layer l+1's record
 const FLAG_JOIN: u32 = 16u;    // a depth joins the backward pass at this layer (its last block)
+const FLAG_TANGENT: u32 = 32u; // σ(0) = 0, not homogeneous: tiny rows use σ's tangent at 0
+
+// Below 2^TINY_LOG2 every σ with σ(0) = 0 is its tangent at 0 to f32 precision (the next
+// term is O(z) relative at most); the CPU's threshold (f64) is the same.
+const TINY_LOG2: i32 = -60;
 
 // An exponent at which a row's scale makes its activation negligible beside the bias
 // (|â·2^e| < 2^-100 |b|): the row returns to its natural scale (cf. the CPU's −900 in f64).

@@ -174,8 +174,13 @@ fn act(kind: u32, alpha: f32, x: f32) -> vec2<f32> {
 @group(0) @binding(5) var<storage, read_write> e_out: array<i32>;     // exponents of a^l
 @group(0) @binding(6) var<storage, read_write> rec: array<f32>;       // per-layer records
 
-// After z^l = W a + b: a^l = σ(z^l), σ′(z^l), max|σ′|, finiteness, and for homogeneous σ the
-// renormalisation â^l = a^l·2^{-k}, e^l = e^{l-1} + k (k = round(log2 ‖a^l‖)).
+// After z^l = W a + b: a^l = σ(z^l), σ′(z^l), max|σ′|, finiteness, and for rows that carry
+// an exponent (FLAG_SCALED) the renormalisation â^l = a^l·2^{-k}, e^l = e^{l-1} + k
+// (k = round(log2 ‖a^l‖)). A homogeneous σ is evaluated on ẑ itself. A σ with σ(0) = 0
+// that is not homogeneous (FLAG_TANGENT: tanh, erf, hard-tanh, silu, gelu, elu, selu) is
+// its tangent at 0 while the row's true scale is below 2^TINY_LOG2 (slopes P.scale right of
+// 0 and bitcast(P.aux0) left of it), so vanishing activations stay exact as on the CPU;
+// above that the row returns to its natural scale (z = ẑ·2^e, where overflow shows) first.
 @compute @workgroup_size(64)
 fn forward_post(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
                 @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -186,6 +191,28 @@ fn forward_post(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id
     }
     let bsz = P.batch;
     let row = (P.row0 + x) * P.s_out;
+    let scaled = (P.flags & FLAG_SCALED) != 0u;
+    var e0 = e_in[P.row0 + x];
+    if (scaled && (P.flags & FLAG_BIAS) != 0u && e0 < E_RESET) {
+        e0 = 0;
+    }
+    // The tangent regime, or the shift back to the natural scale.
+    var tiny = false;
+    var shift = 0;
+    if ((P.flags & FLAG_TANGENT) != 0u) {
+        var zt = 0.0;
+        for (var i = lid; i < P.n_out; i += WG) {
+            zt = max(zt, abs(row_in[row + i]));
+        }
+        zt = wg_max(lid, zt);
+        tiny = !(zt > 0.0) || (is_finite_f32(zt) && exponent_of(zt) + e0 < TINY_LOG2);
+        if (!tiny) {
+            shift = e0;
+            e0 = 0;
+        }
+    }
+    let right = P.scale;
+    let left = bitcast<f32>(P.aux0);
     var md = 0.0;
     var amax = 0.0;
     var bad = 0.0;
@@ -196,11 +223,20 @@ fn forward_post(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id
             dsig_out[row + i] = 0.0;
             continue;
         }
-        let z = row_in[row + i];
+        var z = row_in[row + i];
+        if (shift != 0) {
+            z = scale2(z, shift);
+        }
         if (!is_finite_f32(z)) {
             bad = 1.0;
         }
-        let sd = act(P.kind, P.alpha, z);
+        var sd = vec2<f32>(0.0);
+        if (tiny) {
+            let slope = select(left, right, z > 0.0);
+            sd = vec2<f32>(slope * z, slope);
+        } else {
+            sd = act(P.kind, P.alpha, z);
+        }
         a_out[row + i] = sd.x;
         dsig_out[row + i] = sd.y;
         md = max(md, abs(sd.y));
@@ -217,11 +253,6 @@ fn forward_post(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id
         s += v * v;
     }
     s = wg_sum(lid, s);
-    let scaled = (P.flags & FLAG_SCALED) != 0u;
-    var e0 = e_in[P.row0 + x];
-    if (scaled && (P.flags & FLAG_BIAS) != 0u && e0 < E_RESET) {
-        e0 = 0;
-    }
     // kr: the row's scale, recorded for every σ (‖a‖² of an unbounded σ can pass f32's range
     // while z is still finite); k: the rescaling applied to the row (homogeneous σ only).
     var kr = 0;

@@ -254,3 +254,19 @@ fn unbounded_activations_past_f32_squares_stay_exact() {
     assert!(top.is_finite() && top > 40.0, "the largest weight gradient is finite and past f32's range: 10^{top}");
     assert!(c.passed());
 }
+
+/// Vanishing activations of σ with σ(0) = 0 that are not homogeneous (tanh, erf, selu with
+/// unequal slopes, silu) are carried in the log domain on the GPU too, as their tangent at 0
+/// once a row is below 2^-60: the first-layer gradient, far below f32's 1e-45, matches the
+/// CPU instead of underflowing to 0.
+#[test]
+fn vanishing_tanh_like_activations_stay_exact_in_f32() {
+    let Some(g) = gpu("vanishing_tanh_like_activations_stay_exact_in_f32") else { return };
+    for (act, sw2) in [(Activation::Tanh, 0.3), (Activation::Erf, 0.2), (Activation::Selu, 0.2), (Activation::Silu, 1.0)] {
+        let p = problem(&[vec![20], vec![48; 300]].concat(), act, Cost::Quadratic, gaussian(sw2, 0.0), 3, 12, TargetSpec::Gaussian);
+        let (_, gr) = agree(&g, &p, &format!("{act} σ_w² = {sw2}, 300 layers"));
+        let first = gr.layers[0].log10_grad_b_rms;
+        assert!(first < -50.0 && first.is_finite(), "{act}: the first layer's gradient 10^{first} must be far below f32's range and finite");
+        assert!(gr.layers.iter().all(|l| l.status == LayerStatus::Ok), "{act}: every layer ok");
+    }
+}

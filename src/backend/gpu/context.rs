@@ -64,6 +64,7 @@ pub const FLAG_BIAS: u32 = 2;
 pub const FLAG_DSIG: u32 = 4;
 pub const FLAG_REC_NEXT: u32 = 8;
 pub const FLAG_JOIN: u32 = 16;
+pub const FLAG_TANGENT: u32 = 32;
 
 /// Which kernels of shaders/matmul.wgsl run the layer products.
 ///

@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ndarray::Array2;
 
-use super::context::{grid, Context, Params, Recorder, FLAG_BIAS, FLAG_DSIG, FLAG_JOIN, FLAG_REC_NEXT, FLAG_SCALED, MAX_NETS, MAX_WORKGROUPS_PER_DIM};
+use super::context::{grid, Context, Params, Recorder, FLAG_BIAS, FLAG_DSIG, FLAG_JOIN, FLAG_REC_NEXT, FLAG_SCALED, FLAG_TANGENT, MAX_NETS, MAX_WORKGROUPS_PER_DIM};
 use crate::error::{Error, Result};
 use crate::backend::CpuBackend;
 use crate::model::{Activation, Cost, InitKind, Params as NetParams, Problem};
@@ -290,7 +290,8 @@ struct Run<'a> {
     p: &'a Problem,
     pl: Plan,
     rec: Recorder<'a>,
-    /// Per network: does it carry activations in the log domain (homogeneous σ)?
+    /// Per network: do its rows carry a power-of-two exponent (the log domain)? Homogeneous
+    /// σ at every scale, σ with σ(0) = 0 (its tangent) while the row is tiny.
     scaled: Vec<bool>,
     /// The depths (sorted), and whether the forward pass captures their outputs.
     ds: &'a [usize],
@@ -544,15 +545,24 @@ impl<'a> Run<'a> {
             .enumerate()
             .map(|(n, q)| {
                 let o = self.pl.off(n);
-                let (kind, alpha) = activation_id(q.net.activation_at(l));
+                let act = q.net.activation_at(l);
+                let (kind, alpha) = activation_id(act);
                 let mut flags = if self.scaled[n] { FLAG_SCALED } else { 0 } | if has_bias[n] { FLAG_BIAS } else { 0 };
                 if l < self.pl.l {
                     flags |= FLAG_REC_NEXT;
+                }
+                // σ(0) = 0 but not homogeneous: tiny rows are σ's tangent (slopes right, left).
+                let (mut right, mut left) = (0f32, 0f32);
+                if let (false, Some((r, lf))) = (act.is_homogeneous(), act.slopes_at_zero()) {
+                    flags |= FLAG_TANGENT;
+                    (right, left) = (r as f32, lf as f32);
                 }
                 Params {
                     kind,
                     flags,
                     alpha,
+                    scale: right,
+                    aux0: left.to_bits(),
                     rec_next: (o.rec + l * self.pl.rs) as u32,
                     aux1: (o.bias + bias_off as usize) as u32,
                     ..self.layer_params(l, n)
@@ -826,7 +836,7 @@ fn run_device(ctx: &Context, ps: &[&Problem], pl: Plan, ds: &[usize]) -> Result<
         p,
         pl,
         rec: Recorder::new(ctx),
-        scaled: ps.iter().map(|q| q.net.activation.is_homogeneous()).collect(),
+        scaled: ps.iter().map(|q| q.net.activation.is_homogeneous() || q.net.activation.slopes_at_zero().is_some()).collect(),
         ds,
         capture: true,
         w_used: 0,
