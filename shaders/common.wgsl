@@ -42,7 +42,7 @@ struct Slot {
 @group(0) @binding(0) var<storage, read> PS: array<Slot>;
 var<private> P: Params;
 
-const FLAG_SCALED: u32 = 1u;   // positively homogeneous σ: rows carry a power-of-two exponent
+const FLAG_SCALED: u32 = 1u;   // rows carry a power-of-two exponent (homogeneous σ; σ(0) = 0 via its tangent)
 const FLAG_BIAS: u32 = 2u;     // the layer has a non-zero bias
 const FLAG_DSIG: u32 = 4u;     // multiply by σ'(z) (backward)
 const FLAG_REC_NEXT: u32 = 8u; // write ‖a^l‖², e^l into layer l+1's record

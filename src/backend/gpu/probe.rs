@@ -852,8 +852,8 @@ fn run_device(ctx: &Context, ps: &[&Problem], pl: Plan, ds: &[usize]) -> Result<
     };
     let (bp, rs, nd, ef) = (run.pl.bp, run.pl.rs, run.pl.nd, run.pl.err_floats());
 
-    // a^0 of each network (renormalised for homogeneous σ, as on the CPU) and layer 1's
-    // record of it.
+    // a^0 of each network (renormalised when its rows carry an exponent; the CPU always
+    // renormalises) and layer 1's record of it.
     let s0 = round4(net.widths[0]);
     for (n, q) in ps.iter().enumerate() {
         let o = run.pl.off(n);
