@@ -11,7 +11,19 @@ use gradscope::cli::{Cli, Command, DevicesArgs, MergeArgs, PlotArgs, ProbeArgs, 
 use gradscope::export::{self, Format, RunInfo};
 use gradscope::{Error, Result};
 
+/// Mesa's Vulkan drivers (lavapipe included) print "error: XDG_RUNTIME_DIR is invalid or not
+/// set in the environment" when they probe for a display, which a compute-only program never
+/// uses. When the variable is unset, point it at the temporary directory so a successful run
+/// prints no errors. Done first, before any thread exists (`set_var` is only sound then).
+fn quiet_mesa() {
+    if cfg!(target_os = "linux") && std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+        // SAFETY: called at the top of main, while the process has a single thread.
+        unsafe { std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir()) };
+    }
+}
+
 fn main() -> ExitCode {
+    quiet_mesa();
     std::panic::set_hook(Box::new(|info| {
         let msg = info.payload().downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| info.payload().downcast_ref::<String>().cloned()).unwrap_or_default();
         // `gradscope probe … | head` closes stdout early: that is the reader's choice, not an error.

@@ -274,3 +274,13 @@ fn help_lists_every_environment_variable_read() {
         assert!(help.contains(name.as_str()), "--help does not mention {name}");
     }
 }
+
+/// Without XDG_RUNTIME_DIR in the environment (a bare shell or container), a run that looks
+/// for GPU adapters prints no driver errors (Mesa's "XDG_RUNTIME_DIR is invalid or not set").
+#[test]
+fn no_driver_noise_without_xdg_runtime_dir() {
+    let o = Command::new(env!("CARGO_BIN_EXE_gradscope")).args(["probe", "--width", "6", "--depth", "3"]).env_remove("XDG_RUNTIME_DIR").output().unwrap();
+    assert!(o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!err.contains("XDG_RUNTIME_DIR"), "driver noise on stderr: {err}");
+}
