@@ -19,7 +19,7 @@ pub const PARAM_SLOT: u64 = 256;
 /// Parameter slots per submission (one per dispatch and network).
 pub const PARAM_SLOTS: usize = 16384;
 /// Networks one dispatch may cover (workgroup_id.z), so a layer's dispatches always fit in
-/// the slots left by [`Recorder::full`].
+/// the slots left by `Recorder::full`.
 pub const MAX_NETS: usize = 64;
 /// The longest wait for one submission before the device is declared hung.
 pub const WAIT_LIMIT: std::time::Duration = std::time::Duration::from_secs(300);
@@ -333,7 +333,7 @@ impl Context {
     }
 
     /// Waits for all submitted work (never forever: one submission is bounded to well under
-    /// a second of work, so [`WAIT_LIMIT`] means a hung device), then reports device errors.
+    /// a second of work, so `WAIT_LIMIT` means a hung device), then reports device errors.
     pub fn wait(&self, what: &dyn Fn() -> String) -> Result<()> {
         let poll = wgpu::PollType::Wait { submission_index: None, timeout: Some(WAIT_LIMIT) };
         if let Err(e) = self.device.poll(poll) {
