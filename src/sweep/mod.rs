@@ -253,8 +253,9 @@ impl SweepPlan {
     }
 
     /// The groups of `todo` in the batches [`SweepPlan::run_groups`] runs: on the GPU, groups
-    /// of equal width with generated, non-orthogonal weights go [`nets_per_dispatch`] at a
-    /// time (one dispatch per kernel and layer covers them all); otherwise one group a batch.
+    /// of equal width go [`nets_per_dispatch`] at a time (the engine runs those it can
+    /// together, one dispatch per kernel and layer for them all: every init but orthogonal);
+    /// otherwise one group a batch.
     pub fn batches<'g>(&self, engine: &Engine, todo: &[&'g Group], per_dispatch: usize) -> Vec<Vec<&'g Group>> {
         if !engine.batches_networks() || per_dispatch <= 1 {
             return todo.iter().map(|g| vec![*g]).collect();
@@ -262,10 +263,6 @@ impl SweepPlan {
         let mut out: Vec<Vec<&Group>> = Vec::new();
         let mut open: Vec<(usize, Vec<&Group>)> = Vec::new();
         for g in todo {
-            if g.init == InitKind::Orthogonal.to_string() {
-                out.push(vec![*g]);
-                continue;
-            }
             match open.iter_mut().find(|(w, _)| *w == g.width) {
                 Some((_, b)) => b.push(*g),
                 None => open.push((g.width, vec![*g])),

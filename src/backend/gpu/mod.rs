@@ -11,6 +11,7 @@ mod probe;
 
 pub use context::{Context, MatmulPath, Params, MAX_NETS, PARAM_SLOT};
 pub use norms::GPU_SPECTRAL_NORM_RTOL;
+pub use probe::batch_mismatch;
 
 use crate::error::{Error, Result};
 use crate::model::Problem;
@@ -208,19 +209,30 @@ impl GpuBackend {
     }
 
     /// [`GpuBackend::probe_depths`] for several networks at once, one list of reports per
-    /// network in order. Networks of equal widths, batch, cost and output layer with
-    /// generated (non-orthogonal) weights share every dispatch, up to [`MAX_NETS`] at a time
-    /// (workgroup_id.z = network); activation, init, σ_w, σ_b, seed, inputs and targets may
-    /// differ. Other lists run one network at a time. Each network's reports equal its own
-    /// [`GpuBackend::probe_depths`] bit for bit.
+    /// network in order. The networks with generated (non-orthogonal) weights share every
+    /// dispatch, up to [`MAX_NETS`] at a time (workgroup_id.z = network), when they have equal
+    /// widths, batch, cost and output layer ([`batch_mismatch`]); activation, init, σ_w, σ_b,
+    /// seed, inputs and targets may differ. The others run one at a time. Each network's
+    /// reports equal its own [`GpuBackend::probe_depths`] bit for bit.
     ///
     /// # Errors
     /// As [`GpuBackend::probe_depths`].
     pub fn probe_depths_many(&self, ps: &[&Problem], depths: &[usize]) -> Result<Vec<Vec<Report>>> {
-        if ps.len() > 1 && probe::batch_mismatch(ps).is_none() {
-            return probe::probe_depths_many(&self.ctx, ps, depths, self.device_name(), self.opts());
+        let drawn: Vec<usize> = (0..ps.len()).filter(|&i| ps[i].net.weights_are_streamable()).collect();
+        let together: Vec<&Problem> = drawn.iter().map(|&i| ps[i]).collect();
+        let mut out: Vec<Option<Vec<Report>>> = vec![None; ps.len()];
+        if together.len() > 1 && batch_mismatch(&together).is_none() {
+            let reports = probe::probe_depths_many(&self.ctx, &together, depths, self.device_name(), self.opts())?;
+            for (&i, r) in drawn.iter().zip(reports) {
+                out[i] = Some(r);
+            }
         }
-        ps.iter().map(|p| self.probe_depths(p, depths)).collect()
+        for (i, slot) in out.iter_mut().enumerate() {
+            if slot.is_none() {
+                *slot = Some(self.probe_depths(ps[i], depths)?);
+            }
+        }
+        Ok(out.into_iter().flatten().collect())
     }
 
     fn opts(&self) -> probe::Opts<'_> {

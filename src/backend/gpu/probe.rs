@@ -948,8 +948,14 @@ fn run_device(ctx: &Context, ps: &[&Problem], pl: Plan, ds: &[usize]) -> Result<
 
 /// log2 ‖W^l‖₂ for l = 1..=L as [`probe_depths`] finds them (device, cache, then host).
 pub fn log2_weight_norms(ctx: &Context, p: &Problem, opts: Opts<'_>) -> Result<Vec<f64>> {
-    let known = if opts.device_norms { super::norms::device_norms(ctx, p, opts.norms)? } else { vec![None; p.net.depth() + 1] };
+    let known = known_norms(ctx, p, opts)?;
     Ok(weight_norms(p, opts.norms, &known, &std::sync::atomic::AtomicBool::new(false)))
+}
+
+/// The norms the device (or the cache) gives before the host's Lanczos fills in the rest:
+/// [`super::norms::device_norms`] when `opts.device_norms`, else none.
+fn known_norms(ctx: &Context, p: &Problem, opts: Opts<'_>) -> Result<Vec<Option<f64>>> {
+    if opts.device_norms { super::norms::device_norms(ctx, p, opts.norms) } else { Ok(vec![None; p.net.depth() + 1]) }
 }
 
 /// How a probe runs, beside the device: see the fields of [`super::GpuBackend`].
@@ -1015,7 +1021,7 @@ pub fn probe_depths_many(ctx: &Context, ps: &[&Problem], depths: &[usize], devic
         }
         return Ok(out);
     }
-    let Opts { keep_budget, norms, device_norms } = opts;
+    let Opts { keep_budget, norms, .. } = opts;
     let big_l = ps[0].net.depth();
     let ds = crate::backend::validate_depths(&ps[0].net, depths)?;
     let top = *ds.last().unwrap();
@@ -1057,10 +1063,7 @@ pub fn probe_depths_many(ctx: &Context, ps: &[&Problem], depths: &[usize], devic
     };
     // Spectral norms of generated weights on the device first (or from the cache); the rest
     // on the host's cores while the device runs the probe.
-    let mut known = Vec::with_capacity(nets);
-    for q in &ps {
-        known.push(if device_norms { super::norms::device_norms(ctx, q, norms)? } else { vec![None; q.net.depth() + 1] });
-    }
+    let known = ps.iter().map(|q| known_norms(ctx, q, opts)).collect::<Result<Vec<_>>>()?;
     let cancel = std::sync::atomic::AtomicBool::new(false);
     let (dev, log2_wnorms) = std::thread::scope(|sc| {
         let host = sc.spawn(|| ps.iter().zip(&known).map(|(q, k)| weight_norms(q, norms, k, &cancel)).collect::<Vec<_>>());
