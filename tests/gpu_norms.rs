@@ -13,6 +13,14 @@ use gradscope::model::{Activation, Cost, Init, InitKind, TargetSpec};
 
 use common::*;
 
+/// The norms the host path gives (f64 Lanczos, a fresh cache): what the device must differ
+/// from, bit-wise, to show that it ran.
+fn host_norms(p: &gradscope::model::Problem) -> Vec<f64> {
+    let mut h = gpu("host_norms").unwrap();
+    h.device_norms = false;
+    h.log2_weight_norms(p).unwrap()
+}
+
 /// log2 ‖W‖₂ on the device within 1e-5 relative of the f64 value (the device asks θ = ‖W‖²
 /// for 1e-6; f32 products perturb the operator by ~1e-7 relative), for square, tall and wide
 /// layers (both operators WᵀW and WWᵀ), widths that are not multiples of 4 or of the 256-wide
@@ -33,9 +41,11 @@ fn device_spectral_norms_match_f64_lanczos() {
         gaussian(0.0, 0.1),
     ];
     let mut worst = 0.0_f64;
+    let mut differ = 0;
     for (k, init) in inits.into_iter().enumerate() {
         let p = problem(&widths, Activation::Tanh, Cost::Quadratic, init, 3, 11 + k as u64, TargetSpec::Zeros);
         let got = g.log2_weight_norms(&p).unwrap();
+        differ += got.iter().zip(host_norms(&p)).filter(|(d, h)| d.to_bits() != h.to_bits()).count();
         for l in 1..=p.net.depth() {
             let (w, _) = p.net.layer(l);
             let want = spectral_norm(w.view()).log2();
@@ -49,6 +59,8 @@ fn device_spectral_norms_match_f64_lanczos() {
         }
     }
     eprintln!("worst relative difference of ‖W‖₂, device f32 Lanczos vs f64: {worst:.2e} (asked {GPU_SPECTRAL_NORM_RTOL:e} of ‖W‖²)");
+    // The values came from the device: an f32 Lanczos does not reproduce the host's f64 bits.
+    assert!(differ > 0, "every norm equals the host path's bit for bit: the device Lanczos did not run");
     // Realistic widths: the top singular values of a 512 × 512 Gaussian matrix crowd
     // together (relative gap ~ 1e-2), which is what makes power iteration useless.
     let p = problem(&[512, 512, 512], Activation::Relu, Cost::Quadratic, gaussian(2.0, 0.0), 2, 5, TargetSpec::Zeros);
@@ -76,6 +88,11 @@ fn device_norms_are_cached_per_seed_and_shape() {
         // Exact up to the rounding of log2 std (one ulp each).
         assert!((nb[l] - na[l] - 1.0).abs() < 1e-12, "layer {l}: σ_w² 4 vs 1 must differ by one octave: {} vs {}", nb[l], na[l]);
     }
+    // The cache is the backend's, shared with the host path: with device norms off, the same
+    // seed and shapes give the device's values back, not the host's own f64 Lanczos.
+    g.device_norms = false;
+    assert_eq!(g.log2_weight_norms(&a).unwrap(), na, "the host path must read the device's cached norms");
+    assert_ne!(host_norms(&a), na, "device values equal the host's f64 ones: the cache check proves nothing");
 }
 
 /// Whole probes with device norms agree with the CPU reference within the `--check`

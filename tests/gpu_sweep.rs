@@ -205,6 +205,7 @@ fn networks_batched_in_one_dispatch_equal_their_own_probes() {
     ];
     let ps: Vec<Problem> = nets.iter().map(|(a, i, s, t)| problem(&widths, *a, Cost::Quadratic, *i, 7, *s, t.clone())).collect();
     let refs: Vec<&Problem> = ps.iter().collect();
+    assert_eq!(gradscope::backend::gpu::batch_mismatch(&refs), None, "these networks must run in one dispatch");
     let depths = [3, 7, 11];
     let many = g.probe_depths_many(&refs, &depths).unwrap();
     assert_eq!(many.len(), ps.len());
@@ -247,6 +248,7 @@ fn networks_batched_in_one_dispatch_equal_their_own_probes() {
         .map(|&(sw2, sb2, seed)| problem(&widths, Activation::Sigmoid, Cost::CrossEntropy, gaussian(sw2, sb2), 5, seed, TargetSpec::Uniform))
         .collect();
     let refs: Vec<&Problem> = ce.iter().collect();
+    assert_eq!(gradscope::backend::gpu::batch_mismatch(&refs), None);
     let many_ce = g2.probe_depths_many(&refs, &[3, 5, 6]).unwrap();
     for (k, (p, got)) in ce.iter().zip(&many_ce).enumerate() {
         let alone = g2.probe_depths(p, &[3, 5, 6]).unwrap();
