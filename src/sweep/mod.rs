@@ -252,29 +252,6 @@ impl SweepPlan {
         engine.probe_depths(&p, &self.depths)
     }
 
-    /// The groups of `todo` in the batches [`SweepPlan::run_groups`] runs: on the GPU, groups
-    /// of equal width go [`nets_per_dispatch`] at a time (the engine runs those it can
-    /// together, one dispatch per kernel and layer for them all: every init but orthogonal);
-    /// otherwise one group a batch.
-    pub fn batches<'g>(&self, engine: &Engine, todo: &[&'g Group], per_dispatch: usize) -> Vec<Vec<&'g Group>> {
-        if !engine.batches_networks() || per_dispatch <= 1 {
-            return todo.iter().map(|g| vec![*g]).collect();
-        }
-        let mut out: Vec<Vec<&Group>> = Vec::new();
-        let mut open: Vec<(usize, Vec<&Group>)> = Vec::new();
-        for g in todo {
-            match open.iter_mut().find(|(w, _)| *w == g.width) {
-                Some((_, b)) => b.push(*g),
-                None => open.push((g.width, vec![*g])),
-            }
-            if let Some(i) = open.iter().position(|(_, b)| b.len() == per_dispatch) {
-                out.push(open.swap_remove(i).1);
-            }
-        }
-        out.extend(open.into_iter().map(|(_, b)| b));
-        out
-    }
-
     /// Runs a batch of groups (see [`SweepPlan::batches`]): one list of reports per group.
     pub fn run_groups(&self, engine: &Engine, batch: &[&Group]) -> Result<Vec<Vec<Report>>> {
         if let [g] = batch {
@@ -284,6 +261,29 @@ impl SweepPlan {
         let refs: Vec<&Problem> = ps.iter().collect();
         engine.probe_depths_many(&refs, &self.depths)
     }
+}
+
+/// The groups of `todo` in the batches [`SweepPlan::run_groups`] runs: groups of equal width
+/// `per_dispatch` at a time, in order of completion (the GPU engine runs those it can
+/// together, one dispatch per kernel and layer for them all: every init but orthogonal).
+pub fn batches<'g>(todo: &[&'g Group], per_dispatch: usize) -> Vec<Vec<&'g Group>> {
+    let mut out: Vec<Vec<&Group>> = Vec::new();
+    let mut open: Vec<Vec<&Group>> = Vec::new();
+    for &g in todo {
+        let i = match open.iter().position(|b| b[0].width == g.width) {
+            Some(i) => i,
+            None => {
+                open.push(Vec::new());
+                open.len() - 1
+            }
+        };
+        open[i].push(g);
+        if open[i].len() >= per_dispatch {
+            out.push(open.remove(i));
+        }
+    }
+    out.extend(open);
+    out
 }
 
 /// Sweep configurations of one width that one GPU dispatch covers by default.
@@ -470,7 +470,9 @@ pub fn run(plan: &SweepPlan, opts: &RunOptions) -> Result<RunSummary> {
     let skipped = mine.len() - todo.len();
     let t0 = Instant::now();
     let mut bar = store::Progress::new(opts.progress, todo.len(), skipped);
-    for batch in plan.batches(&engine, &todo, per_dispatch) {
+    // The CPU runs one configuration at a time; the GPU several per dispatch.
+    let per_batch = if engine.batches_networks() { per_dispatch } else { 1 };
+    for batch in batches(&todo, per_batch) {
         let tg = Instant::now();
         let reports = plan.run_groups(&engine, &batch)?;
         // Each group of a batch is written (and counts as finished) when the batch is done.
@@ -483,4 +485,23 @@ pub fn run(plan: &SweepPlan, opts: &RunOptions) -> Result<RunSummary> {
     bar.finish();
     let points = dir.assemble(plan)?;
     Ok(RunSummary { groups_run: todo.len(), groups_skipped: skipped, points, seconds: t0.elapsed().as_secs_f64() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group(index: usize, width: usize) -> Group {
+        Group { index, activation: "tanh".into(), init: "gaussian".into(), sigma_w: 1.0, sigma_w2: 1.0, sigma_b: 0.0, sigma_b2: 0.0, width, seed: 0 }
+    }
+
+    #[test]
+    fn batches_hold_one_width_up_to_the_limit_and_every_group_once() {
+        let gs: Vec<Group> = [8, 12, 8, 8, 12, 8, 20].iter().enumerate().map(|(i, &w)| group(i, w)).collect();
+        let todo: Vec<&Group> = gs.iter().collect();
+        let idx = |bs: Vec<Vec<&Group>>| -> Vec<Vec<usize>> { bs.iter().map(|b| b.iter().map(|g| g.index).collect()).collect() };
+        assert_eq!(idx(batches(&todo, 2)), vec![vec![0, 2], vec![1, 4], vec![3, 5], vec![6]]);
+        assert_eq!(idx(batches(&todo, 16)), vec![vec![0, 2, 3, 5], vec![1, 4], vec![6]]);
+        assert_eq!(idx(batches(&todo, 1)), (0..7).map(|i| vec![i]).collect::<Vec<_>>());
+    }
 }
