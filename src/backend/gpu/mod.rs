@@ -113,7 +113,7 @@ pub struct GpuBackend {
     pub device_norms: bool,
     /// The cache of log2 ‖G‖₂ per (seed, layer, shape), shared across the probes of one
     /// backend (e.g. a sweep's groups), and the host's Lanczos.
-    norms: crate::backend::CpuBackend,
+    norms: crate::backend::norms::NormCache,
 }
 
 impl GpuBackend {
@@ -160,7 +160,7 @@ impl GpuBackend {
             }
         };
         let ctx = Context::new(&chosen)?;
-        Ok(GpuBackend { ctx, keep_budget: probe::KEEP_BUDGET, device_norms, norms: crate::backend::CpuBackend::default() })
+        Ok(GpuBackend { ctx, keep_budget: probe::KEEP_BUDGET, device_norms, norms: Default::default() })
     }
 
     /// The adapter's name with its API, e.g. "NVIDIA H100 (Vulkan, f32)".
@@ -249,9 +249,48 @@ impl GpuBackend {
         probe::log2_weight_norms(&self.ctx, p, self.opts())
     }
 
+    /// Device bytes a probe of `p` at `depths` allocates (one pass of as many depths as one
+    /// stacked buffer holds).
+    ///
+    /// # Errors
+    /// Invalid depths, or a job that cannot fit the device at all.
+    pub fn memory_needed(&self, p: &Problem, depths: &[usize]) -> Result<u64> {
+        probe::memory_needed(&self.ctx, p, depths, self.keep_budget)
+    }
+
     /// Philox4x32-10 words for the given counters under `seed`, computed by the shader (the
     /// bit-identity test against `crate::rng`).
     pub fn philox_words(&self, counters: &[[u32; 4]], seed: u64) -> Result<Vec<[u32; 4]>> {
         probe::philox_words(&self.ctx, counters, seed)
+    }
+}
+
+impl crate::backend::Backend for GpuBackend {
+    fn name(&self) -> &'static str {
+        "gpu"
+    }
+
+    fn device_name(&self) -> String {
+        GpuBackend::device_name(self)
+    }
+
+    fn probe(&self, p: &Problem) -> Result<Report> {
+        GpuBackend::probe(self, p)
+    }
+
+    fn probe_depths(&self, p: &Problem, depths: &[usize]) -> Result<Vec<Report>> {
+        GpuBackend::probe_depths(self, p, depths)
+    }
+
+    fn probe_depths_many(&self, ps: &[&Problem], depths: &[usize]) -> Result<Vec<Vec<Report>>> {
+        GpuBackend::probe_depths_many(self, ps, depths)
+    }
+
+    fn batches_networks(&self) -> bool {
+        true
+    }
+
+    fn memory_needed(&self, p: &Problem, depths: &[usize]) -> Result<u64> {
+        GpuBackend::memory_needed(self, p, depths)
     }
 }

@@ -16,7 +16,7 @@
 //! into the backend's cache under (seed, layer, shape), as the CPU's does, so a sweep over σ_w²
 //! and activations norms each G once. Orthogonal and stored weights are normed on the host.
 
-use crate::backend::CpuBackend;
+use crate::backend::norms::NormCache;
 use crate::error::Result;
 use crate::model::{InitKind, Params as NetParams, Problem};
 
@@ -50,7 +50,7 @@ struct Job {
 ///
 /// # Errors
 /// [`crate::Error::Device`] when the device fails (with the layers and shapes).
-pub(super) fn device_norms(ctx: &Context, p: &Problem, cache: &CpuBackend) -> Result<Vec<Option<f64>>> {
+pub(super) fn device_norms(ctx: &Context, p: &Problem, cache: &NormCache) -> Result<Vec<Option<f64>>> {
     let net = &p.net;
     let big_l = net.depth();
     let mut out = vec![None; big_l + 1];

@@ -20,16 +20,18 @@
 //! submission.
 
 use std::borrow::Cow;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 
 use ndarray::Array2;
 
 use super::context::{grid, Context, Params, Recorder, FLAG_BIAS, FLAG_DSIG, FLAG_JOIN, FLAG_REC_NEXT, FLAG_SCALED, FLAG_TANGENT, MAX_NETS, MAX_WORKGROUPS_PER_DIM};
+use crate::backend::assemble::{output_error, renormalise_rows, Assembly, Grad, LayerSums};
+use crate::backend::norms::NormCache;
+use crate::backend::plan;
 use crate::error::{Error, Result};
-use crate::backend::CpuBackend;
 use crate::model::{Activation, Cost, InitKind, Params as NetParams, Problem};
 use crate::rng::Stream;
-use crate::stats::{log2_sum_exp2, LayerStats, LayerStatus, Report, LOG10_2};
+use crate::stats::Report;
 
 /// Kept activations may use this many bytes before the probe switches to √L checkpoints.
 pub const KEEP_BUDGET: u64 = 256 << 20;
@@ -126,8 +128,8 @@ impl Plan {
         let s = round4(*net.widths.iter().max().unwrap());
         let w_floats = (1..=l).map(|i| round4(net.widths[i]) * round4(net.widths[i - 1])).max().unwrap();
         let row_bytes = (bp * s * 4 * nets) as u64;
-        let k = if 3 * l as u64 * row_bytes <= keep_budget { l } else { (l as f64).sqrt().ceil() as usize };
-        let nseg = l.div_ceil(k);
+        let k = plan::checkpoint_interval(l, 3 * l as u128 * row_bytes as u128, keep_budget as u128);
+        let nseg = plan::segments(l, k).count();
         let (p1, p2) = (MEAN_PARTS, GRAM_PARTS);
         let rs = 6 * b;
         let rb = 2 * b + p1 + p2;
@@ -265,22 +267,6 @@ impl Bufs {
     }
 }
 
-/// The four gradient norms of one depth at one layer (log10), and whether δ was all zero.
-#[derive(Debug, Clone, Copy)]
-struct Grad {
-    b_mean: f64,
-    b_rms: f64,
-    w_mean: f64,
-    w_rms: f64,
-    zero: bool,
-}
-
-impl Default for Grad {
-    fn default() -> Self {
-        Grad { b_mean: f64::NAN, b_rms: f64::NAN, w_mean: f64::NAN, w_rms: f64::NAN, zero: false }
-    }
-}
-
 /// One probe in flight: the networks (one, or several of equal shape run side by side), their
 /// plan and buffers, the recorder, and where it is.
 struct Run<'a> {
@@ -371,29 +357,20 @@ impl<'a> Run<'a> {
         let last = self.pl.off(self.pl.nets - 1).brec + self.brec_used;
         let data = f32s(&self.ctx.read(&b.brec, 0, (last * 4) as u64, &|| format!("reading back {what}"))?);
         let (bsz, rs, rb, p1, p2, nd) = (self.pl.b, self.pl.rs, self.pl.rb, self.pl.p1, self.pl.p2, self.pl.nd);
-        let lb = (bsz as f64).log2();
+        let f64s = |v: &[f32]| -> Vec<f64> { v.iter().map(|&x| x as f64).collect() };
         for (l, off, blocks) in self.pending.drain(..) {
             for n in 0..self.pl.nets {
                 let o = self.pl.off(n);
                 let f = &self.frec[o.rec + (l - 1) * rs..o.rec + l * rs];
-                let sq_a = &f[bsz..2 * bsz];
-                let ea = &f[2 * bsz..3 * bsz];
+                let (sq_a, ea) = (f64s(&f[bsz..2 * bsz]), f64s(&f[2 * bsz..3 * bsz]));
                 for j in 0..blocks {
                     let r = &data[o.brec + off + j * rb..o.brec + off + (j + 1) * rb];
-                    let (sq_d, ed) = (&r[..bsz], &r[bsz..2 * bsz]);
-                    let bmean: f64 = r[2 * bsz..2 * bsz + p1].iter().map(|&v| v as f64).sum();
+                    let (sq_d, ed) = (f64s(&r[..bsz]), f64s(&r[bsz..2 * bsz]));
+                    // The device's partial sums, at the scales LayerSums defines.
+                    let mean_sq: f64 = r[2 * bsz..2 * bsz + p1].iter().map(|&v| v as f64).sum();
                     let gram: f64 = r[2 * bsz + p1..2 * bsz + p1 + p2].iter().map(|&v| v as f64).sum();
-                    let t_b: Vec<f64> = sq_d.iter().zip(ed).map(|(&s, &e)| 2.0 * e as f64 + (s as f64).log2()).collect();
-                    let t_w: Vec<f64> = t_b.iter().zip(sq_a.iter().zip(ea)).map(|(tb, (&s, &e))| tb + 2.0 * e as f64 + (s as f64).log2()).collect();
-                    let m_d = ed.iter().zip(sq_d).filter(|(_, s)| **s > 0.0).map(|(e, _)| *e as f64).fold(f64::NEG_INFINITY, f64::max);
-                    let m_c = (0..bsz).filter(|&x| sq_d[x] > 0.0 && sq_a[x] > 0.0).map(|x| (ed[x] + ea[x]) as f64).fold(f64::NEG_INFINITY, f64::max);
-                    self.grads[n][nd - 1 - j][l - 1] = Grad {
-                        b_rms: 0.5 * (log2_sum_exp2(t_b.iter().copied()) - lb) * LOG10_2,
-                        w_rms: 0.5 * (log2_sum_exp2(t_w.iter().copied()) - lb) * LOG10_2,
-                        b_mean: if m_d.is_finite() { (m_d + 0.5 * bmean.log2() - lb) * LOG10_2 } else { f64::NEG_INFINITY },
-                        w_mean: if m_c.is_finite() { (m_c + 0.5 * gram.max(0.0).log2() - lb) * LOG10_2 } else { f64::NEG_INFINITY },
-                        zero: sq_d.iter().all(|&v| v == 0.0),
-                    };
+                    let sums = LayerSums { sq_d: &sq_d, ed: &ed, sq_a: &sq_a, ea: &ea, mean_sq, gram };
+                    self.grads[n][nd - 1 - j][l - 1] = sums.grad();
                 }
             }
         }
@@ -578,8 +555,7 @@ impl<'a> Run<'a> {
 
     /// Runs layers s+1..=top from checkpoint g; the last output goes to `last` (a, e).
     fn forward_segment(&mut self, b: &Bufs, g: usize, last: Option<usize>) -> Result<()> {
-        let k = self.pl.k;
-        let (s, top) = (g * k, ((g + 1) * k).min(self.pl.l));
+        let (s, top) = plan::segments(self.pl.l, self.pl.k).nth(g).ok_or_else(|| Error::Internal(format!("no segment {g}")))?;
         for l in s + 1..=top {
             let i = l - s - 1;
             let (a_in, e_in) = if i == 0 { (&b.ckpt_a[g], &b.ckpt_e[g]) } else { (&b.keep_a[i], &b.keep_e[i]) };
@@ -616,8 +592,7 @@ impl Run<'_> {
     /// top layer l is, from its output error ê) and σ′(z^l), renormalised; each depth's batch
     /// partial sums against â^{l-1}; then g ← δ^l W^l (all depths' rows) for layer l-1.
     fn backward_layer(&mut self, b: &Bufs, l: usize, i: usize, a_prev: &wgpu::Buffer) -> Result<()> {
-        let join = self.ds.binary_search(&l).ok();
-        let above = self.ds.len() - self.ds.partition_point(|&d| d <= l);
+        let (above, join) = plan::active_at(self.ds, l);
         let blocks = above + usize::from(join.is_some());
         if blocks == 0 {
             return Err(Error::Internal(format!("no depth is active at layer {l}")));
@@ -667,35 +642,6 @@ impl Run<'_> {
     }
 }
 
-/// 2^k exactly for |k| ≤ 1022 (0 or ∞ beyond).
-fn pow2(k: i64) -> f64 {
-    if k < -1022 {
-        return if k < -1074 { 0.0 } else { f64::from_bits(1u64 << (k + 1074)) };
-    }
-    if k > 1023 {
-        return f64::INFINITY;
-    }
-    f64::from_bits(((k + 1023) as u64) << 52)
-}
-
-fn scale2(x: f64, k: i64) -> f64 {
-    if (-1000..=1000).contains(&k) { x * pow2(k) } else { x * pow2(k / 2) * pow2(k - k / 2) }
-}
-
-/// As the CPU backend: each row to a norm in [2^-½, 2^½) by a power of two, added to `e`.
-fn renormalise_rows(m: &mut Array2<f64>, e: &mut [i64]) {
-    for (mut row, ex) in m.rows_mut().into_iter().zip(e.iter_mut()) {
-        let n2 = row.dot(&row);
-        if n2 > 0.0 && n2.is_finite() {
-            let k = (0.5 * n2.log2()).round() as i64;
-            if k != 0 {
-                row.mapv_inplace(|v| scale2(v, -k));
-                *ex += k;
-            }
-        }
-    }
-}
-
 /// Rows of an f64 matrix as a padded (rows ≥ bp, stride s) f32 buffer.
 fn padded(m: &Array2<f64>, bp: usize, s: usize) -> Vec<f32> {
     let mut out = vec![0f32; bp * s];
@@ -709,44 +655,6 @@ fn padded(m: &Array2<f64>, bp: usize, s: usize) -> Vec<f32> {
 
 fn unpad(v: &[f32], b: usize, n: usize, s: usize) -> Array2<f64> {
     Array2::from_shape_fn((b, n), |(x, j)| v[x * s + j] as f64)
-}
-
-/// log2 ‖W^l‖₂ for l = 1..=L (index 0 unused): `known[l]` where the device (or the cache)
-/// gave it, else by the CPU backend's f64 Lanczos on the same weights and through its cache
-/// (a sweep over σ_w² and activations norms each standard-normal matrix once, and the values
-/// equal the CPU's bit for bit), spread over the host's cores while the GPU works.
-fn weight_norms(p: &Problem, norms: &CpuBackend, known: &[Option<f64>], cancel: &std::sync::atomic::AtomicBool) -> Vec<f64> {
-    let big_l = p.net.depth();
-    let next = AtomicUsize::new(1);
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(big_l).max(1);
-    let mut out = vec![0.0; big_l + 1];
-    let parts: Vec<Vec<(usize, f64)>> = std::thread::scope(|sc| {
-        let hs: Vec<_> = (0..threads)
-            .map(|_| {
-                sc.spawn(|| {
-                    let mut mine = Vec::new();
-                    loop {
-                        let l = next.fetch_add(1, Ordering::Relaxed);
-                        if l > big_l || cancel.load(Ordering::Relaxed) {
-                            break;
-                        }
-                        if let Some(v) = known[l] {
-                            mine.push((l, v));
-                            continue;
-                        }
-                        let (w, _) = p.net.layer(l);
-                        mine.push((l, norms.log2_weight_norm(&p.net, l, &w)));
-                    }
-                    mine
-                })
-            })
-            .collect();
-        hs.into_iter().map(|h| h.join().unwrap_or_default()).collect()
-    });
-    for (l, v) in parts.into_iter().flatten() {
-        out[l] = v;
-    }
-    out
 }
 
 /// What the device part of the probe hands to the host assembly, per network.
@@ -769,52 +677,28 @@ struct OutputErrors {
     log10_cost: Vec<f64>,
 }
 
-fn output_errors(p: &Problem, pl: &Plan, outs: &[f32], out_e: &[i32], zs: &[f32]) -> OutputErrors {
+fn output_errors(p: &Problem, pl: &Plan, outs: &[f32], out_e: &[i32], zs: &[f32]) -> Result<OutputErrors> {
     let net = &p.net;
     let (bsz, nd, ef, s_top) = (p.batch(), pl.nd, pl.err_floats(), pl.s_top);
     let nl = net.widths[net.depth()];
     let mut r = OutputErrors { err: vec![0f32; nd * ef], err_e: vec![0i32; nd * bsz], log2_err: Vec::with_capacity(nd), log10_cost: Vec::with_capacity(nd) };
     for q in 0..nd {
         let a_hat = unpad(&outs[q * ef..(q + 1) * ef], bsz, nl, s_top);
-        let mut err = a_hat.clone();
-        let mut e_err: Vec<i64> = out_e[q * bsz..(q + 1) * bsz].iter().map(|&e| e as i64).collect();
-        for (x, (mut row, ex)) in err.rows_mut().into_iter().zip(e_err.iter_mut()).enumerate() {
-            let y = p.targets.row(x);
-            let top_y = y.iter().fold(0.0_f64, |m, v| m.max(v.abs()));
-            if *ex == 0 {
-                row -= &y;
-            } else if top_y > 0.0 {
-                // As the CPU: row·2^e − y at the common exponent max(e, ⌊log2 max|y|⌋).
-                let m = (*ex).max(top_y.log2().floor() as i64);
-                let k = *ex - m;
-                if k != 0 {
-                    row.mapv_inplace(|v| scale2(v, k));
-                }
-                ndarray::Zip::from(&mut row).and(&y).for_each(|r, &v| *r -= scale2(v, -m));
-                *ex = m;
-            }
-        }
-        let log2_err: Vec<f64> = err.rows().into_iter().zip(&e_err).map(|(r, &e)| e as f64 + 0.5 * r.dot(&r).log2()).collect();
-        r.log10_cost.push(match net.cost {
-            Cost::Quadratic => (log2_sum_exp2(log2_err.iter().map(|v| 2.0 * v)) - 1.0 - (bsz as f64).log2()) * LOG10_2,
-            Cost::CrossEntropy => {
-                let z = unpad(&zs[q * ef..(q + 1) * ef], bsz, nl, s_top);
-                let c: f64 = (0..bsz).map(|x| net.cost.example_cost(z.row(x), a_hat.row(x), p.targets.row(x))).sum::<f64>() / bsz as f64;
-                c.log10()
-            }
-        });
-        r.log2_err.push(log2_err);
-        renormalise_rows(&mut err, &mut e_err);
-        for (x, row) in err.rows().into_iter().enumerate() {
+        let ea: Vec<i64> = out_e[q * bsz..(q + 1) * bsz].iter().map(|&e| e as i64).collect();
+        let z = (net.cost == Cost::CrossEntropy).then(|| unpad(&zs[q * ef..(q + 1) * ef], bsz, nl, s_top));
+        let oe = output_error(net.cost, &a_hat, &ea, &p.targets, z.as_ref().map(|z| z.view()))?;
+        for (x, row) in oe.err.rows().into_iter().enumerate() {
             for (j, v) in row.iter().enumerate() {
                 r.err[q * ef + x * s_top + j] = *v as f32;
             }
         }
-        for (x, &e) in e_err.iter().enumerate() {
+        for (x, &e) in oe.e_err.iter().enumerate() {
             r.err_e[q * bsz + x] = e.clamp(i32::MIN as i64 / 2, i32::MAX as i64 / 2) as i32;
         }
+        r.log2_err.push(oe.log2_err);
+        r.log10_cost.push(oe.log10_cost);
     }
-    r
+    Ok(r)
 }
 
 /// The device part of a probe of `ps` (one network, or several of equal shape side by side):
@@ -905,7 +789,7 @@ fn run_device(ctx: &Context, ps: &[&Problem], pl: Plan, ds: &[usize]) -> Result<
     for (n, q) in ps.iter().enumerate() {
         let o = run.pl.off(n);
         let (e0, e1, x0, x1) = (o.errs, o.errs + nd * ef, o.err_e, o.err_e + nd * bsz);
-        let oe = overflow[n].is_none().then(|| output_errors(q, &run.pl, &outs[e0..e1], &out_e[x0..x1], &zs[e0..e1]));
+        let oe = overflow[n].is_none().then(|| output_errors(q, &run.pl, &outs[e0..e1], &out_e[x0..x1], &zs[e0..e1])).transpose()?;
         let (err, err_e) = match &oe {
             Some(oe) => (oe.err.clone(), oe.err_e.clone()),
             None => (vec![0f32; nd * ef], vec![0i32; nd * bsz]),
@@ -917,14 +801,12 @@ fn run_device(ctx: &Context, ps: &[&Problem], pl: Plan, ds: &[usize]) -> Result<
 
     // Backward, one segment at a time from the top, recomputing each from its checkpoint;
     // depths join as the pass reaches their top layers.
-    let k = run.pl.k;
-    for g in (0..nseg).rev() {
+    for (g, (s, top)) in plan::segments(big_l, run.pl.k).enumerate().rev() {
         if g + 1 != nseg {
             run.phase = "recomputing a segment";
             run.forward_segment(&bufs, g, None)?;
         }
         run.phase = "backward pass";
-        let (s, top) = (g * k, ((g + 1) * k).min(big_l));
         for l in (s + 1..=top).rev() {
             let i = l - s - 1;
             let a_prev = if i == 0 { &bufs.ckpt_a[g] } else { &bufs.keep_a[i] };
@@ -949,7 +831,7 @@ fn run_device(ctx: &Context, ps: &[&Problem], pl: Plan, ds: &[usize]) -> Result<
 /// log2 ‖W^l‖₂ for l = 1..=L as [`probe_depths`] finds them (device, cache, then host).
 pub fn log2_weight_norms(ctx: &Context, p: &Problem, opts: Opts<'_>) -> Result<Vec<f64>> {
     let known = known_norms(ctx, p, opts)?;
-    Ok(weight_norms(p, opts.norms, &known, &std::sync::atomic::AtomicBool::new(false)))
+    Ok(opts.norms.host_norms(p, &known, &std::sync::atomic::AtomicBool::new(false)))
 }
 
 /// The norms the device (or the cache) gives before the host's Lanczos fills in the rest:
@@ -962,8 +844,16 @@ fn known_norms(ctx: &Context, p: &Problem, opts: Opts<'_>) -> Result<Vec<Option<
 #[derive(Clone, Copy)]
 pub struct Opts<'a> {
     pub keep_budget: u64,
-    pub norms: &'a CpuBackend,
+    pub norms: &'a NormCache,
     pub device_norms: bool,
+}
+
+/// Device bytes a probe of `p` at `depths` allocates: see [`super::GpuBackend::memory_needed`].
+pub fn memory_needed(ctx: &Context, p: &Problem, depths: &[usize], keep_budget: u64) -> Result<u64> {
+    let ds = plan::validate_depths(&p.net, depths)?;
+    let q = plan::prefix(p, *ds.last().unwrap());
+    let nd = ds.len().min(max_depths_per_pass(ctx, &q, 1));
+    Ok(Plan::new(ctx, &q, keep_budget, nd, 1)?.bytes())
 }
 
 /// The GPU probe of one network: the one-depth case of [`probe_depths`].
@@ -1022,21 +912,9 @@ pub fn probe_depths_many(ctx: &Context, ps: &[&Problem], depths: &[usize], devic
         return Ok(out);
     }
     let Opts { keep_budget, norms, .. } = opts;
-    let big_l = ps[0].net.depth();
-    let ds = crate::backend::validate_depths(&ps[0].net, depths)?;
+    let ds = plan::validate_depths(&ps[0].net, depths)?;
     let top = *ds.last().unwrap();
-    let qs: Vec<Cow<Problem>> = ps
-        .iter()
-        .map(|&p| {
-            if top == big_l {
-                Cow::Borrowed(p)
-            } else {
-                let mut q = p.clone();
-                q.net.widths.truncate(top + 1);
-                Cow::Owned(q)
-            }
-        })
-        .collect();
+    let qs: Vec<Cow<Problem>> = ps.iter().map(|&p| plan::prefix(p, top)).collect();
     let ps: Vec<&Problem> = qs.iter().map(|q| &**q).collect();
     let (p, nets) = (ps[0], ps.len());
     let per_pass = max_depths_per_pass(ctx, p, nets);
@@ -1066,7 +944,7 @@ pub fn probe_depths_many(ctx: &Context, ps: &[&Problem], depths: &[usize], devic
     let known = ps.iter().map(|q| known_norms(ctx, q, opts)).collect::<Result<Vec<_>>>()?;
     let cancel = std::sync::atomic::AtomicBool::new(false);
     let (dev, log2_wnorms) = std::thread::scope(|sc| {
-        let host = sc.spawn(|| ps.iter().zip(&known).map(|(q, k)| weight_norms(q, norms, k, &cancel)).collect::<Vec<_>>());
+        let host = sc.spawn(|| ps.iter().zip(&known).map(|(q, k)| norms.host_norms(q, k, &cancel)).collect::<Vec<_>>());
         let dev = run_device(ctx, &ps, pl, &ds);
         if dev.is_err() {
             cancel.store(true, Ordering::Relaxed);
@@ -1082,70 +960,17 @@ pub fn probe_depths_many(ctx: &Context, ps: &[&Problem], depths: &[usize], devic
     Ok(out)
 }
 
-/// One network's reports from its device output and spectral norms, with the CPU
-/// backend's arithmetic for the bounds.
+/// One network's reports from its device output and spectral norms, by the assembly the
+/// CPU engine uses ([`crate::backend::assemble`]).
 #[allow(clippy::too_many_arguments)]
 fn assemble(ctx: &Context, p: &Problem, ds: &[usize], pl: &Plan, log2_wnorm: &[f64], dev: DeviceOut, device: &str, opts: Opts<'_>) -> Result<Vec<Report>> {
-    let net = &p.net;
-    let top = *ds.last().unwrap();
-    let device = device.to_string();
+    let (DeviceOut::Overflow { frec, .. } | DeviceOut::Done { frec, .. }) = &dev;
     let bsz = p.batch();
-    let maxd = |frec: &[f32], l: usize| -> Vec<f64> { (0..bsz).map(|x| frec[(l - 1) * pl.rs + x] as f64).collect() };
-    let layer = |l: usize, frec: &[f32], maxd_ok: bool, status: LayerStatus| {
-        let maxd_l = if maxd_ok { maxd(frec, l).iter().fold(0.0_f64, |m, &v| m.max(v)).log10() } else { f64::NAN };
-        LayerStats::undefined(l, net.widths[l], log2_wnorm[l] * LOG10_2, maxd_l, status)
-    };
+    let maxd: Vec<Vec<f64>> = (0..=*ds.last().unwrap()).map(|l| if l == 0 { Vec::new() } else { (0..bsz).map(|x| frec[(l - 1) * pl.rs + x] as f64).collect() }).collect();
+    let asm = Assembly { net: &p.net, log2_wnorm, maxd: &maxd, backend: "gpu", device: device.to_string() };
     match dev {
-        DeviceOut::Overflow { layer: ol, frec } => {
-            // Depths below the overflow are unaffected: run them on their own (rare path).
-            let below: Vec<usize> = ds.iter().copied().filter(|&d| d < ol).collect();
-            let mut out = if below.is_empty() { Vec::new() } else { probe_depths(ctx, p, &below, device.clone(), opts)? };
-            out.extend(ds.iter().filter(|&&d| d >= ol).map(|&d| Report {
-                layers: (1..=d).map(|l| layer(l, &frec, l < ol, LayerStatus::Overflow)).collect(),
-                backend: "gpu".into(),
-                device: device.clone(),
-                overflow_layer: Some(ol),
-                log10_cost: f64::NAN,
-            }));
-            Ok(out)
-        }
-        DeviceOut::Done { frec, grads, log2_err, log10_cost } => {
-            let maxds: Vec<Vec<f64>> = (0..=top).map(|l| if l == 0 { Vec::new() } else { maxd(&frec, l) }).collect();
-            let has_top_dsigma = net.cost == Cost::Quadratic;
-            let mut out = Vec::with_capacity(ds.len());
-            for (qi, &d) in ds.iter().enumerate() {
-                let mut layers: Vec<LayerStats> = (1..=d).map(|l| layer(l, &frec, true, LayerStatus::Ok)).collect();
-                let mut tight = log2_err[qi].clone();
-                let mut bound = tight.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v));
-                let mut status_above = LayerStatus::Ok;
-                for l in (1..=d).rev() {
-                    if l < d || has_top_dsigma {
-                        bound += net.gamma_at(l).log2();
-                        for (t, m) in tight.iter_mut().zip(&maxds[l]) {
-                            *t += m.log2();
-                        }
-                    }
-                    let gr = grads[qi][l - 1];
-                    let st = &mut layers[l - 1];
-                    st.log10_grad_b_mean = gr.b_mean;
-                    st.log10_grad_b_rms = gr.b_rms;
-                    st.log10_grad_w_mean = gr.w_mean;
-                    st.log10_grad_w_rms = gr.w_rms;
-                    st.log10_bound = bound * LOG10_2;
-                    st.log10_bound_tight = tight.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v)) * LOG10_2;
-                    st.status = LayerStatus::below(status_above, gr.zero, net.activation_at(l));
-                    status_above = st.status;
-                    if l > 1 {
-                        bound += log2_wnorm[l];
-                        for t in tight.iter_mut() {
-                            *t += log2_wnorm[l];
-                        }
-                    }
-                }
-                out.push(Report { layers, backend: "gpu".into(), device: device.clone(), overflow_layer: None, log10_cost: log10_cost[qi] });
-            }
-            Ok(out)
-        }
+        DeviceOut::Overflow { layer: ol, .. } => asm.with_overflow(ds, ol, |under| probe_depths(ctx, p, under, device.to_string(), opts)),
+        DeviceOut::Done { grads, log2_err, log10_cost, .. } => Ok(ds.iter().enumerate().map(|(q, &d)| asm.report(d, &log2_err[q], &grads[q], log10_cost[q])).collect()),
     }
 }
 
