@@ -270,3 +270,29 @@ fn vanishing_tanh_like_activations_stay_exact_in_f32() {
         assert!(gr.layers.iter().all(|l| l.status == LayerStatus::Ok), "{act}: every layer ok");
     }
 }
+
+/// `--check` exits 1 on a real disagreement: tanh deep in the chaotic phase (σ_w² = 4),
+/// where nearby trajectories separate exponentially, so the GPU's f32 forward pass and the
+/// CPU's f64 one end in different places within 100 layers and the gradient norms differ by
+/// far more than the tolerance. The verdict is a one-line FAIL on stderr, and the table
+/// beside it marks the mismatches.
+#[test]
+fn check_exits_1_when_f32_and_f64_trajectories_separate() {
+    if gpu("check_exits_1_when_f32_and_f64_trajectories_separate").is_none() {
+        return;
+    }
+    let run = |sw2: &str, depth: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_gradscope"))
+            .args(["probe", "--backend", "gpu", "--check", "--width", "16", "--depth", depth, "-a", "tanh", "--sigma-w2", sw2, "--sigma-b2", "0.05", "--batch", "4"])
+            .env("XDG_RUNTIME_DIR", "/tmp")
+            .output()
+            .unwrap()
+    };
+    let o = run("4", "100");
+    let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert_eq!(o.status.code(), Some(1), "chaotic tanh: stdout {out}\nstderr {err}");
+    assert!(format!("{out}{err}").contains("FAIL"), "the verdict says FAIL: {out}{err}");
+    // The same command in the ordered phase passes: the exit code is the verdict.
+    let o = run("1", "100");
+    assert_eq!(o.status.code(), Some(0), "ordered tanh: {}", String::from_utf8_lossy(&o.stderr));
+}
