@@ -25,7 +25,9 @@ Environment (GPU backend):
   GRADSCOPE_MATMUL=tiled|blocked      layer products workgroup-tiled (default on hardware) or
                                       register-blocked (default on software adapters)
   GRADSCOPE_NETS_PER_DISPATCH=N       sweep configurations of one width per GPU dispatch, 1-64
-                                      (default 16)";
+                                      (default 16)
+  GRADSCOPE_PROFILE=1                 print, per GPU probe or sweep batch, the submissions,
+                                      blocking waits, dispatches and bytes read back per layer";
 
 #[derive(Debug, Subcommand)]
 pub enum Command {

@@ -25,6 +25,71 @@ pub const MAX_NETS: usize = 64;
 pub const WAIT_LIMIT: std::time::Duration = std::time::Duration::from_secs(300);
 /// WebGPU's cap on workgroups per dispatch dimension (adapters may allow more; we never ask).
 pub const MAX_WORKGROUPS_PER_DIM: u32 = 65_535;
+/// Multiply-adds in the first submission: about 0.5 s on a 2 GFLOP/s software adapter (and
+/// far less on any real GPU); later submissions aim at [`SUBMIT_TARGET`].
+pub const FIRST_WORK_PER_SUBMIT: f64 = 5e8;
+/// The wall time a work-bound submission aims at, and the band it may fall in before the
+/// work per submission is rescaled: long enough that the wait and readback are a small
+/// part of it on any adapter, far under the OS watchdog (Windows TDR: 2 s).
+pub const SUBMIT_TARGET: std::time::Duration = std::time::Duration::from_millis(50);
+const SUBMIT_BAND_MS: (f64, f64) = (20.0, 100.0);
+
+/// What the device was asked to do, counted since the context was built (for
+/// `GRADSCOPE_PROFILE=1` and the tests of the submission model): these counts carry over
+/// to any GPU, unlike timings on a software adapter.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Profile {
+    /// `queue.submit` calls.
+    pub submissions: u64,
+    /// Blocking waits for the device (`device.poll(Wait)`).
+    pub waits: u64,
+    /// Compute dispatches recorded.
+    pub dispatches: u64,
+    /// Bind groups created (dispatches reuse them when kernel and buffers repeat).
+    pub bind_groups: u64,
+    /// Bytes copied back to the host.
+    pub bytes_read: u64,
+    /// Wall time from submit to the end of the wait, summed, and of the last submission.
+    pub submit_seconds: f64,
+    pub last_submit_seconds: f64,
+    /// The work per submission (multiply-adds) the recorder aims at now.
+    pub work_per_submit: f64,
+}
+
+impl Profile {
+    /// The counts of `self` since `before` (the budget as it is now).
+    pub fn since(&self, before: &Profile) -> Profile {
+        Profile {
+            submissions: self.submissions - before.submissions,
+            waits: self.waits - before.waits,
+            dispatches: self.dispatches - before.dispatches,
+            bind_groups: self.bind_groups - before.bind_groups,
+            bytes_read: self.bytes_read - before.bytes_read,
+            submit_seconds: self.submit_seconds - before.submit_seconds,
+            last_submit_seconds: self.last_submit_seconds,
+            work_per_submit: self.work_per_submit,
+        }
+    }
+
+    /// One line for `GRADSCOPE_PROFILE=1`, per layer of `layers` (forward layers of all
+    /// networks probed).
+    pub fn line(&self, what: &str, layers: usize) -> String {
+        let per = |v: f64| v / layers.max(1) as f64;
+        format!(
+            "profile ({what}): {} submissions, {} blocking waits, {} dispatches ({:.1} per layer), {} bind groups created, {} bytes read back ({:.0} per layer), {:.3} s in submissions (last {:.1} ms), work per submission now {:.2e} multiply-adds; device time per kernel family: not measured (no timestamp queries)",
+            self.submissions,
+            self.waits,
+            self.dispatches,
+            per(self.dispatches as f64),
+            self.bind_groups,
+            self.bytes_read,
+            per(self.bytes_read as f64),
+            self.submit_seconds,
+            1e3 * self.last_submit_seconds,
+            self.work_per_submit
+        )
+    }
+}
 
 /// The per-dispatch parameter block, `struct Params` of shaders/common.wgsl.
 #[repr(C)]
@@ -189,6 +254,10 @@ pub struct Context {
     pub lz_next: Kernel,
     /// Uncaptured validation errors and device loss, in the order they arrived.
     errors: Arc<Mutex<Vec<String>>>,
+    /// The counts of [`Profile`] and the work per submission learned so far.
+    profile: Mutex<Profile>,
+    /// The one MAP_READ buffer every readback goes through, grown as needed.
+    staging: Mutex<Option<wgpu::Buffer>>,
 }
 
 impl Context {
@@ -285,7 +354,48 @@ impl Context {
             lz_norm,
             lz_next,
             errors,
+            profile: Mutex::new(Profile { work_per_submit: FIRST_WORK_PER_SUBMIT, ..Default::default() }),
+            staging: Mutex::new(None),
         })
+    }
+
+    /// What the device was asked to do since the context was built.
+    pub fn profile(&self) -> Profile {
+        *self.profile.lock().unwrap()
+    }
+
+    fn count(&self, f: impl FnOnce(&mut Profile)) {
+        f(&mut self.profile.lock().unwrap());
+    }
+
+    /// The staging buffer, at least `size` bytes (grown to a power of two).
+    fn staging(&self, size: u64) -> wgpu::Buffer {
+        let mut st = self.staging.lock().unwrap();
+        if let Some(b) = st.as_ref().filter(|b| b.size() >= size) {
+            return b.clone();
+        }
+        let b = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size: size.next_power_of_two().max(1 << 16),
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        *st = Some(b.clone());
+        b
+    }
+
+    /// Rescales the work per submission after one took `secs` for `work` multiply-adds
+    /// (work-bound submissions only): back into the band around [`SUBMIT_TARGET`].
+    fn learn(&self, work: f64, secs: f64) {
+        self.count(|p| {
+            p.submit_seconds += secs;
+            p.last_submit_seconds = secs;
+            let ms = 1e3 * secs;
+            if work >= 0.5 * p.work_per_submit && ms > 0.0 && !(SUBMIT_BAND_MS.0..=SUBMIT_BAND_MS.1).contains(&ms) {
+                let factor = (1e3 * SUBMIT_TARGET.as_secs_f64() / ms).clamp(0.25, 4.0);
+                p.work_per_submit = (p.work_per_submit * factor).clamp(1e6, 1e13);
+            }
+        });
     }
 
     /// Output rows (examples) × columns one workgroup of `path` computes.
@@ -335,6 +445,7 @@ impl Context {
     /// Waits for all submitted work (never forever: one submission is bounded to well under
     /// a second of work, so `WAIT_LIMIT` means a hung device), then reports device errors.
     pub fn wait(&self, what: &dyn Fn() -> String) -> Result<()> {
+        self.count(|p| p.waits += 1);
         let poll = wgpu::PollType::Wait { submission_index: None, timeout: Some(WAIT_LIMIT) };
         if let Err(e) = self.device.poll(poll) {
             self.check(what)?;
@@ -377,40 +488,10 @@ impl Context {
         })
     }
 
-    /// Copies `bytes` bytes of `buf` from `offset` back to the host (after all work so far).
+    /// Copies `bytes` bytes of `buf` from `offset` back to the host (after all work so far):
+    /// one submission, one wait.
     pub fn read(&self, buf: &wgpu::Buffer, offset: u64, bytes: u64, what: &dyn Fn() -> String) -> Result<Vec<u8>> {
-        let size = bytes.div_ceil(4) * 4;
-        if size == 0 {
-            return Ok(Vec::new());
-        }
-        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("readback"),
-            size,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        let mut enc = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("readback") });
-        enc.copy_buffer_to_buffer(buf, offset, &staging, 0, size);
-        self.queue.submit([enc.finish()]);
-        let slice = staging.slice(..);
-        let (tx, rx) = std::sync::mpsc::channel();
-        slice.map_async(wgpu::MapMode::Read, move |r| {
-            let _ = tx.send(r);
-        });
-        self.wait(what)?;
-        match rx.try_recv() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(Error::Device(format!("reading back results after {} failed: {e}", what()))),
-            Err(_) => return Err(Error::Device(format!("reading back results after {} did not complete", what()))),
-        }
-        let out = {
-            let view = slice
-                .get_mapped_range()
-                .map_err(|e| Error::Device(format!("reading back results after {} failed: {e}", what())))?;
-            view[..bytes as usize].to_vec()
-        };
-        staging.unmap();
-        Ok(out)
+        Ok(Recorder::new(self).flush_read(&[(buf, offset, bytes)], what)?.pop().unwrap_or_default())
     }
 }
 
@@ -467,6 +548,9 @@ pub struct Recorder<'c> {
     encoder: Option<wgpu::CommandEncoder>,
     pass: Option<wgpu::ComputePass<'static>>,
     params: Vec<Params>,
+    /// Bind groups by (kernel, networks, buffers): a probe binds the same few buffer sets on
+    /// every layer, so it creates each once.
+    bind_groups: std::collections::HashMap<(usize, usize, Vec<wgpu::Buffer>), wgpu::BindGroup>,
     /// Work recorded since the last submit, in multiply-adds (a rough cost measure).
     pub work: f64,
     /// Layers touched since the last submit.
@@ -475,12 +559,18 @@ pub struct Recorder<'c> {
 
 impl<'c> Recorder<'c> {
     pub fn new(ctx: &'c Context) -> Self {
-        Recorder { ctx, encoder: None, pass: None, params: Vec::new(), work: 0.0, layers: 0 }
+        Recorder { ctx, encoder: None, pass: None, params: Vec::new(), bind_groups: Default::default(), work: 0.0, layers: 0 }
+    }
+
+    /// The work per submission (multiply-adds) aimed at now: [`FIRST_WORK_PER_SUBMIT`],
+    /// then rescaled from measured submissions toward [`SUBMIT_TARGET`].
+    pub fn work_budget(&self) -> f64 {
+        self.ctx.profile.lock().unwrap().work_per_submit
     }
 
     /// True when the next layer should go into a fresh submission.
-    pub fn full(&self, work_budget: f64, layer_budget: usize) -> bool {
-        self.params.len() + 16 * MAX_NETS > PARAM_SLOTS || self.work >= work_budget || self.layers >= layer_budget
+    pub fn full(&self, layer_budget: usize) -> bool {
+        self.params.len() + 16 * MAX_NETS > PARAM_SLOTS || self.work >= self.work_budget() || self.layers >= layer_budget
     }
 
     /// Records one dispatch of `k` with `params` and `buffers` bound in `k.bindings` order.
@@ -500,18 +590,25 @@ impl<'c> Recorder<'c> {
         }
         let slot = self.params.len() as u64;
         self.params.extend_from_slice(params);
-        let mut entries = vec![wgpu::BindGroupEntry {
-            binding: 0,
-            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                buffer: &self.ctx.params,
-                offset: 0,
-                size: wgpu::BufferSize::new(PARAM_SLOT * params.len() as u64),
-            }),
-        }];
-        for (&b, buf) in k.bindings.iter().zip(buffers) {
-            entries.push(wgpu::BindGroupEntry { binding: b, resource: buf.as_entire_binding() });
+        let key = (k as *const Kernel as usize, params.len(), buffers.iter().map(|b| (*b).clone()).collect::<Vec<_>>());
+        if !self.bind_groups.contains_key(&key) {
+            let mut entries = vec![wgpu::BindGroupEntry {
+                binding: 0,
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: &self.ctx.params,
+                    offset: 0,
+                    size: wgpu::BufferSize::new(PARAM_SLOT * params.len() as u64),
+                }),
+            }];
+            for (&b, buf) in k.bindings.iter().zip(buffers) {
+                entries.push(wgpu::BindGroupEntry { binding: b, resource: buf.as_entire_binding() });
+            }
+            let bg = self.ctx.device.create_bind_group(&wgpu::BindGroupDescriptor { label: Some(k.name), layout: &k.layout, entries: &entries });
+            self.ctx.count(|p| p.bind_groups += 1);
+            self.bind_groups.insert(key.clone(), bg);
         }
-        let bg = self.ctx.device.create_bind_group(&wgpu::BindGroupDescriptor { label: Some(k.name), layout: &k.layout, entries: &entries });
+        let bg = &self.bind_groups[&key];
+        self.ctx.count(|p| p.dispatches += 1);
         if self.pass.is_none() {
             let dev = &self.ctx.device;
             let enc = self.encoder.get_or_insert_with(|| dev.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("gradscope") }));
@@ -520,7 +617,7 @@ impl<'c> Recorder<'c> {
         }
         let pass = self.pass.as_mut().unwrap();
         pass.set_pipeline(&k.pipeline);
-        pass.set_bind_group(0, &bg, &[(slot * PARAM_SLOT) as u32]);
+        pass.set_bind_group(0, bg, &[(slot * PARAM_SLOT) as u32]);
         pass.dispatch_workgroups(groups.0, groups.1, params.len() as u32);
     }
 
@@ -535,23 +632,77 @@ impl<'c> Recorder<'c> {
 
     /// Submits what was recorded and waits for it; device errors name `what`.
     pub fn flush(&mut self, what: &dyn Fn() -> String) -> Result<()> {
+        self.flush_read(&[], what).map(|_| ())
+    }
+
+    /// Submits what was recorded with copies of the `reads` (buffer, offset, bytes; offsets
+    /// multiples of 4) into the staging buffer at its end, all in one submission, waits once
+    /// and returns the bytes of each read; device errors name `what`.
+    pub fn flush_read(&mut self, reads: &[(&wgpu::Buffer, u64, u64)], what: &dyn Fn() -> String) -> Result<Vec<Vec<u8>>> {
         drop(self.pass.take());
-        if let Some(enc) = self.encoder.take() {
-            let mut bytes = vec![0u8; self.params.len() * PARAM_SLOT as usize];
-            for (i, p) in self.params.iter().enumerate() {
-                let o = i * PARAM_SLOT as usize;
-                bytes[o..o + std::mem::size_of::<Params>()].copy_from_slice(bytemuck::bytes_of(p));
+        let sizes: Vec<u64> = reads.iter().map(|r| r.2.div_ceil(4) * 4).collect();
+        let total: u64 = sizes.iter().sum();
+        let staging = (total > 0).then(|| self.ctx.staging(total));
+        if let Some(st) = &staging {
+            let mut at = 0;
+            for (&(buf, off, _), &size) in reads.iter().zip(&sizes) {
+                if size > 0 {
+                    self.copy(buf, off, st, at, size);
+                }
+                at += size;
             }
-            if !bytes.is_empty() {
-                self.ctx.queue.write_buffer(&self.ctx.params, 0, &bytes);
-            }
-            self.ctx.queue.submit([enc.finish()]);
-            self.params.clear();
-            self.ctx.wait(what)?;
         }
+        let Some(enc) = self.encoder.take() else {
+            self.work = 0.0;
+            self.layers = 0;
+            return Ok(reads.iter().map(|_| Vec::new()).collect());
+        };
+        let mut bytes = vec![0u8; self.params.len() * PARAM_SLOT as usize];
+        for (i, p) in self.params.iter().enumerate() {
+            let o = i * PARAM_SLOT as usize;
+            bytes[o..o + std::mem::size_of::<Params>()].copy_from_slice(bytemuck::bytes_of(p));
+        }
+        if !bytes.is_empty() {
+            self.ctx.queue.write_buffer(&self.ctx.params, 0, &bytes);
+        }
+        let t = std::time::Instant::now();
+        self.ctx.queue.submit([enc.finish()]);
+        self.ctx.count(|p| p.submissions += 1);
+        self.params.clear();
+        let rx = staging.as_ref().map(|st| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            st.slice(..total).map_async(wgpu::MapMode::Read, move |r| {
+                let _ = tx.send(r);
+            });
+            rx
+        });
+        self.ctx.wait(what)?;
+        self.ctx.learn(self.work, t.elapsed().as_secs_f64());
         self.work = 0.0;
         self.layers = 0;
-        Ok(())
+        let (Some(st), Some(rx)) = (staging, rx) else { return Ok(reads.iter().map(|_| Vec::new()).collect()) };
+        let fail = |e: String| Error::Device(format!("reading back results after {} failed: {e}", what()));
+        match rx.try_recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(fail(e.to_string())),
+            Err(_) => return Err(fail("the mapping did not complete".into())),
+        }
+        let out = {
+            let view = st.slice(..total).get_mapped_range().map_err(|e| fail(e.to_string()))?;
+            let mut at = 0usize;
+            reads
+                .iter()
+                .zip(&sizes)
+                .map(|(r, &size)| {
+                    let v = view[at..at + r.2 as usize].to_vec();
+                    at += size as usize;
+                    v
+                })
+                .collect()
+        };
+        st.unmap();
+        self.ctx.count(|p| p.bytes_read += total);
+        Ok(out)
     }
 }
 

@@ -9,7 +9,7 @@ mod context;
 mod norms;
 mod probe;
 
-pub use context::{Context, MatmulPath, Params, MAX_NETS, PARAM_SLOT};
+pub use context::{Context, MatmulPath, Params, Profile, MAX_NETS, PARAM_SLOT};
 pub use norms::GPU_SPECTRAL_NORM_RTOL;
 pub use probe::batch_mismatch;
 
@@ -114,6 +114,8 @@ pub struct GpuBackend {
     /// The cache of log2 ‖G‖₂ per (seed, layer, shape), shared across the probes of one
     /// backend (e.g. a sweep's groups), and the host's Lanczos.
     norms: crate::backend::norms::NormCache,
+    /// `GRADSCOPE_PROFILE=1`: print [`Profile::line`] to stderr after every probe.
+    pub print_profile: bool,
 }
 
 impl GpuBackend {
@@ -160,7 +162,8 @@ impl GpuBackend {
             }
         };
         let ctx = Context::new(&chosen)?;
-        Ok(GpuBackend { ctx, keep_budget: probe::KEEP_BUDGET, device_norms, norms: Default::default() })
+        let print_profile = std::env::var("GRADSCOPE_PROFILE").is_ok_and(|v| !matches!(v.trim(), "" | "0"));
+        Ok(GpuBackend { ctx, keep_budget: probe::KEEP_BUDGET, device_norms, norms: Default::default(), print_profile })
     }
 
     /// The adapter's name with its API, e.g. "NVIDIA H100 (Vulkan, f32)".
@@ -191,7 +194,23 @@ impl GpuBackend {
     /// [`Error::Device`] when the job cannot fit the device (said before any work starts,
     /// with what would fit) or the device fails mid-run (with the kernel and layers).
     pub fn probe(&self, p: &Problem) -> Result<Report> {
-        probe::probe(&self.ctx, p, self.device_name(), self.opts())
+        self.profiled("probe", p.net.depth(), || probe::probe(&self.ctx, p, self.device_name(), self.opts()))
+    }
+
+    /// What the device was asked to do since the backend was opened (submissions, waits,
+    /// dispatches, bytes read back): the structural counts of the submission model.
+    pub fn profile(&self) -> Profile {
+        self.ctx.profile()
+    }
+
+    /// Runs `f`, printing the device's counts for it when [`GpuBackend::print_profile`].
+    fn profiled<T>(&self, what: &str, layers: usize, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let before = self.ctx.profile();
+        let out = f();
+        if self.print_profile {
+            eprintln!("gradscope: {}", self.ctx.profile().since(&before).line(what, layers));
+        }
+        out
     }
 
     /// The statistics of the networks of depth `depths[k]` that are prefixes of `p.net`
@@ -205,7 +224,8 @@ impl GpuBackend {
     /// A depth outside 1..=L, a linear output layer with more than one depth, unequal output
     /// widths, a job that cannot fit the device, or a device failure.
     pub fn probe_depths(&self, p: &Problem, depths: &[usize]) -> Result<Vec<Report>> {
-        probe::probe_depths(&self.ctx, p, depths, self.device_name(), self.opts())
+        let top = depths.iter().copied().max().unwrap_or(0);
+        self.profiled("probe of several depths", top, || probe::probe_depths(&self.ctx, p, depths, self.device_name(), self.opts()))
     }
 
     /// [`GpuBackend::probe_depths`] for several networks at once, one list of reports per
@@ -218,6 +238,11 @@ impl GpuBackend {
     /// # Errors
     /// As [`GpuBackend::probe_depths`].
     pub fn probe_depths_many(&self, ps: &[&Problem], depths: &[usize]) -> Result<Vec<Vec<Report>>> {
+        let top = depths.iter().copied().max().unwrap_or(0);
+        self.profiled(&format!("{} networks", ps.len()), top * ps.len(), || self.probe_depths_many_unprofiled(ps, depths))
+    }
+
+    fn probe_depths_many_unprofiled(&self, ps: &[&Problem], depths: &[usize]) -> Result<Vec<Vec<Report>>> {
         let drawn: Vec<usize> = (0..ps.len()).filter(|&i| ps[i].net.weights_are_streamable()).collect();
         let together: Vec<&Problem> = drawn.iter().map(|&i| ps[i]).collect();
         let mut out: Vec<Option<Vec<Report>>> = vec![None; ps.len()];
@@ -229,7 +254,7 @@ impl GpuBackend {
         }
         for (i, slot) in out.iter_mut().enumerate() {
             if slot.is_none() {
-                *slot = Some(self.probe_depths(ps[i], depths)?);
+                *slot = Some(probe::probe_depths(&self.ctx, ps[i], depths, self.device_name(), self.opts())?);
             }
         }
         Ok(out.into_iter().flatten().collect())

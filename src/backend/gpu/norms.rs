@@ -224,9 +224,10 @@ fn lanczos_chunk(ctx: &Context, seed: u64, jobs: &[Job], z: &Sizes, uniform_scal
             rec.dispatch(&ctx.lz_norm, first, &bufs, (cu.div_ceil(64), 1, 1));
             rec.dispatch(&ctx.lz_next, first, &bufs, m_groups);
         }
-        rec.flush(&what)?;
+        // The tridiagonal matrices come back in the submission that wrote them: one wait.
+        let back = rec.flush_read(&[(&tri, 0, (c * z.steps * 2 * 4) as u64)], &what)?;
         k = k1;
-        let t: Vec<f32> = bytemuck::pod_collect_to_vec(&ctx.read(&tri, 0, (c * z.steps * 2 * 4) as u64, &what)?);
+        let t: Vec<f32> = bytemuck::pod_collect_to_vec(&back[0]);
         for (j, th) in theta.iter_mut().enumerate() {
             if th.is_some() {
                 continue;

@@ -35,9 +35,6 @@ use crate::stats::Report;
 
 /// Kept activations may use this many bytes before the probe switches to √L checkpoints.
 pub const KEEP_BUDGET: u64 = 256 << 20;
-/// Multiply-adds per submission: about 0.5 s on a 2 GFLOP/s software adapter, far under
-/// any OS watchdog (Windows TDR: 2 s) on real GPUs.
-const WORK_PER_SUBMIT: f64 = 5e8;
 /// Layers per submission (bounds the bias and weight rings).
 const LAYERS_PER_SUBMIT: usize = 64;
 /// Partial sums per layer of the batch-mean and Gram kernels (MEAN_PARTS, GRAM_PARTS in
@@ -340,22 +337,32 @@ impl<'a> Run<'a> {
     }
 
     fn flush(&mut self, b: &Bufs) -> Result<()> {
+        self.flush_reading(b, &[]).map(|_| ())
+    }
+
+    /// Submits what was recorded, with the backward records it wrote and `reads` copied
+    /// back in the same submission (one wait), turns the records into gradient norms and
+    /// returns the bytes of `reads`.
+    fn flush_reading(&mut self, b: &Bufs, reads: &[(&wgpu::Buffer, u64, u64)]) -> Result<Vec<Vec<u8>>> {
         let what = self.what();
-        self.rec.flush(&|| what.clone())?;
+        let brec_bytes = if self.pending.is_empty() { 0 } else { ((self.pl.off(self.pl.nets - 1).brec + self.brec_used) * 4) as u64 };
+        let mut all = vec![(&b.brec, 0, brec_bytes)];
+        all.extend_from_slice(reads);
+        let mut out = self.rec.flush_read(&all, &|| what.clone())?;
         self.w_used = 0;
         self.b_used = 0;
         self.first_layer = self.cur_layer;
-        self.drain(b, &what)
+        let brec = out.remove(0);
+        self.drain(&f32s(&brec));
+        Ok(out)
     }
 
-    /// Reads back the backward records of the last submission and turns them into each
-    /// depth's gradient norms, with the CPU backend's arithmetic.
-    fn drain(&mut self, b: &Bufs, what: &str) -> Result<()> {
+    /// Turns the backward records of the last submission into each depth's gradient norms
+    /// ([`LayerSums`], the CPU engine's arithmetic).
+    fn drain(&mut self, data: &[f32]) {
         if self.pending.is_empty() {
-            return Ok(());
+            return;
         }
-        let last = self.pl.off(self.pl.nets - 1).brec + self.brec_used;
-        let data = f32s(&self.ctx.read(&b.brec, 0, (last * 4) as u64, &|| format!("reading back {what}"))?);
         let (bsz, rs, rb, p1, p2, nd) = (self.pl.b, self.pl.rs, self.pl.rb, self.pl.p1, self.pl.p2, self.pl.nd);
         let f64s = |v: &[f32]| -> Vec<f64> { v.iter().map(|&x| x as f64).collect() };
         for (l, off, blocks) in self.pending.drain(..) {
@@ -375,7 +382,6 @@ impl<'a> Run<'a> {
             }
         }
         self.brec_used = 0;
-        Ok(())
     }
 
     /// Starts work on layer l, submitting what was recorded when a budget is reached.
@@ -384,7 +390,7 @@ impl<'a> Run<'a> {
     fn begin_layer(&mut self, b: &Bufs, l: usize, need_weights: bool, rows: usize, brec: usize) -> Result<()> {
         let (n_out, n_in) = (self.p.net.widths[l], self.p.net.widths[l - 1]);
         let ring_full = (need_weights && self.w_used >= self.pl.ring && self.pl.ring > 1) || self.b_used >= LAYERS_PER_SUBMIT || self.brec_used + brec > self.pl.brec_cap;
-        if ring_full || self.rec.full(WORK_PER_SUBMIT, LAYERS_PER_SUBMIT) {
+        if ring_full || self.rec.full(LAYERS_PER_SUBMIT) {
             self.flush(b)?;
         }
         if self.rec.layers == 0 {
@@ -763,10 +769,14 @@ fn run_device(ctx: &Context, ps: &[&Problem], pl: Plan, ds: &[usize]) -> Result<
     for g in 0..nseg {
         run.forward_segment(&bufs, g, if g + 1 < nseg { Some(g + 1) } else { None })?;
     }
-    run.flush(&bufs)?;
+    // The forward records and every depth's output come back with the last forward
+    // submission.
+    let ef_bytes = (nets * nd * ef * 4) as u64;
+    let reads = [(&bufs.rec, 0, (nets * big_l * rs * 4) as u64), (&bufs.errs, 0, ef_bytes), (&bufs.err_e, 0, (nets * nd * bsz * 4) as u64), (&bufs.out_z, 0, if ce { ef_bytes } else { 0 })];
+    let mut back = run.flush_reading(&bufs, &reads)?.into_iter();
+    let mut next = || back.next().unwrap_or_default();
     run.capture = false;
-    let what = || "reading the forward pass back".to_string();
-    run.frec = f32s(&ctx.read(&bufs.rec, 0, (nets * big_l * rs * 4) as u64, &what)?);
+    run.frec = f32s(&next());
     let overflow: Vec<Option<usize>> = (0..nets)
         .map(|n| {
             let f = &run.frec[run.pl.off(n).rec..];
@@ -782,9 +792,9 @@ fn run_device(ctx: &Context, ps: &[&Problem], pl: Plan, ds: &[usize]) -> Result<
 
     // Each depth's output error, written back in place of a^d (zeros for a network whose
     // forward pass overflowed: its backward pass is not used).
-    let outs = f32s(&ctx.read(&bufs.errs, 0, (nets * nd * ef * 4) as u64, &what)?);
-    let out_e: Vec<i32> = bytemuck::pod_collect_to_vec(&ctx.read(&bufs.err_e, 0, (nets * nd * bsz * 4) as u64, &what)?);
-    let zs = if ce { f32s(&ctx.read(&bufs.out_z, 0, (nets * nd * ef * 4) as u64, &what)?) } else { vec![0f32; nets * nd * ef] };
+    let outs = f32s(&next());
+    let out_e: Vec<i32> = bytemuck::pod_collect_to_vec(&next());
+    let zs = if ce { f32s(&next()) } else { vec![0f32; nets * nd * ef] };
     let mut errs: Vec<Option<OutputErrors>> = Vec::with_capacity(nets);
     for (n, q) in ps.iter().enumerate() {
         let o = run.pl.off(n);
@@ -984,7 +994,7 @@ pub fn philox_words(ctx: &Context, counters: &[[u32; 4]], seed: u64) -> Result<V
     let pr = Params { key_lo: seed as u32, key_hi: (seed >> 32) as u32, aux0: n as u32, ..Default::default() };
     rec.dispatch(&ctx.philox_words, pr, &[&cbuf, &out], grid(n as u64, 64));
     let what = || format!("the Philox test kernel ({n} counters)");
-    rec.flush(&what)?;
-    let words: Vec<u32> = bytemuck::pod_collect_to_vec(&ctx.read(&out, 0, (n * 16) as u64, &what)?);
+    let back = rec.flush_read(&[(&out, 0, (n * 16) as u64)], &what)?;
+    let words: Vec<u32> = bytemuck::pod_collect_to_vec(&back[0]);
     Ok(words.chunks(4).map(|c| [c[0], c[1], c[2], c[3]]).collect())
 }
