@@ -630,11 +630,6 @@ impl<'c> Recorder<'c> {
         enc.copy_buffer_to_buffer(src, src_off, dst, dst_off, bytes);
     }
 
-    /// Submits what was recorded and waits for it; device errors name `what`.
-    pub fn flush(&mut self, what: &dyn Fn() -> String) -> Result<()> {
-        self.flush_read(&[], what).map(|_| ())
-    }
-
     /// Submits what was recorded with copies of the `reads` (buffer, offset, bytes; offsets
     /// multiples of 4) into the staging buffer at its end, all in one submission, waits once
     /// and returns the bytes of each read; device errors name `what`.

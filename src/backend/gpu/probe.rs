@@ -710,73 +710,28 @@ fn output_errors(p: &Problem, pl: &Plan, outs: &[f32], out_e: &[i32], zs: &[f32]
 /// The device part of a probe of `ps` (one network, or several of equal shape side by side):
 /// forward pass with checkpoints, output errors on the host, stacked backward pass.
 fn run_device(ctx: &Context, ps: &[&Problem], pl: Plan, ds: &[usize]) -> Result<(Vec<DeviceOut>, Plan)> {
-    let p = ps[0];
-    let net = &p.net;
-    let (big_l, bsz, nets) = (net.depth(), p.batch(), ps.len());
-    let ce = net.cost == Cost::CrossEntropy;
+    let ce = ps[0].net.cost == Cost::CrossEntropy;
     let bufs = Bufs::new(ctx, &pl, ce).map_err(|e| match e {
         Error::Device(m) => Error::Device(format!("{m} (the probe needs about {} MiB of GPU memory in all; lower --batch, --width or --depth)", pl.bytes() >> 20)),
         e => e,
     })?;
-    let ortho = matches!(&net.params, NetParams::Generated { .. }) && !net.weights_are_streamable();
-    let ortho_bytes: u64 = (1..=big_l).map(|l| (round4(net.widths[l]) * round4(net.widths[l - 1]) * 4) as u64).sum();
-    let mut run = Run {
-        ctx,
-        ps,
-        p,
-        pl,
-        rec: Recorder::new(ctx),
-        scaled: ps.iter().map(|q| q.net.activation.is_homogeneous() || q.net.activation.slopes_at_zero().is_some()).collect(),
-        ds,
-        capture: true,
-        w_used: 0,
-        b_used: 0,
-        brec_used: 0,
-        pending: Vec::new(),
-        frec: Vec::new(),
-        grads: vec![ds.iter().map(|&d| vec![Grad::default(); d]).collect(); nets],
-        phase: "forward pass",
-        first_layer: 1,
-        cur_layer: 1,
-        ortho_cache: if ortho && ortho_bytes <= ORTHO_CACHE_BUDGET { Some(vec![None; big_l + 1]) } else { None },
-    };
-    let (bp, rs, nd, ef) = (run.pl.bp, run.pl.rs, run.pl.nd, run.pl.err_floats());
-
-    // a^0 of each network (renormalised when its rows carry an exponent; the CPU always
-    // renormalises) and layer 1's record of it.
-    let s0 = round4(net.widths[0]);
-    for (n, q) in ps.iter().enumerate() {
-        let o = run.pl.off(n);
-        let mut a0 = q.inputs.clone();
-        let mut e0 = vec![0i64; bsz];
-        if run.scaled[n] {
-            renormalise_rows(&mut a0, &mut e0);
-        }
-        ctx.queue.write_buffer(&bufs.ckpt_a[0], (o.row0 * s0 * 4) as u64, bytemuck::cast_slice(&padded(&a0, bp, s0)));
-        let e0_32: Vec<i32> = e0.iter().map(|&e| e as i32).collect();
-        ctx.queue.write_buffer(&bufs.ckpt_e[0], (o.row0 * 4) as u64, bytemuck::cast_slice(&e0_32));
-        let mut rec1 = vec![0f32; 2 * bsz];
-        for x in 0..bsz {
-            rec1[x] = a0.row(x).dot(&a0.row(x)) as f32;
-            rec1[bsz + x] = e0[x] as f32;
-        }
-        ctx.queue.write_buffer(&bufs.rec, ((o.rec + bsz) * 4) as u64, bytemuck::cast_slice(&rec1));
-    }
+    let mut run = Run::new(ctx, ps, pl, ds);
+    run.upload_inputs(&bufs);
+    let (big_l, bsz, nets) = (run.pl.l, run.pl.b, run.pl.nets);
+    let (rs, nd, ef) = (run.pl.rs, run.pl.nd, run.pl.err_floats());
 
     // Forward pass: checkpoints every K layers; the last segment's rows stay for backward;
-    // every requested depth's output is captured.
+    // every requested depth's output is captured. The forward records and the outputs come
+    // back with the last forward submission.
     let nseg = run.pl.nseg;
     for g in 0..nseg {
         run.forward_segment(&bufs, g, if g + 1 < nseg { Some(g + 1) } else { None })?;
     }
-    // The forward records and every depth's output come back with the last forward
-    // submission.
     let ef_bytes = (nets * nd * ef * 4) as u64;
     let reads = [(&bufs.rec, 0, (nets * big_l * rs * 4) as u64), (&bufs.errs, 0, ef_bytes), (&bufs.err_e, 0, (nets * nd * bsz * 4) as u64), (&bufs.out_z, 0, if ce { ef_bytes } else { 0 })];
-    let mut back = run.flush_reading(&bufs, &reads)?.into_iter();
-    let mut next = || back.next().unwrap_or_default();
+    let back = run.flush_reading(&bufs, &reads)?;
     run.capture = false;
-    run.frec = f32s(&next());
+    run.frec = f32s(&back[0]);
     let overflow: Vec<Option<usize>> = (0..nets)
         .map(|n| {
             let f = &run.frec[run.pl.off(n).rec..];
@@ -789,41 +744,9 @@ fn run_device(ctx: &Context, ps: &[&Problem], pl: Plan, ds: &[usize]) -> Result<
         let out = overflow.iter().enumerate().map(|(n, o)| DeviceOut::Overflow { layer: o.unwrap(), frec: net_frec(&frec, n) }).collect();
         return Ok((out, run.pl));
     }
-
-    // Each depth's output error, written back in place of a^d (zeros for a network whose
-    // forward pass overflowed: its backward pass is not used).
-    let outs = f32s(&next());
-    let out_e: Vec<i32> = bytemuck::pod_collect_to_vec(&next());
-    let zs = if ce { f32s(&next()) } else { vec![0f32; nets * nd * ef] };
-    let mut errs: Vec<Option<OutputErrors>> = Vec::with_capacity(nets);
-    for (n, q) in ps.iter().enumerate() {
-        let o = run.pl.off(n);
-        let (e0, e1, x0, x1) = (o.errs, o.errs + nd * ef, o.err_e, o.err_e + nd * bsz);
-        let oe = overflow[n].is_none().then(|| output_errors(q, &run.pl, &outs[e0..e1], &out_e[x0..x1], &zs[e0..e1])).transpose()?;
-        let (err, err_e) = match &oe {
-            Some(oe) => (oe.err.clone(), oe.err_e.clone()),
-            None => (vec![0f32; nd * ef], vec![0i32; nd * bsz]),
-        };
-        ctx.queue.write_buffer(&bufs.errs, (e0 * 4) as u64, bytemuck::cast_slice(&err));
-        ctx.queue.write_buffer(&bufs.err_e, (x0 * 4) as u64, bytemuck::cast_slice(&err_e));
-        errs.push(oe);
-    }
-
-    // Backward, one segment at a time from the top, recomputing each from its checkpoint;
-    // depths join as the pass reaches their top layers.
-    for (g, (s, top)) in plan::segments(big_l, run.pl.k).enumerate().rev() {
-        if g + 1 != nseg {
-            run.phase = "recomputing a segment";
-            run.forward_segment(&bufs, g, None)?;
-        }
-        run.phase = "backward pass";
-        for l in (s + 1..=top).rev() {
-            let i = l - s - 1;
-            let a_prev = if i == 0 { &bufs.ckpt_a[g] } else { &bufs.keep_a[i] };
-            run.backward_layer(&bufs, l, i, a_prev)?;
-        }
-    }
-    run.flush(&bufs)?;
+    let zs = if ce { f32s(&back[3]) } else { vec![0f32; nets * nd * ef] };
+    let errs = run.output_errors(&bufs, &overflow, &f32s(&back[1]), &bytemuck::pod_collect_to_vec(&back[2]), &zs)?;
+    run.backward_pass(&bufs)?;
     let frec = std::mem::take(&mut run.frec);
     let grads = std::mem::take(&mut run.grads);
     let out = grads
@@ -836,6 +759,101 @@ fn run_device(ctx: &Context, ps: &[&Problem], pl: Plan, ds: &[usize]) -> Result<
         })
         .collect();
     Ok((out, run.pl))
+}
+
+impl<'a> Run<'a> {
+    fn new(ctx: &'a Context, ps: &'a [&'a Problem], pl: Plan, ds: &'a [usize]) -> Run<'a> {
+        let p = ps[0];
+        let net = &p.net;
+        let big_l = net.depth();
+        let ortho = matches!(&net.params, NetParams::Generated { .. }) && !net.weights_are_streamable();
+        let ortho_bytes: u64 = (1..=big_l).map(|l| (round4(net.widths[l]) * round4(net.widths[l - 1]) * 4) as u64).sum();
+        Run {
+            ctx,
+            ps,
+            p,
+            pl,
+            rec: Recorder::new(ctx),
+            scaled: ps.iter().map(|q| q.net.activation.is_homogeneous() || q.net.activation.slopes_at_zero().is_some()).collect(),
+            ds,
+            capture: true,
+            w_used: 0,
+            b_used: 0,
+            brec_used: 0,
+            pending: Vec::new(),
+            frec: Vec::new(),
+            grads: vec![ds.iter().map(|&d| vec![Grad::default(); d]).collect(); ps.len()],
+            phase: "forward pass",
+            first_layer: 1,
+            cur_layer: 1,
+            ortho_cache: if ortho && ortho_bytes <= ORTHO_CACHE_BUDGET { Some(vec![None; big_l + 1]) } else { None },
+        }
+    }
+
+    /// a^0 of each network (renormalised when its rows carry an exponent; the CPU always
+    /// renormalises) and layer 1's record of it.
+    fn upload_inputs(&self, bufs: &Bufs) {
+        let (bp, bsz) = (self.pl.bp, self.pl.b);
+        let s0 = round4(self.p.net.widths[0]);
+        for (n, q) in self.ps.iter().enumerate() {
+            let o = self.pl.off(n);
+            let mut a0 = q.inputs.clone();
+            let mut e0 = vec![0i64; bsz];
+            if self.scaled[n] {
+                renormalise_rows(&mut a0, &mut e0);
+            }
+            let queue = &self.ctx.queue;
+            queue.write_buffer(&bufs.ckpt_a[0], (o.row0 * s0 * 4) as u64, bytemuck::cast_slice(&padded(&a0, bp, s0)));
+            let e0_32: Vec<i32> = e0.iter().map(|&e| e as i32).collect();
+            queue.write_buffer(&bufs.ckpt_e[0], (o.row0 * 4) as u64, bytemuck::cast_slice(&e0_32));
+            let mut rec1 = vec![0f32; 2 * bsz];
+            for x in 0..bsz {
+                rec1[x] = a0.row(x).dot(&a0.row(x)) as f32;
+                rec1[bsz + x] = e0[x] as f32;
+            }
+            queue.write_buffer(&bufs.rec, ((o.rec + bsz) * 4) as u64, bytemuck::cast_slice(&rec1));
+        }
+    }
+
+    /// Each depth's output error from the captured outputs, by the shared assembly, written
+    /// back in place of a^d (zeros for a network whose forward pass overflowed: its backward
+    /// pass is not used).
+    fn output_errors(&self, bufs: &Bufs, overflow: &[Option<usize>], outs: &[f32], out_e: &[i32], zs: &[f32]) -> Result<Vec<Option<OutputErrors>>> {
+        let (nd, ef, bsz) = (self.pl.nd, self.pl.err_floats(), self.pl.b);
+        let mut errs = Vec::with_capacity(self.ps.len());
+        for (n, q) in self.ps.iter().enumerate() {
+            let o = self.pl.off(n);
+            let (e0, e1, x0, x1) = (o.errs, o.errs + nd * ef, o.err_e, o.err_e + nd * bsz);
+            let oe = overflow[n].is_none().then(|| output_errors(q, &self.pl, &outs[e0..e1], &out_e[x0..x1], &zs[e0..e1])).transpose()?;
+            let (err, err_e) = match &oe {
+                Some(oe) => (oe.err.clone(), oe.err_e.clone()),
+                None => (vec![0f32; nd * ef], vec![0i32; nd * bsz]),
+            };
+            self.ctx.queue.write_buffer(&bufs.errs, (e0 * 4) as u64, bytemuck::cast_slice(&err));
+            self.ctx.queue.write_buffer(&bufs.err_e, (x0 * 4) as u64, bytemuck::cast_slice(&err_e));
+            errs.push(oe);
+        }
+        Ok(errs)
+    }
+
+    /// Backward, one segment at a time from the top, recomputing each from its checkpoint;
+    /// depths join as the pass reaches their top layers.
+    fn backward_pass(&mut self, bufs: &Bufs) -> Result<()> {
+        let nseg = self.pl.nseg;
+        for (g, (s, top)) in plan::segments(self.pl.l, self.pl.k).enumerate().rev() {
+            if g + 1 != nseg {
+                self.phase = "recomputing a segment";
+                self.forward_segment(bufs, g, None)?;
+            }
+            self.phase = "backward pass";
+            for l in (s + 1..=top).rev() {
+                let i = l - s - 1;
+                let a_prev = if i == 0 { &bufs.ckpt_a[g] } else { &bufs.keep_a[i] };
+                self.backward_layer(bufs, l, i, a_prev)?;
+            }
+        }
+        self.flush(bufs)
+    }
 }
 
 /// log2 ‖W^l‖₂ for l = 1..=L as [`probe_depths`] finds them (device, cache, then host).
