@@ -8,8 +8,10 @@
 mod context;
 mod norms;
 mod probe;
+mod recorder;
 
-pub use context::{Context, MatmulPath, Params, Profile, MAX_NETS, PARAM_SLOT};
+pub use context::{Context, MatmulPath, Params, MAX_NETS, PARAM_SLOT};
+pub use recorder::Profile;
 pub use norms::GPU_SPECTRAL_NORM_RTOL;
 pub use probe::batch_mismatch;
 

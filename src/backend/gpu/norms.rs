@@ -20,7 +20,8 @@ use crate::backend::norms::NormCache;
 use crate::error::Result;
 use crate::model::{InitKind, Params as NetParams, Problem};
 
-use super::context::{grid, Context, Params, Recorder, MAX_WORKGROUPS_PER_DIM};
+use super::context::{Context, Params, MAX_WORKGROUPS_PER_DIM};
+use super::recorder::{grid, Recorder};
 
 /// Relative accuracy asked of θ = ‖W‖₂² (so ‖W‖₂ to half of it) by the GPU's Lanczos.
 pub const GPU_SPECTRAL_NORM_RTOL: f64 = 1e-6;

@@ -24,7 +24,8 @@ use std::sync::atomic::Ordering;
 
 use ndarray::Array2;
 
-use super::context::{grid, Context, Params, Recorder, FLAG_BIAS, FLAG_DSIG, FLAG_JOIN, FLAG_REC_NEXT, FLAG_SCALED, FLAG_TANGENT, MAX_NETS, MAX_WORKGROUPS_PER_DIM};
+use super::context::{Context, Params, FLAG_BIAS, FLAG_DSIG, FLAG_JOIN, FLAG_REC_NEXT, FLAG_SCALED, FLAG_TANGENT, MAX_NETS, MAX_WORKGROUPS_PER_DIM};
+use super::recorder::{grid, Recorder};
 use crate::backend::assemble::{output_error, renormalise_rows, Assembly, Grad, LayerSums};
 use crate::backend::norms::NormCache;
 use crate::backend::plan;
