@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use wgpu::util::DeviceExt;
 
-use super::recorder::{Profile, Recorder};
+use super::recorder::Profile;
 use crate::backend::shaders::{self, Tiling};
 use crate::error::{Error, Result};
 
@@ -201,8 +201,9 @@ pub struct Context {
     errors: Arc<Mutex<Vec<String>>>,
     /// The counts of [`Profile`] and the work per submission learned so far.
     profile: Mutex<Profile>,
-    /// The one MAP_READ buffer every readback goes through, grown as needed.
-    staging: Mutex<Option<wgpu::Buffer>>,
+    /// The two MAP_READ buffers readbacks go through (one mapped by the host while the
+    /// device copies into the other), grown as needed.
+    staging: Mutex<[Option<wgpu::Buffer>; 2]>,
 }
 
 impl Context {
@@ -300,7 +301,7 @@ impl Context {
             lz_next,
             errors,
             profile: Mutex::new(Profile { work_per_submit: FIRST_WORK_PER_SUBMIT, ..Default::default() }),
-            staging: Mutex::new(None),
+            staging: Mutex::new([None, None]),
         })
     }
 
@@ -313,9 +314,10 @@ impl Context {
         f(&mut self.profile.lock().unwrap());
     }
 
-    /// The staging buffer, at least `size` bytes (grown to a power of two).
-    pub(super) fn staging(&self, size: u64) -> wgpu::Buffer {
-        let mut st = self.staging.lock().unwrap();
+    /// Staging buffer `slot` (0 or 1), at least `size` bytes (grown to a power of two).
+    pub(super) fn staging(&self, slot: usize, size: u64) -> wgpu::Buffer {
+        let mut all = self.staging.lock().unwrap();
+        let st = &mut all[slot];
         if let Some(b) = st.as_ref().filter(|b| b.size() >= size) {
             return b.clone();
         }
@@ -390,8 +392,13 @@ impl Context {
     /// Waits for all submitted work (never forever: one submission is bounded to well under
     /// a second of work, so `WAIT_LIMIT` means a hung device), then reports device errors.
     pub fn wait(&self, what: &dyn Fn() -> String) -> Result<()> {
+        self.wait_for(None, what)
+    }
+
+    /// [`Context::wait`] for one submission (and those before it) only.
+    pub fn wait_for(&self, index: Option<wgpu::SubmissionIndex>, what: &dyn Fn() -> String) -> Result<()> {
         self.count(|p| p.waits += 1);
-        let poll = wgpu::PollType::Wait { submission_index: None, timeout: Some(WAIT_LIMIT) };
+        let poll = wgpu::PollType::Wait { submission_index: index, timeout: Some(WAIT_LIMIT) };
         if let Err(e) = self.device.poll(poll) {
             self.check(what)?;
             return Err(Error::Device(format!("GPU '{}' failed during {}: {e}", self.info.name, what())));
@@ -431,12 +438,6 @@ impl Context {
             contents: data,
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
         })
-    }
-
-    /// Copies `bytes` bytes of `buf` from `offset` back to the host (after all work so far):
-    /// one submission, one wait.
-    pub fn read(&self, buf: &wgpu::Buffer, offset: u64, bytes: u64, what: &dyn Fn() -> String) -> Result<Vec<u8>> {
-        Ok(Recorder::new(self).flush_read(&[(buf, offset, bytes)], what)?.pop().unwrap_or_default())
     }
 }
 

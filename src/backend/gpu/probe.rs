@@ -25,7 +25,7 @@ use std::sync::atomic::Ordering;
 use ndarray::Array2;
 
 use super::context::{Context, Params, FLAG_BIAS, FLAG_DSIG, FLAG_JOIN, FLAG_REC_NEXT, FLAG_SCALED, FLAG_TANGENT, MAX_NETS, MAX_WORKGROUPS_PER_DIM};
-use super::recorder::{grid, Recorder};
+use super::recorder::{grid, InFlight, Recorder};
 use crate::backend::assemble::{output_error, renormalise_rows, Assembly, Grad, LayerSums};
 use crate::backend::norms::NormCache;
 use crate::backend::plan;
@@ -287,6 +287,9 @@ struct Run<'a> {
     /// each layer recorded in it.
     brec_used: usize,
     pending: Vec<(usize, usize, usize)>,
+    /// The last submission, still running, with the layers whose records it reads back:
+    /// the host drains it while the device runs the next one.
+    in_flight: Option<(InFlight, Vec<(usize, usize, usize)>)>,
     /// The forward records of every network (L·rs floats each), on the host once the
     /// forward pass is done.
     frec: Vec<f32>,
@@ -337,36 +340,57 @@ impl<'a> Run<'a> {
         format!("{} (layers {lo}..={hi}, batch {}, widths {}..{}{nets})", self.phase, self.pl.b, w.iter().min().unwrap(), w.iter().max().unwrap())
     }
 
-    fn flush(&mut self, b: &Bufs) -> Result<()> {
-        self.flush_reading(b, &[]).map(|_| ())
-    }
-
-    /// Submits what was recorded, with the backward records it wrote and `reads` copied
-    /// back in the same submission (one wait), turns the records into gradient norms and
-    /// returns the bytes of `reads`.
-    fn flush_reading(&mut self, b: &Bufs, reads: &[(&wgpu::Buffer, u64, u64)]) -> Result<Vec<Vec<u8>>> {
+    /// Submits what was recorded, with the backward records it writes and `reads` copied
+    /// back in the same submission; returns it with the layers whose records it carries.
+    fn submit(&mut self, b: &Bufs, reads: &[(&wgpu::Buffer, u64, u64)]) -> Option<(InFlight, Vec<(usize, usize, usize)>)> {
         let what = self.what();
         let brec_bytes = if self.pending.is_empty() { 0 } else { ((self.pl.off(self.pl.nets - 1).brec + self.brec_used) * 4) as u64 };
         let mut all = vec![(&b.brec, 0, brec_bytes)];
         all.extend_from_slice(reads);
-        let mut out = self.rec.flush_read(&all, &|| what.clone())?;
+        let f = self.rec.submit_read(&all, &|| what.clone());
+        let pending = std::mem::take(&mut self.pending);
         self.w_used = 0;
         self.b_used = 0;
+        self.brec_used = 0;
         self.first_layer = self.cur_layer;
-        let brec = out.remove(0);
-        self.drain(&f32s(&brec));
-        Ok(out)
+        f.map(|f| (f, pending))
+    }
+
+    /// Submits what was recorded, then drains the previous submission's records (waiting
+    /// for it, once) while the device runs this one: records are double-buffered.
+    fn flush(&mut self, b: &Bufs) -> Result<()> {
+        let f = self.submit(b, &[]);
+        self.settle()?;
+        self.in_flight = f;
+        Ok(())
+    }
+
+    /// Waits for the submission in flight, if any, and drains its records; returns the
+    /// bytes of its other reads.
+    fn settle(&mut self) -> Result<Vec<Vec<u8>>> {
+        let Some((f, pending)) = self.in_flight.take() else { return Ok(Vec::new()) };
+        let mut back = self.rec.finish(f)?;
+        let brec = back.remove(0);
+        self.drain(&pending, &f32s(&brec));
+        Ok(back)
+    }
+
+    /// Submits what was recorded with `reads` copied back in the same submission, waits for
+    /// it (after the one in flight) and returns the bytes of `reads`.
+    fn flush_reading(&mut self, b: &Bufs, reads: &[(&wgpu::Buffer, u64, u64)]) -> Result<Vec<Vec<u8>>> {
+        let f = self.submit(b, reads);
+        self.settle()?;
+        self.in_flight = f;
+        let back = self.settle()?;
+        Ok(if back.is_empty() { reads.iter().map(|_| Vec::new()).collect() } else { back })
     }
 
     /// Turns the backward records of the last submission into each depth's gradient norms
     /// ([`LayerSums`], the CPU engine's arithmetic).
-    fn drain(&mut self, data: &[f32]) {
-        if self.pending.is_empty() {
-            return;
-        }
+    fn drain(&mut self, pending: &[(usize, usize, usize)], data: &[f32]) {
         let (bsz, rs, rb, p1, p2, nd) = (self.pl.b, self.pl.rs, self.pl.rb, self.pl.p1, self.pl.p2, self.pl.nd);
         let f64s = |v: &[f32]| -> Vec<f64> { v.iter().map(|&x| x as f64).collect() };
-        for (l, off, blocks) in self.pending.drain(..) {
+        for &(l, off, blocks) in pending {
             for n in 0..self.pl.nets {
                 let o = self.pl.off(n);
                 let f = &self.frec[o.rec + (l - 1) * rs..o.rec + l * rs];
@@ -382,7 +406,6 @@ impl<'a> Run<'a> {
                 }
             }
         }
-        self.brec_used = 0;
     }
 
     /// Starts work on layer l, submitting what was recorded when a budget is reached.
@@ -782,6 +805,7 @@ impl<'a> Run<'a> {
             b_used: 0,
             brec_used: 0,
             pending: Vec::new(),
+            in_flight: None,
             frec: Vec::new(),
             grads: vec![ds.iter().map(|&d| vec![Grad::default(); d]).collect(); ps.len()],
             phase: "forward pass",
@@ -853,7 +877,8 @@ impl<'a> Run<'a> {
                 self.backward_layer(bufs, l, i, a_prev)?;
             }
         }
-        self.flush(bufs)
+        self.flush(bufs)?;
+        self.settle().map(|_| ())
     }
 }
 

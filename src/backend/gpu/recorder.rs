@@ -73,6 +73,8 @@ pub struct Recorder<'c> {
     /// Bind groups by (kernel, networks, buffers): a probe binds the same few buffer sets on
     /// every layer, so it creates each once.
     bind_groups: std::collections::HashMap<(usize, usize, Vec<wgpu::Buffer>), wgpu::BindGroup>,
+    /// The staging buffer the next submission copies its readbacks into.
+    slot: usize,
     /// Work recorded since the last submit, in multiply-adds (a rough cost measure).
     pub work: f64,
     /// Layers touched since the last submit.
@@ -81,7 +83,7 @@ pub struct Recorder<'c> {
 
 impl<'c> Recorder<'c> {
     pub fn new(ctx: &'c Context) -> Self {
-        Recorder { ctx, encoder: None, pass: None, params: Vec::new(), bind_groups: Default::default(), work: 0.0, layers: 0 }
+        Recorder { ctx, encoder: None, pass: None, params: Vec::new(), bind_groups: Default::default(), slot: 0, work: 0.0, layers: 0 }
     }
 
     /// The work per submission (multiply-adds) aimed at now: [`FIRST_WORK_PER_SUBMIT`](super::context::FIRST_WORK_PER_SUBMIT),
@@ -156,24 +158,33 @@ impl<'c> Recorder<'c> {
     /// multiples of 4) into the staging buffer at its end, all in one submission, waits once
     /// and returns the bytes of each read; device errors name `what`.
     pub fn flush_read(&mut self, reads: &[(&wgpu::Buffer, u64, u64)], what: &dyn Fn() -> String) -> Result<Vec<Vec<u8>>> {
+        match self.submit_read(reads, what) {
+            Some(f) => self.finish(f),
+            None => Ok(reads.iter().map(|_| Vec::new()).collect()),
+        }
+    }
+
+    /// [`Recorder::flush_read`] without the wait: the submission runs while the host goes
+    /// on, and [`Recorder::finish`] takes its readbacks (at most two in flight: the staging
+    /// buffers alternate). None when nothing was recorded.
+    pub fn submit_read(&mut self, reads: &[(&wgpu::Buffer, u64, u64)], what: &dyn Fn() -> String) -> Option<InFlight> {
         drop(self.pass.take());
-        let sizes: Vec<u64> = reads.iter().map(|r| r.2.div_ceil(4) * 4).collect();
-        let total: u64 = sizes.iter().sum();
-        let staging = (total > 0).then(|| self.ctx.staging(total));
+        let lens: Vec<(u64, u64)> = reads.iter().map(|r| (r.2, r.2.div_ceil(4) * 4)).collect();
+        let total: u64 = lens.iter().map(|l| l.1).sum();
+        let staging = (total > 0).then(|| self.ctx.staging(self.slot, total));
+        self.slot ^= 1;
         if let Some(st) = &staging {
             let mut at = 0;
-            for (&(buf, off, _), &size) in reads.iter().zip(&sizes) {
+            for (&(buf, off, _), &(_, size)) in reads.iter().zip(&lens) {
                 if size > 0 {
                     self.copy(buf, off, st, at, size);
                 }
                 at += size;
             }
         }
-        let Some(enc) = self.encoder.take() else {
-            self.work = 0.0;
-            self.layers = 0;
-            return Ok(reads.iter().map(|_| Vec::new()).collect());
-        };
+        let work = std::mem::take(&mut self.work);
+        self.layers = 0;
+        let enc = self.encoder.take()?;
         let mut bytes = vec![0u8; self.params.len() * PARAM_SLOT as usize];
         for (i, p) in self.params.iter().enumerate() {
             let o = i * PARAM_SLOT as usize;
@@ -182,8 +193,8 @@ impl<'c> Recorder<'c> {
         if !bytes.is_empty() {
             self.ctx.queue.write_buffer(&self.ctx.params, 0, &bytes);
         }
-        let t = std::time::Instant::now();
-        self.ctx.queue.submit([enc.finish()]);
+        let start = std::time::Instant::now();
+        let index = self.ctx.queue.submit([enc.finish()]);
         self.ctx.count(|p| p.submissions += 1);
         self.params.clear();
         let rx = staging.as_ref().map(|st| {
@@ -193,34 +204,51 @@ impl<'c> Recorder<'c> {
             });
             rx
         });
-        self.ctx.wait(what)?;
-        self.ctx.learn(self.work, t.elapsed().as_secs_f64());
-        self.work = 0.0;
-        self.layers = 0;
-        let (Some(st), Some(rx)) = (staging, rx) else { return Ok(reads.iter().map(|_| Vec::new()).collect()) };
-        let fail = |e: String| Error::Device(format!("reading back results after {} failed: {e}", what()));
+        Some(InFlight { index, staging, total, lens, rx, start, work, what: what() })
+    }
+
+    /// Waits for `f`'s submission (once) and returns the bytes of each of its reads.
+    pub fn finish(&self, f: InFlight) -> Result<Vec<Vec<u8>>> {
+        let what = || f.what.clone();
+        self.ctx.wait_for(Some(f.index), &what)?;
+        self.ctx.learn(f.work, f.start.elapsed().as_secs_f64());
+        let (Some(st), Some(rx)) = (f.staging, f.rx) else { return Ok(f.lens.iter().map(|_| Vec::new()).collect()) };
+        let fail = |e: String| Error::Device(format!("reading back results after {} failed: {e}", f.what));
         match rx.try_recv() {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(fail(e.to_string())),
             Err(_) => return Err(fail("the mapping did not complete".into())),
         }
         let out = {
-            let view = st.slice(..total).get_mapped_range().map_err(|e| fail(e.to_string()))?;
+            let view = st.slice(..f.total).get_mapped_range().map_err(|e| fail(e.to_string()))?;
             let mut at = 0usize;
-            reads
+            f.lens
                 .iter()
-                .zip(&sizes)
-                .map(|(r, &size)| {
-                    let v = view[at..at + r.2 as usize].to_vec();
+                .map(|&(len, size)| {
+                    let v = view[at..at + len as usize].to_vec();
                     at += size as usize;
                     v
                 })
                 .collect()
         };
         st.unmap();
-        self.ctx.count(|p| p.bytes_read += total);
+        self.ctx.count(|p| p.bytes_read += f.total);
         Ok(out)
     }
+}
+
+/// A submitted piece of work whose readbacks the host has not taken yet
+/// ([`Recorder::submit_read`], [`Recorder::finish`]).
+pub struct InFlight {
+    index: wgpu::SubmissionIndex,
+    staging: Option<wgpu::Buffer>,
+    total: u64,
+    /// Bytes asked for and bytes copied (a multiple of 4) per read.
+    lens: Vec<(u64, u64)>,
+    rx: Option<std::sync::mpsc::Receiver<std::result::Result<(), wgpu::BufferAsyncError>>>,
+    start: std::time::Instant,
+    work: f64,
+    what: String,
 }
 
 /// Workgroup counts for `n` items of `per_group` each, as a 2-D grid when one dimension of
