@@ -5,6 +5,7 @@
 //! `WGPU_ADAPTER_NAME` (or [`GpuOptions::adapter`]) picks an adapter by a case-insensitive
 //! substring of its name. Software adapters (Mesa's lavapipe) are used only when asked for.
 
+mod buffers;
 mod context;
 mod norms;
 mod probe;
@@ -165,7 +166,7 @@ impl GpuBackend {
         };
         let ctx = Context::new(&chosen)?;
         let print_profile = std::env::var("GRADSCOPE_PROFILE").is_ok_and(|v| !matches!(v.trim(), "" | "0"));
-        Ok(GpuBackend { ctx, keep_budget: probe::KEEP_BUDGET, device_norms, norms: Default::default(), print_profile })
+        Ok(GpuBackend { ctx, keep_budget: buffers::KEEP_BUDGET, device_norms, norms: Default::default(), print_profile })
     }
 
     /// The adapter's name with its API, e.g. "NVIDIA H100 (Vulkan, f32)".
