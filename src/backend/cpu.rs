@@ -12,7 +12,7 @@
 //!   like B·N·√L, never L·N² or L·B·N; generated weights are redrawn from their Philox
 //!   counters when needed.
 //!
-//! The engine measures per-layer sums and hands them to [`super::assemble`], which the GPU
+//! The engine measures per-layer sums and hands them to `backend/assemble.rs`, which the GPU
 //! engine shares.
 
 use std::borrow::Cow;
