@@ -29,7 +29,7 @@ Environment (GPU backend):
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Measure every per-layer statistic of MATH.md for one network and batch.
+    /// Measure every per-layer statistic of docs/MATH.md for one network and batch.
     Probe(ProbeArgs),
     /// Sweep depths × activations × inits × σ_w² × σ_b² × widths × seeds into a folder
     /// (resumable: run the same command again to continue).

@@ -404,7 +404,7 @@ fn cli_plot_writes_into_dir_plots() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(dir.join("plots/grad_first_vs_depth.svg").is_file());
     assert!(!dir.join("plots/grad_first_vs_depth.png").exists(), "--format svg wrote a PNG");
-    // The χ₁ = 1 line comes from mean-field theory: tanh at σ_b² = 0.05 (MATH.md), relu.
+    // The χ₁ = 1 line comes from mean-field theory: tanh at σ_b² = 0.05 (docs/MATH.md), relu.
     let heat = fs::read_to_string(dir.join("plots/heatmap_tanh_gaussian.svg")).unwrap();
     assert!(heat.contains("χ₁ = 1: σ_w² = 1.761"), "no χ₁ = 1 line for tanh");
     let heat = fs::read_to_string(dir.join("plots/heatmap_relu_gaussian.svg")).unwrap();

@@ -88,7 +88,7 @@ impl Engine {
         }
     }
 
-    /// Every per-layer statistic of MATH.md for `p`.
+    /// Every per-layer statistic of docs/MATH.md for `p`.
     pub fn probe(&self, p: &Problem) -> Result<Report> {
         match self {
             Engine::Cpu(c) => c.probe(p),

@@ -191,7 +191,7 @@ fn critical_line_table(opt: &ReproduceOptions) -> Result<Reproduction> {
         "theory: root of χ₁(σ_w²) = 1 with χ₁ = σ_w² E[tanh′(√q* z)²] (Schoenholz et al. 2017, Fig. 1); Schoenholz et al. \
          draw the line but print no numbers, so no published value is given beyond the exact σ_b² = 0 point"
             .into(),
-        "MATH.md's worked value for σ_b² = 0.05 is 1.7610 (q* ≈ 0.570)".into(),
+        "docs/MATH.md's worked value for σ_b² = 0.05 is 1.7610 (q* ≈ 0.570)".into(),
         format!(
             "measured: CPU probe at the theory's critical σ_w², width {width}, depth {depth}, batch {batch}, gaussian inputs \
              and targets, {} seed(s); 10^(2·fitted log10 ratio) of grad_b_rms over layers {from}..{}",
