@@ -262,6 +262,12 @@ fn licences_citation_and_definitions_are_tracked_and_packaged() {
         assert!(cff.lines().any(|l| l.starts_with(key)), "CITATION.cff lacks `{key}`");
     }
 
+    // Run from an unpacked .crate, the walk above has already listed the package's files
+    // (and `cargo package` refuses a tree holding Cargo.toml.orig).
+    if root.join("Cargo.toml.orig").exists() {
+        eprintln!("unpacked crate: its files are the package's; cargo package --list not run");
+        return;
+    }
     // What a published crate would hold (no network: --offline; no build: --list).
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let o = Command::new(cargo)
