@@ -5,7 +5,7 @@
 use std::path::{Component, Path, PathBuf};
 use std::process::Command;
 
-use pulldown_cmark::{BrokenLink, Event, LinkType, Options, Parser, Tag};
+use pulldown_cmark::{BrokenLink, Event, LinkType, Options, Parser, Tag, TagEnd};
 
 /// The sibling folder the project's private notes live in; spelled in two pieces so that this
 /// file does not match itself.
@@ -95,9 +95,55 @@ fn check_outside(name: &str, text: &str, problems: &mut Vec<String>) {
     }
 }
 
+/// The anchors GitHub gives a Markdown file's headings: the heading's text, lower-cased,
+/// with everything but letters, digits, `_`, `-` and spaces removed and spaces turned into
+/// `-`; a repeated slug gets `-1`, `-2`, … (plus explicit `id="…"`/`name="…"` in HTML).
+fn anchors(text: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut heading: Option<String> = None;
+    for event in Parser::new_ext(text, Options::all()) {
+        match event {
+            Event::Start(Tag::Heading { .. }) => heading = Some(String::new()),
+            Event::Text(t) | Event::Code(t) => {
+                if let Some(h) = heading.as_mut() {
+                    h.push_str(&t);
+                }
+            }
+            Event::End(TagEnd::Heading(_)) => {
+                let h = heading.take().unwrap_or_default();
+                let base: String = h
+                    .trim()
+                    .to_lowercase()
+                    .chars()
+                    .filter(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | ' '))
+                    .map(|c| if c == ' ' { '-' } else { c })
+                    .collect();
+                let mut slug = base.clone();
+                let mut k = 0;
+                while out.contains(&slug) {
+                    k += 1;
+                    slug = format!("{base}-{k}");
+                }
+                out.push(slug);
+            }
+            Event::Html(h) | Event::InlineHtml(h) => {
+                for key in ["id=\"", "name=\""] {
+                    for (i, _) in h.match_indices(key) {
+                        let rest = &h[i + key.len()..];
+                        out.extend(rest.split('"').next().map(String::from));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
 /// Every link and image of a Markdown file, as GitHub renders it (links inside code are
 /// text, not links): a relative target must name an existing file or folder inside the
-/// repository (the `#fragment` is not checked); a reference link needs its definition.
+/// repository, a `#fragment` into a Markdown file one of its headings; a reference link
+/// needs its definition.
 fn check_markdown(root: &Path, rel: &Path, text: &str, problems: &mut Vec<String>) {
     let name = rel.display().to_string();
     check_outside(&name, text, problems);
@@ -117,20 +163,37 @@ fn check_markdown(root: &Path, rel: &Path, text: &str, problems: &mut Vec<String
         };
         let at = format!("{name}:{}", line_of(text, range.start));
         let d = dest.trim();
-        if d.is_empty() || d.starts_with('#') || d.contains("://") || d.starts_with("mailto:") {
+        if d.is_empty() || d.contains("://") || d.starts_with("mailto:") {
             continue;
         }
-        let path = percent_decode(d.split(['#', '?']).next().unwrap_or(""));
-        if path.is_empty() {
-            continue;
-        }
-        let base = if path.starts_with('/') { PathBuf::new() } else { rel.parent().unwrap_or(Path::new("")).to_path_buf() };
-        match resolve(&base, path.trim_start_matches('/')) {
-            None => problems.push(format!("{at}: link '{d}' points outside the repository")),
-            Some(p) if !root.join(&p).exists() => {
-                problems.push(format!("{at}: link '{d}' does not resolve ({} does not exist)", p.display()))
+        let (path, fragment) = match d.split_once('#') {
+            Some((p, f)) => (p, Some(percent_decode(f))),
+            None => (d, None),
+        };
+        let path = percent_decode(path.split('?').next().unwrap_or(""));
+        let target = if path.is_empty() {
+            rel.to_path_buf()
+        } else {
+            let base = if path.starts_with('/') { PathBuf::new() } else { rel.parent().unwrap_or(Path::new("")).to_path_buf() };
+            match resolve(&base, path.trim_start_matches('/')) {
+                None => {
+                    problems.push(format!("{at}: link '{d}' points outside the repository"));
+                    continue;
+                }
+                Some(p) if !root.join(&p).exists() => {
+                    problems.push(format!("{at}: link '{d}' does not resolve ({} does not exist)", p.display()));
+                    continue;
+                }
+                Some(p) => p,
             }
-            Some(_) => {}
+        };
+        if let Some(f) = fragment.filter(|f| !f.is_empty()) {
+            if target.extension().is_some_and(|e| e == "md") {
+                let body = std::fs::read_to_string(root.join(&target)).unwrap_or_default();
+                if !anchors(&body).contains(&f.to_lowercase()) {
+                    problems.push(format!("{at}: link '{d}': {} has no heading with anchor #{f}", target.display()));
+                }
+            }
         }
     }
     for (start, r) in undefined {
@@ -292,7 +355,11 @@ fn planted_bad_links_are_caught_and_good_ones_pass() {
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(p, s).unwrap();
     };
-    write("docs/MATH.md", "# Defs\n\n[back](../README.md) [self](#defs) [up](/README.md)\n");
+    write(
+        "docs/MATH.md",
+        "# Defs\n\n[back](../README.md) [self](#defs) [up](/README.md#r) [dup](#defs-1)\n\n\
+         ## The `q_star` of σ′, γ ≈ 1\n\n# Defs\n\n[s](#the-q_star-of-σ-γ--1) bad 7: [no](#nope)\n",
+    );
     write(
         "README.md",
         &format!(
@@ -320,12 +387,15 @@ fn planted_bad_links_are_caught_and_good_ones_pass() {
     assert_eq!(has("[nowhere] has no definition"), 1, "{problems:#?}");
     assert_eq!(has("src/lib.rs:2: names MATH.md"), 1, "{problems:#?}");
     assert_eq!(has("src/lib.rs:3: names docs/THEORY.md"), 1, "{problems:#?}");
-    assert_eq!(problems.len(), 6, "only the six planted faults: {problems:#?}");
+    assert_eq!(has("docs/MATH.md:9: link '#nope': docs/MATH.md has no heading"), 1, "{problems:#?}");
+    assert_eq!(problems.len(), 7, "only the seven planted faults: {problems:#?}");
 
     // Fixed, the same tree passes.
     write("docs/GONE.md", "");
     write("docs/THEORY.md", "");
     write("MATH.md", "");
+    let math = std::fs::read_to_string(root.join("docs/MATH.md")).unwrap();
+    write("docs/MATH.md", &math.replace("[no](#nope)", ""));
     let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
     write(
         "README.md",
