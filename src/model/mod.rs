@@ -1,6 +1,7 @@
 //! The network model: widths, activation, cost, parameters (generated or loaded), data.
 
 pub mod activation;
+pub mod checkpoint;
 pub mod data;
 pub mod files;
 pub mod init;
