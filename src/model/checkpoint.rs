@@ -463,13 +463,12 @@ fn plan(path: &Path, entries: &[Entry], select: Option<&str>) -> Result<Vec<Laye
     for mut g in groups {
         g.sort_by(|a, b| natural(a, b).0.then_with(|| a.cmp(b)));
         if let Some(i) = (1..g.len()).find(|&i| !natural(g[i - 1], g[i]).1) {
-            return Err(Error::arg(
-                "--layers",
+            return Err(Error::file(
+                path,
                 format!(
-                    "the order of layers '{}' and '{}' in {} is not given by numbers in their keys; list the layers in the network's order, e.g. --layers '{}'",
+                    "the order of layers '{}' and '{}' is not given by numbers in their keys; list the layers in the network's order, e.g. --layers '{}'",
                     g[i - 1],
                     g[i],
-                    path.display(),
                     suggestion(&g)
                 ),
             ));
