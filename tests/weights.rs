@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use ndarray::{Array1, Array2};
+use ndarray::{Array1, Array2, ShapeBuilder};
 use ndarray_npy::NpzWriter;
 use safetensors::Dtype;
 use safetensors::tensor::TensorView;
@@ -188,13 +188,26 @@ fn state_dict_npz_in_float32_probes_as_the_same_w_npz() {
     let file = name(dir.path(), "state_dict.npz");
     let mut npz = NpzWriter::new(std::fs::File::create(&file).unwrap());
     for (l, k) in ["fc1", "fc2", "fc10"].iter().enumerate() {
-        npz.add_array(format!("{k}.weight"), &net[l].0.mapv(|x| x as f32)).unwrap();
+        // numpy writes a transposed (column-major) array with fortran_order True.
+        let mut w = Array2::<f32>::zeros(net[l].0.raw_dim().f());
+        w.assign(&net[l].0.mapv(|x| x as f32));
+        if l == 1 {
+            npz.add_array(format!("{k}.weight"), &w).unwrap();
+        } else {
+            npz.add_array(format!("{k}.weight"), &w.as_standard_layout()).unwrap();
+        }
         npz.add_array(format!("{k}.bias"), &net[l].1.mapv(|x| x as f32)).unwrap();
     }
     npz.finish().unwrap();
     let (v, stdout) = assert_probes_as_w_npz(dir.path(), &file, &[], &net);
     assert!(stdout.contains("(npz, state_dict, f32): 3 layers fc1, fc2, fc10"), "{stdout}");
     assert_eq!(v["config"]["weights_read"]["layers"][2]["weight"], "fc10.weight");
+    // The w1..wL reference itself: read as before, and said so.
+    let reference = dir.path().join("reference.npz");
+    let (v, stdout) = probe(&reference, &[], &dir.path().join("w.json"));
+    assert!(stdout.contains("(npz, w1..wL, f64): 3 layers w1, w2, w3"), "{stdout}");
+    assert_eq!(v["config"]["weights_read"]["layers"][0], serde_json::json!({"weight": "w1", "bias": "b1"}));
+    assert_bad(&["probe", "--weights", reference.to_str().unwrap(), "--layers", "w1"], &["--layers", "w1..wL"]);
 }
 
 /// encoder.layers.{0..11}: stored in a shuffled order (by hand) and in the crate's name order
