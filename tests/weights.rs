@@ -282,6 +282,9 @@ fn bad_checkpoints_exit_2_with_one_line_naming_the_key_or_file() {
     std::fs::write(p("junk.safetensors"), b"\x05\x00\x00\x00\x00\x00\x00\x00hello").unwrap();
     bad("junk.safetensors", &["junk.safetensors", "not the JSON table"]);
     bad("missing.safetensors", &["missing.safetensors", "cannot open"]);
+    std::fs::write(p("empty.safetensors"), b"").unwrap();
+    bad("empty.safetensors", &["empty.safetensors", "not a safetensors file"]);
+    assert_bad(&["probe", "--weights", dir.path().to_str().unwrap()], &["is a directory"]);
     // The header says 0.bias starts at byte 20, where 0.weight ends at 24.
     write_raw_safetensors(&p("offsets.safetensors"), &ok, |h| h.replace("[24,36]", "[20,32]"));
     bad("offsets.safetensors", &["offsets.safetensors", "'0.bias'", "data_offsets"]);

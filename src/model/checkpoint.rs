@@ -148,6 +148,9 @@ enum Source {
 /// message names the file and the key.
 pub fn read_weights(path: &Path, select: Option<&str>) -> Result<(StoredParams, WeightsRead)> {
     let file = File::open(path).map_err(|e| Error::file(path, format!("cannot open: {e}")))?;
+    if file.metadata().is_ok_and(|m| m.is_dir()) {
+        return Err(Error::file(path, "is a directory, not a .safetensors or .npz file"));
+    }
     let (mut source, entries) = if is_safetensors(path, &file) { open_safetensors(path, &file)? } else { open_npz(path, file)? };
     let format = match source {
         Source::Safetensors(_) => "safetensors",
@@ -294,7 +297,12 @@ fn safetensors_error(path: &Path, buf: &[u8], e: safetensors::SafeTensorError) -
             .collect()
     };
     let message = match e {
-        E::HeaderTooSmall | E::InvalidHeaderLength => format!("not a safetensors file, or truncated: {} bytes cannot hold the header its first 8 bytes announce", buf.len()),
+        E::HeaderTooSmall => format!("not a safetensors file: {} bytes, fewer than the 8 that give the header's length", buf.len()),
+        E::InvalidHeaderLength => format!(
+            "not a safetensors file, or truncated: its first 8 bytes announce a {}-byte header, the file holds {} bytes",
+            u64::from_le_bytes(buf[..8].try_into().unwrap()),
+            buf.len()
+        ),
         E::HeaderTooLarge => "not a safetensors file: its first 8 bytes announce a header over 100 MB".into(),
         E::InvalidHeader(_) | E::InvalidHeaderDeserialization(_) | E::JsonError(_) => {
             format!("not a safetensors file: the header is not the JSON table of tensors ({})", one_line(&e.to_string()))
