@@ -163,16 +163,7 @@ pub fn read_weights(path: &Path, select: Option<&str>) -> Result<(StoredParams, 
         }
         let p = read_params(path)?;
         let layers: Vec<LayerKeys> = (1..=p.w.len()).map(|l| LayerKeys { weight: format!("w{l}"), bias: Some(format!("b{l}")) }).collect();
-        let used = |k: &str| layers.iter().any(|l| l.weight == k || l.bias.as_deref() == Some(k));
-        let read = WeightsRead {
-            format: format.into(),
-            layout: "w1..wL".into(),
-            dtypes: dtypes(entries.iter().filter(|e| used(&e.key))),
-            select: None,
-            ignored: entries.iter().filter(|e| !used(&e.key)).map(Entry::describe).collect(),
-            layers,
-        };
-        return Ok((p, read));
+        return Ok((p, WeightsRead::new(format, "w1..wL", None, &entries, layers)));
     }
     let layers = plan(path, &entries, select)?;
     let find = |k: &str| entries.iter().find(|e| e.key == k).expect("planned keys exist");
@@ -188,45 +179,45 @@ pub fn read_weights(path: &Path, select: Option<&str>) -> Result<(StoredParams, 
         let we = find(&l.weight);
         let data = read_entry(path, &mut source, we)?;
         let shape = (we.shape[0], we.shape[1]);
-        let wl = if we.fortran { Array2::from_shape_vec(shape.f(), data) } else { Array2::from_shape_vec(shape, data) }
-            .map_err(|e| Error::Internal(format!("{}: {e}", we.key)))?
-            .as_standard_layout()
-            .into_owned();
+        let bad = |e: ndarray::ShapeError| Error::Internal(format!("{}: {e}", we.key));
+        // numpy writes a transposed array column-major (fortran_order); one copy makes it row-major.
+        let wl = if we.fortran { Array2::from_shape_vec(shape.f(), data).map_err(bad)?.as_standard_layout().into_owned() } else { Array2::from_shape_vec(shape, data).map_err(bad)? };
         check_finite(&wl, path, &we.key)?;
         let bl = match &l.bias {
             Some(k) => {
-                let be = find(k);
-                Array1::from_vec(read_entry(path, &mut source, be)?)
+                let bl = Array1::from_vec(read_entry(path, &mut source, find(k))?);
+                check_finite(&bl, path, k)?;
+                bl
             }
             None => Array1::zeros(wl.nrows()),
         };
-        if let Some(k) = &l.bias {
-            check_finite(&bl, path, k)?;
-        }
         w.push(wl);
         b.push(bl);
     }
-    let keys = |e: &Entry| layers.iter().any(|l| l.weight == e.key || l.bias.as_ref() == Some(&e.key));
-    let read = WeightsRead {
-        format: format.into(),
-        layout: "state_dict".into(),
-        dtypes: dtypes(used.iter().copied()),
-        select: select.map(str::to_string),
-        ignored: entries.iter().filter(|e| !keys(e)).map(Entry::describe).collect(),
-        layers,
-    };
+    let read = WeightsRead::new(format, "state_dict", select, &entries, layers);
     Ok((StoredParams { w, b, source: path.display().to_string() }, read))
 }
 
-fn dtypes<'a>(es: impl Iterator<Item = &'a Entry>) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for e in es {
-        let d = e.float.map_or(e.dtype.clone(), |f| f.name().to_string());
-        if !out.contains(&d) {
-            out.push(d);
+impl WeightsRead {
+    /// The record of `layers` read from a file holding `entries`: dtypes used, the rest ignored.
+    fn new(format: &str, layout: &str, select: Option<&str>, entries: &[Entry], layers: Vec<LayerKeys>) -> WeightsRead {
+        let used = |e: &Entry| layers.iter().any(|l| l.weight == e.key || l.bias.as_ref() == Some(&e.key));
+        let mut dtypes: Vec<String> = Vec::new();
+        for e in entries.iter().filter(|e| used(e)) {
+            let d = e.float.map_or(e.dtype.clone(), |f| f.name().to_string());
+            if !dtypes.contains(&d) {
+                dtypes.push(d);
+            }
+        }
+        WeightsRead {
+            format: format.into(),
+            layout: layout.into(),
+            dtypes,
+            select: select.map(str::to_string),
+            ignored: entries.iter().filter(|e| !used(e)).map(Entry::describe).collect(),
+            layers,
         }
     }
-    out
 }
 
 /// By extension, else by content: a zip archive is an `.npz`, anything else is tried as
