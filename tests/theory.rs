@@ -257,6 +257,79 @@ fn bad_parameters_are_errors_not_numbers() {
     assert!(matches!(critical_sigma_w2(Activation::Softplus, 0.05).unwrap(), Critical::None(_)));
 }
 
+// ---- gelu and silu: critical points next to where q* stops existing -----------------
+
+/// `E[g(√q z)]` by the trapezoid rule on a uniform grid, z ∈ [−14, 14], h = 1/64: a quadrature
+/// sharing nothing with `theory::quadrature` (no panels, no Gauss nodes). For an integrand
+/// analytic in the strip |Im z| < d the error is ~e^{−2πd/h}; silu's nearest poles sit at
+/// √q z = ±iπ, so for q ≤ 500 (all this test reaches near the roots) d ≥ 0.14 and the error
+/// is below 1e-24; gelu is entire.
+fn trapezoid(q: f64, g: impl Fn(f64) -> f64) -> f64 {
+    let (h, n) = (1.0 / 64.0, 14 * 64);
+    let s = q.sqrt();
+    let mut sum = 0.0;
+    for i in -n..=n {
+        let z = i as f64 * h;
+        sum += g(s * z) * (-0.5 * z * z).exp();
+    }
+    sum * h / (2.0 * PI).sqrt()
+}
+
+/// χ₁ − 1 at the q* of V(q) = σ_w² E[σ²] + σ_b², q* by bisection on [0, 1e4] (V(q) > q below
+/// it, since V(0) = σ_b² > 0): a fixed-point solver sharing nothing with the library's.
+fn chi1_minus_1_trapezoid(act: Activation, w: f64, sb2: f64) -> (f64, f64) {
+    let v = |q: f64| w * trapezoid(q, |x| act.sigma(x).powi(2)) + sb2;
+    let (mut lo, mut hi) = (0.0, 1e4);
+    assert!(v(hi) < hi, "{act} σ_w² = {w}: no fixed point below 1e4");
+    for _ in 0..100 {
+        let m = 0.5 * (lo + hi);
+        if v(m) > m { lo = m } else { hi = m }
+    }
+    let q = 0.5 * (lo + hi);
+    (w * trapezoid(q, |x| act.dsigma(x).powi(2)) - 1.0, q)
+}
+
+/// The critical σ_w² by bisection of χ₁ − 1 on [1.9, 1.99], with the trapezoid rule.
+fn critical_trapezoid(act: Activation, sb2: f64) -> (f64, f64) {
+    let (mut lo, mut hi) = (1.9, 1.99);
+    assert!(chi1_minus_1_trapezoid(act, lo, sb2).0 < 0.0 && chi1_minus_1_trapezoid(act, hi, sb2).0 > 0.0, "{act}: no bracket");
+    for _ in 0..45 {
+        let m = 0.5 * (lo + hi);
+        if chi1_minus_1_trapezoid(act, m, sb2).0 < 0.0 { lo = m } else { hi = m }
+    }
+    let w = 0.5 * (lo + hi);
+    (w, chi1_minus_1_trapezoid(act, w, sb2).1)
+}
+
+#[test]
+fn gelu_and_silu_critical_points_just_below_the_divergence_agree_with_trapezoid_quadrature() {
+    // The ×1.25 scan steps from 1.9722 straight to 2.4652, where q^l diverges; these roots lie
+    // between 1.9722 and the boundary σ_w² = 2 (Hayou, Doucet & Rousseau 2019 find this edge
+    // of chaos for Swish). Values as the review's independent quadrature gave them.
+    for (act, sb2, want) in [
+        (Activation::Gelu, 1.0, 1.97668),
+        (Activation::Gelu, 0.25, 1.95963),
+        (Activation::Silu, 1.0, 1.96704),
+        (Activation::Silu, 2.0, 1.97507),
+    ] {
+        let got = crit(act, sb2);
+        let (indep, q_indep) = critical_trapezoid(act, sb2);
+        assert!((got - indep).abs() < 1e-6, "{act} σ_b² = {sb2}: {got} against trapezoid {indep}");
+        assert!((got - want).abs() < 5e-6, "{act} σ_b² = {sb2}: {got} against the review's {want}");
+        let mf = MeanField::new(act, got, sb2).unwrap();
+        assert!((mf.chi1() - 1.0).abs() < 1e-9, "{act}: χ₁ = {} at the root", mf.chi1());
+        close(mf.q_star(), q_indep, 1e-3, &format!("{act} σ_b² = {sb2}: q* at the critical point"));
+        if act == Activation::Gelu && sb2 == 1.0 {
+            assert!((mf.q_star() - 82.3).abs() < 0.1, "gelu q* = {}", mf.q_star());
+        }
+    }
+    // softplus reaches σ_w² = 2 with χ₁ < 1 (σ′ = logistic, E[σ′²] < ½ at every q): still none.
+    match critical_sigma_w2(Activation::Softplus, 1.0).unwrap() {
+        Critical::None(why) => assert!(why.contains("< 2.000000"), "{why}"),
+        Critical::At(w) => panic!("softplus: critical σ_w² {w}"),
+    }
+}
+
 // ---- theory against measurement ------------------------------------------------------
 
 fn probe(act: Activation, w: f64, b: f64, width: usize, depth: usize, batch: usize, seed: u64) -> (Problem, gradscope::stats::Report) {
