@@ -441,3 +441,53 @@ fn prediction_follows_q_below_f64_range() {
     // ‖δ^L‖² ∝ q^L ≈ 0.5^3000 here: far below the 10^-100 a frozen q = 1e-200 would give.
     assert!(pred[2999] < -400.0, "top layer {}", pred[2999]);
 }
+
+// ---- reproduce: seeds and sources ---------------------------------------------------------
+
+#[test]
+fn decay_rate_reports_a_spread_over_several_seeds_by_default() {
+    // One seed reuses one gaussian matrix at every σ_w², so its four values move together; the
+    // default run must average over seeds and say how much they scatter.
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_gradscope"))
+        .args(["reproduce", "decay-rate", "--width", "40", "--depth", "14", "--batch", "4", "--format", "json"])
+        .env("XDG_RUNTIME_DIR", "/tmp")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let rows = v["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 4);
+    for r in rows {
+        let sd = r["chi_measured_sd"].as_f64().unwrap_or_else(|| panic!("no sd over seeds in {r}"));
+        assert!(sd > 0.0 && sd.is_finite(), "sd {sd}");
+    }
+    let notes = v["notes"].to_string();
+    assert!(notes.contains(&format!("{} seed(s)", theory::reproduce::DECAY_RATE_SEEDS)), "{notes}");
+    assert!(theory::reproduce::DECAY_RATE_SEEDS >= 4);
+}
+
+#[test]
+fn nielsen_published_values_are_his_repository_numbers_with_their_source() {
+    assert_eq!(theory::reproduce::NIELSEN_PUBLISHED, [0.011838, 0.059965, 0.283142]);
+    let opt = theory::ReproduceOptions { batch: Some(20), ..Default::default() };
+    let r = theory::reproduce("nielsen", &opt).unwrap();
+    let notes = r.notes.join("\n");
+    assert!(notes.contains("fig/norms_during_training_3_layers.json, epoch 0"), "{notes}");
+    assert!(notes.contains("generate_gradient.py") && notes.contains("0.012, 0.060, 0.283"), "{notes}");
+    assert_eq!(r.rows[0]["published"].as_f64(), Some(0.011838));
+}
+
+#[test]
+fn docs_cite_the_sources_the_review_checked() {
+    let theory_md = include_str!("../docs/THEORY.md");
+    let readme = include_str!("../README.md");
+    // The largest singular value is Yin, Bai & Krishnaiah 1988; Bai & Yin 1993 is the smallest.
+    assert!(theory_md.contains("Yin, Bai & Krishnaiah 1988") && !theory_md.contains("Bai & Yin 1993"));
+    for doc in [theory_md, readme] {
+        assert!(doc.contains("0.011838, 0.059965, 0.283142") && doc.contains("norms_during_training_3_layers.json"));
+        assert!(!doc.contains("0.0118, 0.0600, 0.2831"));
+    }
+    // The anatomy paragraph names its examples and shows the case where the bound is silent.
+    assert!(readme.contains("gradscope probe -a tanh --sigma-w2 1 --sigma-b2 0.05") && readme.contains("χ₁ = 0.759 predicts"));
+    assert!(!theory_md.contains("silu and gelu have none"));
+}
