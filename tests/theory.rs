@@ -490,4 +490,25 @@ fn docs_cite_the_sources_the_review_checked() {
     // The anatomy paragraph names its examples and shows the case where the bound is silent.
     assert!(readme.contains("gradscope probe -a tanh --sigma-w2 1 --sigma-b2 0.05") && readme.contains("χ₁ = 0.759 predicts"));
     assert!(!theory_md.contains("silu and gelu have none"));
+    assert!(!theory_md.contains("the finite-width correction)"));
+}
+
+#[test]
+fn hanin_relu_he_fluctuations_match_the_product_of_layer_factors() {
+    // 400 seeds of one input each at n = 40, L = 12: Π(1 + 5/40)^12 = 4.11, Var ln‖δ¹‖ = 0.41.
+    let opt = theory::ReproduceOptions { seeds: 400, width: Some(40), depth: Some(12), ..Default::default() };
+    let r = theory::reproduce("hanin", &opt).unwrap();
+    let row = &r.rows[0];
+    let get = |k: &str| row[k].as_f64().unwrap();
+    close(get("moment_ratio_predicted"), 1.125f64.powi(12), 1e-12, "Π(1 + 5/n)");
+    let (m, e) = (row["moment_ratio_measured"]["value"].as_f64().unwrap(), row["moment_ratio_measured"]["error"].as_f64().unwrap());
+    assert!(e > 0.0 && (m - get("moment_ratio_predicted")).abs() < 4.0 * e, "moment ratio {m} ± {e} against {}", get("moment_ratio_predicted"));
+    let (v, ve) = (row["var_ln_norm_measured"]["value"].as_f64().unwrap(), row["var_ln_norm_measured"]["error"].as_f64().unwrap());
+    assert!(ve > 0.0 && (v - get("var_ln_norm_predicted")).abs() < 4.0 * ve, "Var ln‖δ¹‖ {v} ± {ve} against {}", get("var_ln_norm_predicted"));
+    // The exact per-layer sum sits above the leading order 5/(4n) per layer, by O(1/n²).
+    assert!(get("var_ln_norm_predicted") > get("var_ln_norm_asymptotic"));
+    close(get("var_ln_norm_asymptotic"), 1.25 * 12.0 / 40.0, 1e-12, "(5/4) Σ 1/n");
+    // One example per seed is the law being tested: a batch is refused, not averaged.
+    let bad = theory::ReproduceOptions { batch: Some(4), ..opt };
+    assert!(theory::reproduce("hanin", &bad).unwrap_err().to_string().contains("--batch"));
 }

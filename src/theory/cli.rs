@@ -55,9 +55,9 @@ pub struct TheoryArgs {
 /// `gradscope reproduce NAME`: a published result beside theory and measurement.
 #[derive(Debug, Clone, Args)]
 pub struct ReproduceArgs {
-    /// critical-line, decay-rate, nielsen or he-vs-xavier.
+    /// critical-line, decay-rate, nielsen, he-vs-xavier or hanin.
     pub name: String,
-    /// Number of seeds to measure (1..=N) and average [default: decay-rate 6, the others 1].
+    /// Number of seeds to measure (1..=N) and average [default: decay-rate 6, hanin 300, the others 1].
     #[arg(long)]
     pub seeds: Option<u64>,
     /// Override the reproduction's depth (L).

@@ -14,6 +14,7 @@
 
 pub mod anatomy;
 pub mod cli;
+pub mod hanin;
 pub mod meanfield;
 pub mod predict;
 pub mod quadrature;
