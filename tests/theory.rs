@@ -512,3 +512,60 @@ fn hanin_relu_he_fluctuations_match_the_product_of_layer_factors() {
     let bad = theory::ReproduceOptions { batch: Some(4), ..opt };
     assert!(theory::reproduce("hanin", &bad).unwrap_err().to_string().contains("--batch"));
 }
+
+// ---- the forward signal: q^l and c^l against their predictions ---------------------------
+
+fn tanh_problem(width: usize, depth: usize, batch: usize, seed: u64) -> Problem {
+    let init = Init::new(InitKind::Gaussian, Some(1.0), Some(0.05)).unwrap();
+    let net = Network::new(vec![width; depth + 1], Activation::Tanh, false, Cost::Quadratic, Params::Generated { init, seed }).unwrap();
+    let x = InputSpec::Gaussian.materialise(seed, batch, width).unwrap();
+    let y = TargetSpec::Zeros.materialise(seed, batch, width).unwrap();
+    Problem::new(net, x, y).unwrap()
+}
+
+#[test]
+fn predicted_q_reaches_q_star_and_measured_q_and_c_follow_their_predictions() {
+    // The predicted length settles on q* = 0.19359 (tanh, σ_w² = 1, σ_b² = 0.05; ξ_q = 1.75).
+    let q_star = MeanField::new(Activation::Tanh, 1.0, 0.05).unwrap().q_star();
+    assert!((q_star - 0.19359).abs() < 5e-6, "q* = {q_star}");
+    let lq = theory::log10_q_predicted(&tanh_problem(16, 80, 3, 1)).unwrap();
+    assert!((10f64.powf(lq[79]) / q_star - 1.0).abs() < 1e-12, "q^80 = {}", 10f64.powf(lq[79]));
+    // Width 1000, batch 4: measured from the pre-activations of a plain forward pass.
+    let (width, depth, batch) = (1000, 20, 4);
+    let p = tanh_problem(width, depth, batch, 7);
+    let lq = theory::log10_q_predicted(&p).unwrap();
+    let cp = theory::c_predicted(&p).unwrap();
+    let f = gradscope::backend::cpu::forward_plain(&p);
+    // Tolerances: one layer's q averages z² over n units whose examples become nearly
+    // identical as c → 1, so its relative sampling sd is about √(2/n) = 0.045, and the
+    // deviations persist over ~ξ_q layers; per layer 4√(2/n), over layers 11..20 2√(2/n).
+    // One pair's correlation fluctuates by up to 1/√n; per layer 3/√n (`c_noise`).
+    let tol_q = (2.0 / width as f64).sqrt();
+    let mut cm = Vec::new();
+    let mut late = Vec::new();
+    for l in 1..=depth {
+        let z = &f[l].0;
+        let q = 10f64.powf(theory::log10_q_measured(z.view()));
+        let c = theory::c_measured(z.dot(&z.t()).view());
+        cm.push(c);
+        let qp = 10f64.powf(lq[l - 1]);
+        assert!((q / qp - 1.0).abs() < 4.0 * tol_q, "layer {l}: q = {q}, predicted {qp}");
+        assert!((c - cp[l - 1]).abs() < theory::signal::c_noise(width), "layer {l}: c = {c}, predicted {}", cp[l - 1]);
+        if l > 10 {
+            late.push(q);
+        }
+    }
+    let q_late = late.iter().sum::<f64>() / late.len() as f64;
+    assert!((q_late / q_star - 1.0).abs() < 2.0 * tol_q, "mean q over layers 11..20 = {q_late} against q* = {q_star}");
+    // c^l → c* = 1 (ordered phase) over ξ_c = 3.627 layers. Fitted from layer 1 on, the
+    // early layers, where c is far from 1 and the map not yet linear, bias the fit up: the
+    // noise-free predicted profile gives 3.76, the measured one (11 layers above 3/√n) 4.3.
+    let xi = MeanField::new(Activation::Tanh, 1.0, 0.05).unwrap().xi_c().unwrap();
+    let fit_p = theory::xi_c_measured(&cp, 1.0, 1e-6).unwrap();
+    assert!((fit_p.xi_c_measured / xi - 1.0).abs() < 0.05, "{fit_p:?} against ξ_c = {xi}");
+    let fit_m = theory::xi_c_measured(&cm, 1.0, theory::signal::c_noise(width)).unwrap();
+    assert!((fit_m.xi_c_measured / xi - 1.0).abs() < 0.3, "{fit_m:?} against ξ_c = {xi}");
+    assert!(fit_m.last_layer >= 5 && fit_m.last_layer < depth, "{fit_m:?}");
+    // Pairs of a single example: no correlation to speak of.
+    assert!(theory::c_predicted(&tanh_problem(8, 3, 1, 1)).unwrap().iter().all(|c| c.is_nan()));
+}

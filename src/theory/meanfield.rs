@@ -311,7 +311,7 @@ pub fn depth_scale(x: f64) -> f64 {
 }
 
 /// E[relu(u₁) relu(u₂)] in closed form (Cho & Saul 2009): q (√(1−c²) + (π − arccos c) c) / 2π.
-fn relu_pair(q: f64, c: f64) -> f64 {
+pub(crate) fn relu_pair(q: f64, c: f64) -> f64 {
     let c = c.clamp(-1.0, 1.0);
     q * ((1.0 - c * c).sqrt() + (std::f64::consts::PI - c.acos()) * c) / (2.0 * std::f64::consts::PI)
 }
