@@ -551,7 +551,7 @@ fn draw_heatmap(
         // row the curve sits on the top edge (and a stretch wholly beyond it is not drawn).
         let top = ny as f64 - 0.5;
         let depth_y = |d: f64| -> f64 {
-            if !(d < depths[ny - 1] as f64) {
+            if d.is_nan() || d >= depths[ny - 1] as f64 {
                 return top;
             }
             if d <= depths[0] as f64 {

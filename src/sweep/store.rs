@@ -209,16 +209,8 @@ impl SweepDir {
         write_atomic(&self.path.join("summary.csv"), &w.into_inner().map_err(|e| Error::Internal(e.to_string()))?)?;
         // summary.npy: the same table as a numpy structured array.
         let f = |get: fn(&SummaryRow) -> f64| rows.iter().map(|r| get(r)).collect::<Vec<f64>>();
-        let cols = vec![
-            Column::Text("activation", rows.iter().map(|r| r.activation.clone()).collect()),
-            Column::Text("init", rows.iter().map(|r| r.init.clone()).collect()),
-            Column::Text("cost", rows.iter().map(|r| r.cost.clone()).collect()),
-            Column::F64("sigma_w", f(|r| r.sigma_w)),
-            Column::F64("sigma_w2", f(|r| r.sigma_w2)),
-            Column::F64("sigma_b", f(|r| r.sigma_b)),
-            Column::F64("sigma_b2", f(|r| r.sigma_b2)),
-            Column::I64("width", rows.iter().map(|r| r.width as i64).collect()),
-            Column::I64("batch", rows.iter().map(|r| r.batch as i64).collect()),
+        let mut cols = config_columns(&rows, |r| (&r.activation, &r.init, &r.cost, [r.sigma_w, r.sigma_w2, r.sigma_b, r.sigma_b2], [r.width, r.batch]));
+        cols.extend([
             Column::I64("seed", rows.iter().map(|r| r.seed as i64).collect()),
             Column::I64("depth", rows.iter().map(|r| r.depth as i64).collect()),
             Column::F64("log10_grad_b_rms_first", f(|r| r.log10_grad_b_rms_first)),
@@ -232,7 +224,7 @@ impl SweepDir {
             Column::Text("status_first", rows.iter().map(|r| serde_json::to_value(r.status_first).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()).collect()),
             Column::F64("log10_grad_b_rms_first_predicted", f(|r| r.log10_grad_b_rms_first_predicted)),
             Column::F64("slope_log10_grad_b_rms_predicted", f(|r| r.slope_log10_grad_b_rms_predicted)),
-        ];
+        ]);
         write_atomic(&self.path.join("summary.npy"), &table_npy(&cols)?)?;
         if plan.seeds.len() > 1 {
             write_seed_summary(&self.path, &seed_summary(&rows))?;
@@ -481,16 +473,8 @@ fn write_seed_summary(dir: &Path, rows: &[SeedSummaryRow]) -> Result<()> {
     write_atomic(&dir.join("summary_seeds.csv"), &w.into_inner().map_err(|e| Error::Internal(e.to_string()))?)?;
     let f = |get: fn(&SeedSummaryRow) -> f64| rows.iter().map(get).collect::<Vec<f64>>();
     let i = |get: fn(&SeedSummaryRow) -> usize| rows.iter().map(|r| get(r) as i64).collect::<Vec<i64>>();
-    let cols = vec![
-        Column::Text("activation", rows.iter().map(|r| r.activation.clone()).collect()),
-        Column::Text("init", rows.iter().map(|r| r.init.clone()).collect()),
-        Column::Text("cost", rows.iter().map(|r| r.cost.clone()).collect()),
-        Column::F64("sigma_w", f(|r| r.sigma_w)),
-        Column::F64("sigma_w2", f(|r| r.sigma_w2)),
-        Column::F64("sigma_b", f(|r| r.sigma_b)),
-        Column::F64("sigma_b2", f(|r| r.sigma_b2)),
-        Column::I64("width", i(|r| r.width)),
-        Column::I64("batch", i(|r| r.batch)),
+    let mut cols = config_columns(rows, |r| (&r.activation, &r.init, &r.cost, [r.sigma_w, r.sigma_w2, r.sigma_b, r.sigma_b2], [r.width, r.batch]));
+    cols.extend([
         Column::I64("depth", i(|r| r.depth)),
         Column::I64("seeds", i(|r| r.seeds)),
         Column::I64("seeds_finite", i(|r| r.seeds_finite)),
@@ -499,6 +483,26 @@ fn write_seed_summary(dir: &Path, rows: &[SeedSummaryRow]) -> Result<()> {
         Column::F64("log10_grad_b_rms_first_sd_predicted", f(|r| r.log10_grad_b_rms_first_sd_predicted)),
         Column::F64("moment_ratio", f(|r| r.moment_ratio)),
         Column::F64("moment_ratio_predicted", f(|r| r.moment_ratio_predicted)),
-    ];
+    ]);
     write_atomic(&dir.join("summary_seeds.npy"), &table_npy(&cols)?)
+}
+
+/// The configuration columns every summary table opens with: activation, init, cost,
+/// [sigma_w, sigma_w2, sigma_b, sigma_b2], [width, batch].
+#[allow(clippy::type_complexity)]
+fn config_columns<R>(rows: &[R], get: impl Fn(&R) -> (&String, &String, &String, [f64; 4], [usize; 2])) -> Vec<Column<'static>> {
+    let text = |k: usize| rows.iter().map(|r| [get(r).0, get(r).1, get(r).2][k].clone()).collect::<Vec<String>>();
+    let num = |k: usize| rows.iter().map(|r| get(r).3[k]).collect::<Vec<f64>>();
+    let int = |k: usize| rows.iter().map(|r| get(r).4[k] as i64).collect::<Vec<i64>>();
+    vec![
+        Column::Text("activation", text(0)),
+        Column::Text("init", text(1)),
+        Column::Text("cost", text(2)),
+        Column::F64("sigma_w", num(0)),
+        Column::F64("sigma_w2", num(1)),
+        Column::F64("sigma_b", num(2)),
+        Column::F64("sigma_b2", num(3)),
+        Column::I64("width", int(0)),
+        Column::I64("batch", int(1)),
+    ]
 }

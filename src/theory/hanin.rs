@@ -119,7 +119,7 @@ pub fn bootstrap(x: &[f64], resamples: usize, stat: impl Fn(&[f64]) -> f64) -> E
     if x.len() < 2 || resamples < 2 {
         return Estimate { value, error: f64::NAN };
     }
-    let s = Stream::new(0x6861_6e69_6e);
+    let s = Stream::new(0x68_616e_696e);
     let mut buf = vec![0.0; x.len()];
     let mut u = vec![0.0; x.len()];
     let mut vals = Vec::with_capacity(resamples);

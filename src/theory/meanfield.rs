@@ -549,21 +549,26 @@ pub fn critical_sigma_w2(act: Activation, sigma_b2: f64) -> Result<Critical> {
         }
         Ok(Critical::At(root?))
     };
+    // Records χ₁ at x in `range`; the answer once χ₁ − 1 is 0 at x or has changed sign
+    // since `prev`.
+    let settle = |range: &mut (f64, f64), prev: Option<(f64, f64)>, x: f64, fx: f64| -> Option<Result<Critical>> {
+        *range = (range.0.min(fx + 1.0), range.1.max(fx + 1.0));
+        if fx == 0.0 {
+            return Some(Ok(Critical::At(x)));
+        }
+        match prev {
+            Some((a, fa)) if fa * fx < 0.0 => Some(refine(a, x, fa, fx)),
+            _ => None,
+        }
+    };
     let (mut w_prev, mut f_prev) = (1e-3, None::<f64>);
     let mut w = 1e-3;
-    let (mut lo_chi, mut hi_chi) = (f64::INFINITY, f64::NEG_INFINITY);
+    let mut range = (f64::INFINITY, f64::NEG_INFINITY);
     while w <= 1e6 {
         match chi_m1(w) {
             Ok(f) => {
-                lo_chi = lo_chi.min(f + 1.0);
-                hi_chi = hi_chi.max(f + 1.0);
-                if f == 0.0 {
-                    return Ok(Critical::At(w));
-                }
-                if let Some(fp) = f_prev
-                    && fp * f < 0.0
-                {
-                    return refine(w_prev, w, fp, f);
+                if let Some(answer) = settle(&mut range, f_prev.map(|fp| (w_prev, fp)), w, f) {
+                    return answer;
                 }
                 f_prev = Some(f);
                 w_prev = w;
@@ -578,13 +583,8 @@ pub fn critical_sigma_w2(act: Activation, sigma_b2: f64) -> Result<Critical> {
                     let m = 0.5 * (a + b);
                     match chi_m1(m) {
                         Ok(fm) => {
-                            lo_chi = lo_chi.min(fm + 1.0);
-                            hi_chi = hi_chi.max(fm + 1.0);
-                            if fm == 0.0 {
-                                return Ok(Critical::At(m));
-                            }
-                            if fa * fm < 0.0 {
-                                return refine(a, m, fa, fm);
+                            if let Some(answer) = settle(&mut range, Some((a, fa)), m, fm) {
+                                return answer;
                             }
                             (a, fa) = (m, fm);
                         }
@@ -592,6 +592,7 @@ pub fn critical_sigma_w2(act: Activation, sigma_b2: f64) -> Result<Critical> {
                         Err(e) => return Err(e),
                     }
                 }
+                let (lo_chi, hi_chi) = range;
                 return Ok(Critical::None(format!(
                     "χ₁ stays in [{lo_chi:.4}, {hi_chi:.4}] for σ_w² < {b:.6}, beyond which q^l diverges: \
                      {act} with σ_b² = {sigma_b2} has no σ_w² with χ₁ = 1 and a finite q*"
@@ -601,6 +602,7 @@ pub fn critical_sigma_w2(act: Activation, sigma_b2: f64) -> Result<Critical> {
         }
         w *= 1.25;
     }
+    let (lo_chi, hi_chi) = range;
     Ok(Critical::None(format!(
         "χ₁ stays in [{lo_chi:.4}, {hi_chi:.4}] for σ_w² in [1e-3, 1e6]: {act} with σ_b² = {sigma_b2} has no critical σ_w²"
     )))

@@ -206,7 +206,7 @@ pub fn xi_c_measured(c: &[f64], c_star: f64, noise: f64) -> Result<XiCFit> {
     let sxy: f64 = pts.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
     let sxx: f64 = pts.iter().map(|p| (p.0 - mx).powi(2)).sum();
     let slope = sxy / sxx;
-    if !(slope < 0.0) {
+    if slope.is_nan() || slope >= 0.0 {
         return Err(Error::Numerical(format!("|c^l − c*| does not decay over layers 1..{above} (slope {slope:.3e})")));
     }
     Ok(XiCFit { xi_c_measured: -1.0 / slope, first_layer: 1, last_layer: above, noise })
