@@ -312,7 +312,7 @@ fn sweep_dir_gives_the_three_kinds_of_plot() {
         assert!(depth_plot.contains(text), "the depth plot lacks '{text}'");
     }
     let heat = fs::read_to_string(dir.join("plots/heatmap_tanh_gaussian.svg")).unwrap();
-    for text in ["σ_w²", "depth L", "χ₁ = 1: σ_w² = 1.761", "log10 ‖δ^1‖ (grad_b_rms)"] {
+    for text in ["σ_w²", "depth L", "χ₁ = 1: σ_w² = 1.761", "log10 ‖δ^1‖ (grad_b_rms)", "trainable depth ≈ 6ξ_c"] {
         assert!(heat.contains(text), "the heatmap lacks '{text}'");
     }
     // 4 σ_w² × 7 depths cells, each a filled rect.
