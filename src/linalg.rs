@@ -141,6 +141,197 @@ fn top_ritz(alpha: &[f64], beta: &[f64]) -> (f64, f64, f64) {
     (eig.eigenvalues[top], second, eig.eigenvectors[(k - 1, top)])
 }
 
+/// Block Lanczos prototype: (‖W‖₂, passes over W).
+pub fn spectral_norm_block(w: ArrayView2<f64>, p: usize, eps: f64) -> (f64, usize) {
+    let (n_out, n_in) = w.dim();
+    if w.is_empty() {
+        return (0.0, 0);
+    }
+    // The Gram matrix of the smaller side, as the Gram WᵀW of a tall matrix in row-major
+    // layout (a wide W is transposed once: one pass, against the ~20 the method makes).
+    let wt;
+    let tall = if n_in <= n_out {
+        w
+    } else {
+        wt = w.t().as_standard_layout().into_owned();
+        wt.view()
+    };
+    let m = tall.ncols();
+    let p = p.min(m);
+    let mut basis: Vec<f64> = Vec::new(); // rows of length m, orthonormal
+    let mut q = start_block(p, m);
+    let mut diag: Vec<Array2<f64>> = Vec::new();
+    let mut coupling: Vec<Array2<f64>> = Vec::new();
+    let mut passes = 0;
+    let mut theta;
+    loop {
+        let mut z = gram_pass(tall, q.view());
+        passes += 1;
+        let a = q.dot(&z.t());
+        let a = (&a + &a.t()) * 0.5;
+        let scale = a.diag().iter().fold(0.0_f64, |s, x| s.max(x.abs()));
+        basis.extend(q.iter());
+        let k = basis.len() / m;
+        let qb = ArrayView2::from_shape((k, m), &basis).unwrap();
+        for _ in 0..2 {
+            let h = qb.dot(&z.t()); // k × p
+            ndarray::linalg::general_mat_mul(-1.0, &h.t(), &qb, 1.0, &mut z);
+        }
+        diag.push(a);
+        // QR of the residual block (rows): z = Bᵀ q_next, B upper triangular.
+        let full = k + p > m;
+        let mut b = Array2::<f64>::zeros((p, p));
+        let tol = f64::EPSILON * scale.max(diag.iter().map(|d| d.diag().iter().fold(0.0_f64, |s, x| s.max(x.abs()))).fold(0.0, f64::max));
+        for i in 0..p {
+            for _ in 0..2 {
+                for j in 0..i {
+                    let c = z.row(j).dot(&z.row(i));
+                    b[(j, i)] += c;
+                    let (zj, mut zi) = z.multi_slice_mut((ndarray::s![j, ..], ndarray::s![i, ..]));
+                    zi.scaled_add(-c, &zj);
+                }
+            }
+            let nrm = z.row(i).dot(&z.row(i)).sqrt();
+            if nrm > tol && !full {
+                b[(i, i)] = nrm;
+                z.row_mut(i).mapv_inplace(|x| x / nrm);
+            } else {
+                // Deflation: the residual direction is (numerically) inside the space; a fresh
+                // random direction, uncoupled, keeps the block size.
+                b.column_mut(i).fill(0.0);
+                let mut r = Array1::<f64>::zeros(m);
+                Stream::new(0x5bec_7a1e).fill_normal(Purpose::Weight, 1 + passes as u32, i as u32, r.as_slice_mut().unwrap());
+                let qb = ArrayView2::from_shape((k, m), &basis).unwrap();
+                for _ in 0..2 {
+                    let h = qb.dot(&r);
+                    r -= &qb.t().dot(&h);
+                    for j in 0..i {
+                        let c = z.row(j).dot(&r);
+                        r.scaled_add(-c, &z.row(j));
+                    }
+                }
+                let nr = r.dot(&r).sqrt();
+                z.row_mut(i).assign(&(r / nr));
+            }
+        }
+        coupling.push(b);
+        // Ritz values of the block tridiagonal T.
+        let nb = diag.len();
+        let d = nb * p;
+        let mut t = nalgebra::DMatrix::<f64>::zeros(d, d);
+        for (j, a) in diag.iter().enumerate() {
+            for r in 0..p {
+                for c in 0..p {
+                    t[(j * p + r, j * p + c)] = a[(r, c)];
+                }
+            }
+            if j + 1 < nb {
+                let bj = &coupling[j];
+                for r in 0..p {
+                    for c in 0..p {
+                        // T[next r, this c] = B[r][c]
+                        t[((j + 1) * p + r, j * p + c)] = bj[(r, c)];
+                        t[(j * p + c, (j + 1) * p + r)] = bj[(r, c)];
+                    }
+                }
+            }
+        }
+        let eig = t.symmetric_eigen();
+        let mut order: Vec<usize> = (0..d).collect();
+        order.sort_by(|&x, &y| eig.eigenvalues[y].total_cmp(&eig.eigenvalues[x]));
+        theta = eig.eigenvalues[order[0]];
+        let th2 = if d > 1 { eig.eigenvalues[order[1]] } else { f64::NEG_INFINITY };
+        if theta <= 0.0 {
+            return (0.0, passes);
+        }
+        let bk = coupling.last().unwrap();
+        let mut r2 = 0.0;
+        for r in 0..p {
+            let mut acc = 0.0;
+            for c in 0..p {
+                acc += bk[(r, c)] * eig.eigenvectors[((nb - 1) * p + c, order[0])];
+            }
+            r2 += acc * acc;
+        }
+        let r = r2.sqrt();
+        let gap = (theta - th2).max(0.0);
+        let converged = r <= eps * theta || (gap.is_finite() && gap > r && r * r <= eps * gap * theta);
+        if converged || full {
+            break;
+        }
+        q = z;
+    }
+    (theta.sqrt(), passes)
+}
+
+fn start_block(p: usize, m: usize) -> Array2<f64> {
+    let mut q = Array2::<f64>::zeros((p, m));
+    for (i, mut row) in q.rows_mut().into_iter().enumerate() {
+        Stream::new(0x5bec_7a1e).fill_normal(Purpose::Weight, 0, i as u32, row.as_slice_mut().unwrap());
+    }
+    for i in 0..p {
+        for _ in 0..2 {
+            for j in 0..i {
+                let c = q.row(j).dot(&q.row(i));
+                let (qj, mut qi) = q.multi_slice_mut((ndarray::s![j, ..], ndarray::s![i, ..]));
+                qi.scaled_add(-c, &qj);
+            }
+        }
+        let n = q.row(i).dot(&q.row(i)).sqrt();
+        q.row_mut(i).mapv_inplace(|x| x / n);
+    }
+    q
+}
+
+/// Zᵀ = Vᵀ WᵀW for a tall row-major W (rows × m) and p vectors as the rows of `vt`.
+fn gram_pass(w: ArrayView2<f64>, vt: ArrayView2<f64>) -> Array2<f64> {
+    let (rows, m) = w.dim();
+    let p = vt.nrows();
+    let panel = (65536 / m).clamp(8, 256);
+    let n_panels = rows.div_ceil(panel);
+    let groups = n_panels.min(8);
+    let per = n_panels.div_ceil(groups);
+    let threads = if rows * m * p >= 1 << 20 { std::thread::available_parallelism().map_or(1, |n| n.get()).min(groups) } else { 1 };
+    let work = |g: usize| -> Array2<f64> {
+        let mut z = Array2::<f64>::zeros((p, m));
+        let mut c = Array2::<f64>::zeros((p, panel));
+        for pi in g * per..((g + 1) * per).min(n_panels) {
+            let r0 = pi * panel;
+            let r1 = (r0 + panel).min(rows);
+            let pw = w.slice(ndarray::s![r0..r1, ..]);
+            let mut cv = c.slice_mut(ndarray::s![.., 0..r1 - r0]);
+            ndarray::linalg::general_mat_mul(1.0, &vt, &pw.t(), 0.0, &mut cv);
+            ndarray::linalg::general_mat_mul(1.0, &cv, &pw, 1.0, &mut z);
+        }
+        z
+    };
+    let parts: Vec<Array2<f64>> = if threads <= 1 {
+        (0..groups).map(work).collect()
+    } else {
+        let mut out: Vec<Option<Array2<f64>>> = (0..groups).map(|_| None).collect();
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..threads)
+                .map(|t| {
+                    let work = &work;
+                    s.spawn(move || (t..groups).step_by(threads).map(|g| (g, work(g))).collect::<Vec<_>>())
+                })
+                .collect();
+            for h in handles {
+                for (g, z) in h.join().unwrap() {
+                    out[g] = Some(z);
+                }
+            }
+        });
+        out.into_iter().map(|z| z.unwrap()).collect()
+    };
+    let mut it = parts.into_iter();
+    let mut z = it.next().unwrap();
+    for part in it {
+        z += &part;
+    }
+    z
+}
+
 /// Squared row norms of a B × n matrix: `‖row_b‖²`.
 pub fn row_sq_norms(m: &Array2<f64>) -> Array1<f64> {
     m.map_axis(Axis(1), |r| r.dot(&r))
