@@ -1,34 +1,29 @@
-//! Lab: steps, time and accuracy of today's Lanczos vs block.
-use gradscope::linalg::{spectral_norm, spectral_norm_block};
+//! Lab: one pass, old vs new kernel.
 use gradscope::model::{Init, InitKind};
 use gradscope::rng::Stream;
 use std::time::Instant;
 
-fn svd_top(w: &ndarray::Array2<f64>) -> f64 {
-    let (r, c) = w.dim();
-    let m = nalgebra::DMatrix::from_fn(r, c, |i, j| w[(i, j)]);
-    m.singular_values().max()
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let n: usize = args.get(1).map(|s| s.parse().unwrap()).unwrap_or(1024);
-    let seeds: u64 = args.get(2).map(|s| s.parse().unwrap()).unwrap_or(3);
-    let ps: Vec<usize> = args.get(3).map(|s| s.split(',').map(|t| t.parse().unwrap()).collect()).unwrap_or(vec![1, 2, 4, 8, 16]);
-    let svd = args.get(4).is_some();
     let init = Init::new(InitKind::Gaussian, Some(1.0), None).unwrap();
-    for seed in 0..seeds {
-        let w = init.weights(&Stream::new(seed), 1, n, n);
+    let w = init.weights(&Stream::new(0), 1, n, n);
+    let v = ndarray::Array1::<f64>::from_shape_fn(n, |i| (i as f64).sin());
+    for _ in 0..5 {
         let t = Instant::now();
-        let s = spectral_norm(w.view());
-        let dt = t.elapsed().as_secs_f64() * 1e3;
-        let truth = if svd { svd_top(&w) } else { s };
-        println!("n {n} seed {seed}: old {s:.17e} {dt:.2} ms rel {:e}", (s - truth) / truth);
-        for &p in &ps {
-            let t = Instant::now();
-            let (b, passes) = spectral_norm_block(w.view(), p, std::env::var("EPS").map_or(2e-11, |s| s.parse().unwrap()));
-            let dt = t.elapsed().as_secs_f64() * 1e3;
-            println!("   p {p:2}: {b:.17e} {dt:7.2} ms passes {passes:3} rel {:e}", (b - truth) / truth);
+        for _ in 0..20 {
+            let mut z = ndarray::Array1::<f64>::zeros(n);
+            for r in w.rows() { z.scaled_add(r.dot(&v), &r); }
+            std::hint::black_box(z);
         }
+        let old = t.elapsed().as_secs_f64() * 1e3 / 20.0;
+        let t = Instant::now();
+        for _ in 0..20 {
+            let mut z = vec![0.0; n];
+            gradscope::linalg::gram_rows(w.as_slice().unwrap(), n, v.as_slice().unwrap(), &mut z);
+            std::hint::black_box(z);
+        }
+        let new = t.elapsed().as_secs_f64() * 1e3 / 20.0;
+        println!("n {n}: pass old {old:.3} ms new {new:.3} ms");
     }
 }
