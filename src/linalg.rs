@@ -1,5 +1,8 @@
 //! Spectral norms ‖W‖₂ by Lanczos with full reorthogonalisation, to a stated tolerance.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, mpsc};
+
 use ndarray::{Array1, Array2, ArrayView2, Axis, CowArray};
 
 use crate::rng::{Purpose, Stream};
@@ -54,39 +57,52 @@ pub fn spectral_norm_on(w: ArrayView2<f64>, threads: usize) -> f64 {
     if threads <= 1 {
         return lanczos_top(m, eps, |v| gram_sum(flat, m, &groups, v, |_| None));
     }
-    // Workers live for the whole norm (one spawn per norm, not per pass); worker t owns the
-    // groups g ≡ t (mod threads), the caller the groups ≡ 0.
+    // Workers live for the whole norm (one spawn per norm, not per pass). Each pass, every
+    // thread, the caller included, takes the next group not yet taken: a worker that the OS
+    // has put aside costs a group, not the pass.
+    struct Pass {
+        v: Vec<f64>,
+        next: AtomicUsize,
+    }
+    let group = |g: usize, v: &[f64]| {
+        let mut z = vec![0.0; m];
+        gram_rows(&flat[groups[g].start * m..groups[g].end * m], m, v, &mut z);
+        z
+    };
     std::thread::scope(|s| {
-        let (done_tx, done_rx) = std::sync::mpsc::channel::<(usize, Vec<f64>)>();
+        let (done_tx, done_rx) = mpsc::channel::<(usize, Vec<f64>)>();
         let mut to_workers = Vec::new();
-        for t in 1..threads {
-            let (tx, rx) = std::sync::mpsc::channel::<std::sync::Arc<Vec<f64>>>();
+        for _ in 1..threads {
+            let (tx, rx) = mpsc::channel::<Arc<Pass>>();
             to_workers.push(tx);
-            let (done_tx, groups) = (done_tx.clone(), &groups);
+            let (done_tx, group, n) = (done_tx.clone(), &group, groups.len());
             s.spawn(move || {
-                for v in rx {
-                    for g in (t..groups.len()).step_by(threads) {
-                        let mut z = vec![0.0; m];
-                        gram_rows(&flat[groups[g].start * m..groups[g].end * m], m, &v, &mut z);
-                        if done_tx.send((g, z)).is_err() {
-                            return;
+                for pass in rx {
+                    loop {
+                        let g = pass.next.fetch_add(1, Ordering::Relaxed);
+                        if g >= n || done_tx.send((g, group(g, &pass.v))).is_err() {
+                            break;
                         }
                     }
                 }
             });
         }
         lanczos_top(m, eps, |v| {
-            let shared = std::sync::Arc::new(v.to_vec());
+            let pass = Arc::new(Pass { v: v.to_vec(), next: AtomicUsize::new(0) });
             for tx in &to_workers {
-                tx.send(shared.clone()).expect("norm worker alive");
+                tx.send(pass.clone()).expect("norm worker alive");
             }
             let mut parts: Vec<Option<Vec<f64>>> = vec![None; groups.len()];
-            for g in (0..groups.len()).step_by(threads) {
-                let mut z = vec![0.0; m];
-                gram_rows(&flat[groups[g].start * m..groups[g].end * m], m, v, &mut z);
-                parts[g] = Some(z);
+            let mut own = 0;
+            loop {
+                let g = pass.next.fetch_add(1, Ordering::Relaxed);
+                if g >= groups.len() {
+                    break;
+                }
+                parts[g] = Some(group(g, v));
+                own += 1;
             }
-            for _ in 0..groups.len() - groups.len().div_ceil(threads) {
+            for _ in own..groups.len() {
                 let (g, z) = done_rx.recv().expect("norm worker alive");
                 parts[g] = Some(z);
             }
@@ -173,7 +189,7 @@ fn lanczos_top(m: usize, eps: f64, mut apply: impl FnMut(&[f64]) -> Array1<f64>)
 /// IEEE multiplies and adds in a fixed order (16 lanes per dot, summed pairwise, then the
 /// tail): no fused multiply-add, so the AVX2 build of the same code gives the same bits as
 /// the baseline one, and pairing rows changes no bit.
-pub(crate) fn gram_rows(w: &[f64], m: usize, v: &[f64], z: &mut [f64]) {
+pub fn gram_rows(w: &[f64], m: usize, v: &[f64], z: &mut [f64]) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU has AVX2, checked just above.
@@ -210,8 +226,7 @@ fn gram_rows_impl(w: &[f64], m: usize, v: &[f64], z: &mut [f64], dot2: impl Fn(&
             *zi = (*zi + c0 * x0) + c1 * x1;
         }
     }
-    let r = pairs.remainder();
-    if !r.is_empty() {
+    for r in pairs.remainder().chunks_exact(m) {
         let (c, _) = dots(r, r);
         for (zi, x) in z.iter_mut().zip(r) {
             *zi += c * x;
