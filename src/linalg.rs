@@ -189,7 +189,7 @@ fn lanczos_top(m: usize, eps: f64, mut apply: impl FnMut(&[f64]) -> Array1<f64>)
 /// IEEE multiplies and adds in a fixed order (16 lanes per dot, summed pairwise, then the
 /// tail): no fused multiply-add, so the AVX2 build of the same code gives the same bits as
 /// the baseline one, and pairing rows changes no bit.
-pub fn gram_rows(w: &[f64], m: usize, v: &[f64], z: &mut [f64]) {
+pub(crate) fn gram_rows(w: &[f64], m: usize, v: &[f64], z: &mut [f64]) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU has AVX2, checked just above.
