@@ -2,6 +2,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
 
 use ndarray::{Array1, Array2, ArrayView2, Axis, CowArray};
 
@@ -58,9 +59,13 @@ pub fn spectral_norm_on(w: ArrayView2<f64>, threads: usize) -> f64 {
         return lanczos_top(m, eps, |v| gram_sum(flat, m, &groups, v, |_| None));
     }
     // Workers live for the whole norm (one spawn per norm, not per pass). Each pass, every
-    // thread, the caller included, takes the next group not yet taken: a worker that the OS
-    // has put aside costs a group, not the pass.
+    // thread, the caller included, takes the next group not yet taken; a group a worker
+    // took but has not returned when the caller runs out is computed again by the caller
+    // (same bits whoever computes it), so a worker that the OS has put aside, or that
+    // shares its core with other work, never holds up a pass. Results carry the pass's
+    // number: a late one from an earlier pass is dropped.
     struct Pass {
+        id: usize,
         v: Vec<f64>,
         next: AtomicUsize,
     }
@@ -70,7 +75,7 @@ pub fn spectral_norm_on(w: ArrayView2<f64>, threads: usize) -> f64 {
         z
     };
     std::thread::scope(|s| {
-        let (done_tx, done_rx) = mpsc::channel::<(usize, Vec<f64>)>();
+        let (done_tx, done_rx) = mpsc::channel::<(usize, usize, Vec<f64>)>();
         let mut to_workers = Vec::new();
         for _ in 1..threads {
             let (tx, rx) = mpsc::channel::<Arc<Pass>>();
@@ -80,20 +85,22 @@ pub fn spectral_norm_on(w: ArrayView2<f64>, threads: usize) -> f64 {
                 for pass in rx {
                     loop {
                         let g = pass.next.fetch_add(1, Ordering::Relaxed);
-                        if g >= n || done_tx.send((g, group(g, &pass.v))).is_err() {
+                        if g >= n || done_tx.send((pass.id, g, group(g, &pass.v))).is_err() {
                             break;
                         }
                     }
                 }
             });
         }
+        let (mut id, mut per_group) = (0, Duration::ZERO);
         lanczos_top(m, eps, |v| {
-            let pass = Arc::new(Pass { v: v.to_vec(), next: AtomicUsize::new(0) });
+            id += 1;
+            let pass = Arc::new(Pass { id, v: v.to_vec(), next: AtomicUsize::new(0) });
             for tx in &to_workers {
                 tx.send(pass.clone()).expect("norm worker alive");
             }
             let mut parts: Vec<Option<Vec<f64>>> = vec![None; groups.len()];
-            let mut own = 0;
+            let (start, mut own) = (Instant::now(), 0);
             loop {
                 let g = pass.next.fetch_add(1, Ordering::Relaxed);
                 if g >= groups.len() {
@@ -102,9 +109,19 @@ pub fn spectral_norm_on(w: ArrayView2<f64>, threads: usize) -> f64 {
                 parts[g] = Some(group(g, v));
                 own += 1;
             }
-            for _ in own..groups.len() {
-                let (g, z) = done_rx.recv().expect("norm worker alive");
-                parts[g] = Some(z);
+            if own > 0 {
+                per_group = start.elapsed() / own;
+            }
+            // A missing group gets as long as one group takes here, then is done here.
+            for g in 0..groups.len() {
+                let deadline = Instant::now() + per_group;
+                while parts[g].is_none() {
+                    match done_rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                        Ok((pid, h, z)) if pid == id => parts[h] = Some(z),
+                        Ok(_) => {}
+                        Err(_) => parts[g] = Some(group(g, v)),
+                    }
+                }
             }
             gram_sum(flat, m, &groups, v, |g| parts[g].take())
         })
