@@ -59,11 +59,12 @@ pub fn spectral_norm_on(w: ArrayView2<f64>, threads: usize) -> f64 {
         return lanczos_top(m, eps, |v| gram_sum(flat, m, &groups, v, |_| None));
     }
     // Workers live for the whole norm (one spawn per norm, not per pass). Each pass, every
-    // thread, the caller included, takes the next group not yet taken; a group a worker
-    // took but has not returned when the caller runs out is computed again by the caller
-    // (same bits whoever computes it), so a worker that the OS has put aside, or that
-    // shares its core with other work, never holds up a pass. Results carry the pass's
-    // number: a late one from an earlier pass is dropped.
+    // thread, the caller included, takes the next group not yet taken. A group a worker
+    // took but has not returned within one group's time after the caller ran out is
+    // computed again by the caller (same bits whoever computes it), so a worker that the
+    // OS has put aside, or that shares its core with other work, holds up a pass by one
+    // group at most. Results carry the pass's number: a late one from an earlier pass is
+    // dropped.
     struct Pass {
         id: usize,
         v: Vec<f64>,
