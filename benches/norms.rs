@@ -16,7 +16,7 @@ mod common;
 
 use std::time::Instant;
 
-use gradscope::linalg::{spectral_norm, spectral_norm_on};
+use gradscope::linalg::{reorthogonalise, spectral_norm, spectral_norm_on};
 use gradscope::model::{Init, InitKind};
 use gradscope::rng::{Purpose, Stream};
 use ndarray::{Array1, ArrayView2};
@@ -90,12 +90,7 @@ fn before(w: ArrayView2<f64>) -> f64 {
         let mut v = apply(&q);
         alpha.push(q.dot(&v));
         basis.push(q.clone());
-        for _ in 0..2 {
-            for b in &basis {
-                let c = b.dot(&v);
-                v.scaled_add(-c, b);
-            }
-        }
+        reorthogonalise(&basis, &mut v);
         let bk = v.dot(&v).sqrt();
         let last = k + 1 == m || bk <= f64::EPSILON * alpha.iter().fold(0.0_f64, |a, b: &f64| a.max(b.abs()));
         if !last && k % 4 != 3 {

@@ -169,12 +169,7 @@ fn lanczos_top(m: usize, eps: f64, mut apply: impl FnMut(&[f64]) -> Array1<f64>)
         let a = q.dot(&v);
         alpha.push(a);
         basis.push(q.clone());
-        for _ in 0..2 {
-            for b in &basis {
-                let c = b.dot(&v);
-                v.scaled_add(-c, b);
-            }
-        }
+        reorthogonalise(&basis, &mut v);
         let bk = v.dot(&v).sqrt();
         // The Ritz values cost O(k³): look every fourth step (and at the end), which costs
         // at most three extra passes; and after the first, where an operator with one
@@ -197,6 +192,18 @@ fn lanczos_top(m: usize, eps: f64, mut apply: impl FnMut(&[f64]) -> Array1<f64>)
         q = v / bk;
     }
     theta.sqrt()
+}
+
+/// Removes from `v` its components along the orthonormal `basis`, by modified Gram–Schmidt
+/// run twice ("twice is enough": one sweep leaves errors of order ε·κ, the second brings
+/// them to ε), so a Lanczos basis stays orthogonal to working precision.
+pub fn reorthogonalise(basis: &[Array1<f64>], v: &mut Array1<f64>) {
+    for _ in 0..2 {
+        for b in basis {
+            let c = b.dot(v);
+            v.scaled_add(-c, b);
+        }
+    }
 }
 
 /// `z += Σ_rows (r·v) r` over the rows of a row-major block `w` (rows of length m): WᵀW v
