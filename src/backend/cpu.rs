@@ -177,7 +177,7 @@ impl CpuBackend {
         self.memory_needed(widths, p.batch(), generated).saturating_add(stacked)
     }
 
-    /// Runs the probe: every per-layer statistic of MATH.md for `p`.
+    /// Runs the probe: every per-layer statistic of docs/MATH.md for `p`.
     ///
     /// # Errors
     /// [`Error::OutOfMemory`] when the plan would not fit in the memory available.
@@ -422,7 +422,7 @@ pub fn cost_plain(p: &Problem) -> f64 {
     (0..p.batch()).map(|x| p.net.cost.example_cost(z.row(x), a.row(x), p.targets.row(x))).sum::<f64>() / p.batch() as f64
 }
 
-/// Backprop without rescaling (MATH.md, "Backpropagation"); index l-1 holds layer l.
+/// Backprop without rescaling (docs/MATH.md, "Backpropagation"); index l-1 holds layer l.
 pub fn backprop_plain(p: &Problem) -> Vec<PlainGrad> {
     let f = forward_plain(p);
     let big_l = p.net.depth();

@@ -98,7 +98,7 @@ impl Engine {
         self.backend().name()
     }
 
-    /// Every per-layer statistic of MATH.md for `p`.
+    /// Every per-layer statistic of docs/MATH.md for `p`.
     pub fn probe(&self, p: &Problem) -> Result<Report> {
         self.backend().probe(p)
     }

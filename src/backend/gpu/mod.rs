@@ -1,4 +1,4 @@
-//! The wgpu compute backend: the statistics of MATH.md in f32 WGSL kernels on any Vulkan,
+//! The wgpu compute backend: the statistics of docs/MATH.md in f32 WGSL kernels on any Vulkan,
 //! Metal or DX12 adapter, cross-checked against the f64 CPU reference ([`crate::check`]).
 //!
 //! Device choice follows wgpu's conventions: `WGPU_BACKEND` restricts the APIs searched,
@@ -190,7 +190,7 @@ impl GpuBackend {
         &self.ctx
     }
 
-    /// Every per-layer statistic of MATH.md for `p`, computed on the GPU; the report's
+    /// Every per-layer statistic of docs/MATH.md for `p`, computed on the GPU; the report's
     /// backend is "gpu".
     ///
     /// # Errors

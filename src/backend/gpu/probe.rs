@@ -1,6 +1,6 @@
 //! The probe on the GPU: forward pass with √L checkpoints, segment-wise recomputation and
 //! backpropagation of renormalised δ, per-layer records read back and turned into the
-//! log10 statistics of MATH.md in f64 on the host (the same arithmetic as the CPU backend).
+//! log10 statistics of docs/MATH.md in f64 on the host (the same arithmetic as the CPU backend).
 //!
 //! Several depths at once (a depth sweep, [`probe_depths`]): networks of different depth
 //! with the same seed share their first layers, so one forward pass to the deepest depth
