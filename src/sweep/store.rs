@@ -357,7 +357,7 @@ impl Progress {
 }
 
 /// One row of `summary_seeds.csv`: a (configuration, depth) over the seeds of the sweep
-/// (MATH.md, "Over seeds"), with Hanin's per-input predictions where they apply.
+/// (docs/MATH.md, "Over seeds"), with Hanin's per-input predictions where they apply.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SeedSummaryRow {
     pub activation: String,

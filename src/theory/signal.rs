@@ -1,4 +1,4 @@
-//! The forward signal beside its theory (MATH.md, "The forward signal, measured"): the
+//! The forward signal beside its theory (docs/MATH.md, "The forward signal, measured"): the
 //! predicted length `log10_q_predicted` and correlation `c_predicted` per layer for a
 //! problem's own inputs, the measured `log10_q` and `c` from a batch's pre-activations, and
 //! the depth scale `xi_c_measured` fitted to a measured correlation profile.
