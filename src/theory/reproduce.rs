@@ -18,7 +18,7 @@ use super::meanfield::{Critical, MeanField, critical_sigma_w2};
 use super::predict::{fitted_log10_ratio, fitted_log10_ratio_of, predict};
 
 /// The reproductions `gradscope reproduce` knows.
-pub const REPRODUCTIONS: &[&str] = &["critical-line", "decay-rate", "nielsen", "he-vs-xavier"];
+pub const REPRODUCTIONS: &[&str] = &["critical-line", "decay-rate", "nielsen", "he-vs-xavier", "nielsen-training"];
 
 /// Nielsen's per-hidden-layer ‖∂C/∂b^l‖ for [784, 30, 30, 30, 10] on the first 1000 MNIST
 /// training images (Neural Networks and Deep Learning, ch. 5), as quoted in issue 4.
@@ -108,6 +108,7 @@ pub fn reproduce(name: &str, opt: &ReproduceOptions) -> Result<Reproduction> {
         "decay-rate" => decay_rate_table(opt),
         "nielsen" => nielsen_table(opt),
         "he-vs-xavier" => he_vs_xavier_table(opt),
+        "nielsen-training" => crate::train::nielsen::nielsen_training(opt),
         _ => Err(Error::arg("NAME", format!("unknown reproduction '{name}' (expected one of: {})", REPRODUCTIONS.join(", ")))),
     }
 }
