@@ -315,9 +315,7 @@ pub fn run_train(a: &TrainArgs) -> Result<()> {
             if ck.exists() {
                 let (w, step, h) = history::read_checkpoint(&ck)?;
                 state = TrainState { step, weights: w, history: h };
-                if !a.quiet {
-                    println!("resuming {} from its checkpoint at step {step} of {}", dir.display(), plan.total_steps);
-                }
+                println!("resuming {} from its checkpoint at step {step} of {}", dir.display(), plan.total_steps);
             }
         } else {
             std::fs::create_dir_all(dir).map_err(|e| Error::file(dir, format!("cannot create: {e}")))?;
