@@ -45,8 +45,7 @@ pub fn plot_training(h: &Array3<f64>, title: &str, dir: &Path) -> Result<Vec<Pat
     let acc = vec![line("accuracy".into(), series(0, "accuracy"), 1, 2)];
     let fonts = Fonts::for_size(DEFAULT_SIZE);
     let chart = |t: &'static str, y: &'static str, lines: &Vec<Line>| -> DrawResult<String> {
-        let full = format!("{t}: {title}");
-        let c = LineChart { title: &full, x_desc: "epoch", y_desc: y, lines, x_integer: false, note: None };
+        let c = LineChart { title: t, x_desc: "epoch", y_desc: y, lines, x_integer: false, note: Some(title.to_string()) };
         draw_svg(DEFAULT_SIZE, |root| draw_lines(root, &c, &fonts))
     };
     let both = || -> DrawResult<String> {
@@ -54,15 +53,14 @@ pub fn plot_training(h: &Array3<f64>, title: &str, dir: &Path) -> Result<Vec<Pat
         let size = (w, hgt * 2);
         draw_svg(size, |root| {
             let (top, bottom) = root.split_vertically(hgt);
-            let t1 = format!("cost: {title}");
-            let t2 = "accuracy on the evaluation set (n/a for non-one-hot targets)";
-            draw_lines(&top, &LineChart { title: &t1, x_desc: "epoch", y_desc: "log10 C", lines: &cost, x_integer: false, note: None }, &fonts)?;
+            let t2 = "accuracy on the evaluation set (none for targets that are not one-hot)";
+            draw_lines(&top, &LineChart { title: "cost C on the evaluation set", x_desc: "epoch", y_desc: "log10 C", lines: &cost, x_integer: false, note: Some(title.to_string()) }, &fonts)?;
             draw_lines(&bottom, &LineChart { title: t2, x_desc: "epoch", y_desc: "accuracy", lines: &acc, x_integer: false, note: None }, &fonts)
         })
     };
     let figures: Vec<(&str, DrawResult<String>, (u32, u32))> = vec![
-        ("grad_b_mean", chart("‖∂C/∂b^l‖ per layer (Nielsen's speed of learning)", "log10 ‖∂C/∂b^l‖", &grad), DEFAULT_SIZE),
-        ("ratio", chart("first / last hidden layer", "log10 ratio", &ratio), DEFAULT_SIZE),
+        ("grad_b_mean", chart("‖∂C/∂b^l‖ per hidden layer (Nielsen's speed of learning)", "log10 ‖∂C/∂b^l‖", &grad), DEFAULT_SIZE),
+        ("ratio", chart("‖∂C/∂b^l‖ of the first hidden layer over the last", "log10 ratio", &ratio), DEFAULT_SIZE),
         ("cost_accuracy", both(), (DEFAULT_SIZE.0, DEFAULT_SIZE.1 * 2)),
     ];
     let mut written = Vec::new();

@@ -14,7 +14,7 @@ pub mod sgd;
 
 use std::sync::Arc;
 
-use ndarray::{Array2, Axis};
+use ndarray::{Array2, Axis, CowArray, s};
 
 use crate::backend::CpuBackend;
 use crate::error::{Error, Result};
@@ -54,12 +54,14 @@ pub struct TrainState {
     pub step: u64,
     pub weights: Weights,
     pub history: Vec<Array2<f64>>,
+    /// Wall seconds spent in SGD steps in this process (records and writes excluded).
+    pub step_seconds: f64,
 }
 
 impl TrainState {
     /// The start of a run: step 0, the network's own parameters, no records.
     pub fn start(plan: &TrainPlan) -> TrainState {
-        TrainState { step: 0, weights: Weights::of(&plan.net), history: Vec::new() }
+        TrainState { step: 0, weights: Weights::of(&plan.net), history: Vec::new(), step_seconds: 0.0 }
     }
 }
 
@@ -113,14 +115,21 @@ pub fn train(plan: &TrainPlan, state: &mut TrainState, on_record: &mut dyn FnMut
     let mut order: Option<(u64, Vec<usize>)> = None;
     while state.step < plan.total_steps {
         let t = state.step;
+        let t0 = std::time::Instant::now();
         let epoch = t / spe;
         if order.as_ref().is_none_or(|o| o.0 != epoch) {
             order = Some((epoch, data::order(n, epoch, plan.shuffle)));
         }
         let k = (t % spe) as usize;
         let idx = &order.as_ref().unwrap().1[k * plan.batch..((k + 1) * plan.batch).min(n)];
-        let xb = plan.data.x.select(Axis(0), idx);
-        let yb = plan.data.y.select(Axis(0), idx);
+        // In order (no shuffle), a batch is a run of rows: a view, not a copy.
+        let contiguous = idx.windows(2).all(|w| w[1] == w[0] + 1);
+        let (xb, yb) = if contiguous {
+            let r = idx[0]..idx[0] + idx.len();
+            (CowArray::from(plan.data.x.slice(s![r.clone(), ..])), CowArray::from(plan.data.y.slice(s![r, ..])))
+        } else {
+            (CowArray::from(plan.data.x.select(Axis(0), idx)), CowArray::from(plan.data.y.select(Axis(0), idx)))
+        };
         let g = sgd::gradients(&plan.net, &state.weights, xb.view(), yb.view()).map_err(|d| {
             Error::Numerical(format!(
                 "training diverged at step {} (epoch {epoch}): the {} pass left the range of f64 at layer {} (the cost is NaN or infinite); lower --lr",
@@ -131,6 +140,7 @@ pub fn train(plan: &TrainPlan, state: &mut TrainState, on_record: &mut dyn FnMut
         })?;
         let update = sgd::apply(&mut state.weights, &g, plan.lr, plan.l2, n);
         state.step += 1;
+        state.step_seconds += t0.elapsed().as_secs_f64();
         if let Some(l) = state.weights.w.iter().zip(&state.weights.b).position(|(w, b)| !w.iter().chain(b.iter()).all(|v| v.is_finite())) {
             return Err(Error::Numerical(format!("training diverged at step {} (epoch {epoch}): layer {}'s weights left the range of f64; lower --lr", t + 1, l + 1)));
         }

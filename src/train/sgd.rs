@@ -51,14 +51,15 @@ fn all_finite<'a>(v: impl IntoIterator<Item = &'a f64>) -> bool {
     v.into_iter().all(|x| x.is_finite())
 }
 
-/// The forward pass: `(z^l, a^l)` for l = 1..=L, index 0 holding `(x, x)`.
+/// The forward pass: `(z^l, a^l)` for l = 1..=L at index l − 1 (the input is not copied).
 ///
 /// # Errors
 /// The first layer whose pre-activations are not finite.
 pub fn forward(net: &Network, p: &Weights, x: ArrayView2<f64>) -> Result<Vec<(Array2<f64>, Array2<f64>)>, Diverged> {
-    let mut out = vec![(x.to_owned(), x.to_owned())];
+    let mut out: Vec<(Array2<f64>, Array2<f64>)> = Vec::with_capacity(net.depth());
     for l in 1..=net.depth() {
-        let z = out[l - 1].1.dot(&p.w[l - 1].t()) + &p.b[l - 1].view().insert_axis(Axis(0));
+        let a_prev = if l == 1 { x } else { out[l - 2].1.view() };
+        let z = a_prev.dot(&p.w[l - 1].t()) + &p.b[l - 1].view().insert_axis(Axis(0));
         if !all_finite(&z) {
             return Err(Diverged { layer: l, pass: "forward" });
         }
@@ -79,7 +80,7 @@ pub fn gradients(net: &Network, p: &Weights, x: ArrayView2<f64>, y: ArrayView2<f
     let big_l = net.depth();
     let f = forward(net, p, x)?;
     let bsz = x.nrows() as f64;
-    let (z_top, a_top) = &f[big_l];
+    let (z_top, a_top) = &f[big_l - 1];
     let cost = (0..x.nrows()).map(|i| net.cost.example_cost(z_top.row(i), a_top.row(i), y.row(i))).sum::<f64>() / bsz;
     if !cost.is_finite() {
         return Err(Diverged { layer: big_l, pass: "forward" });
@@ -89,14 +90,15 @@ pub fn gradients(net: &Network, p: &Weights, x: ArrayView2<f64>, y: ArrayView2<f
     let mut delta = Array2::zeros((0, 0));
     for l in (1..=big_l).rev() {
         let act = net.activation_at(l);
-        let dsig = f[l].0.mapv(|v| act.dsigma(v));
+        let dsig = f[l - 1].0.mapv(|v| act.dsigma(v));
         delta = if l == big_l {
-            let e = &f[l].1 - &y;
+            let e = &f[l - 1].1 - &y;
             if net.cost == Cost::Quadratic { e * &dsig } else { e }
         } else {
             delta.dot(&p.w[l]) * &dsig
         };
-        let g_w = delta.t().dot(&f[l - 1].1) / bsz;
+        let a_prev = if l == 1 { x } else { f[l - 2].1.view() };
+        let g_w = delta.t().dot(&a_prev) / bsz;
         if !all_finite(&delta) || !all_finite(&g_w) {
             return Err(Diverged { layer: l, pass: "backward" });
         }
