@@ -296,3 +296,45 @@ fn deep_sigmoid_network_reports_tiny_gradients_not_zero() {
         }
     }
 }
+
+/// `reproduce nielsen-training`: his three networks at the five epochs, the deep pair, the
+/// data labelled, and his cited epoch-0 values beside an MNIST-format run only.
+#[test]
+fn reproduce_nielsen_training_rows_and_labels() {
+    let o = ok(&["reproduce", "nielsen-training", "--batch", "100", "--depth", "12", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&o).unwrap();
+    let rows = v["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 3 * 5 + 2 * 4);
+    assert!(v["notes"][0].as_str().unwrap().contains("NOT MNIST"), "{}", v["notes"][0]);
+    assert!(rows.iter().all(|r| r["published"].is_null()), "no published value beside the digits");
+    let ratio = |net: &str, epoch: u64| {
+        rows.iter().find(|r| r["network"].as_str().unwrap().starts_with(net) && r["epoch"] == epoch).unwrap()["ratio_first_last"].as_f64().unwrap()
+    };
+    // At initialisation the first hidden layer learns slower, the more so the deeper the net.
+    let (r2, r3, r4) = (ratio("[64, 30, 30, 10]", 0), ratio("[64, 30, 30, 30, 10]", 0), ratio("[64, 30, 30, 30, 30, 10]", 0));
+    assert!(r4 < r3 && r3 < r2 && r2 < 1.0, "{r2} {r3} {r4}");
+    // Depth 12: sigmoid's first layer is decades behind; tanh at criticality is not.
+    let (sig, tanh) = (ratio("depth 12 sigmoid", 0), ratio("depth 12 tanh", 0));
+    assert!(sig < 1e-5 && tanh > 1e-2, "sigmoid {sig}, tanh {tanh}");
+
+    let t = tempfile::tempdir().unwrap();
+    let n = 20u32;
+    let mut im = vec![0, 0, 8, 3];
+    for v in [n, 28, 28] {
+        im.extend_from_slice(&v.to_be_bytes());
+    }
+    im.extend((0..n * 784).map(|i| (i * 7919 % 251) as u8));
+    let mut lb = vec![0, 0, 8, 1];
+    lb.extend_from_slice(&n.to_be_bytes());
+    lb.extend((0..n).map(|i| (i % 10) as u8));
+    let (i, l) = (t.path().join("im.idx"), t.path().join("lb.idx"));
+    std::fs::write(&i, im).unwrap();
+    std::fs::write(&l, lb).unwrap();
+    let o = ok(&["reproduce", "nielsen-training", "--images", s(&i), "--labels", s(&l), "--depth", "4", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&o).unwrap();
+    let cited: Vec<_> = v["rows"].as_array().unwrap().iter().filter(|r| !r["published"].is_null()).collect();
+    assert_eq!(cited.len(), 1, "only epoch 0 of the 3-hidden-layer network is cited");
+    assert_eq!(cited[0]["network"], "[784, 30, 30, 30, 10]");
+    assert_eq!(cited[0]["epoch"], 0);
+    assert_eq!(cited[0]["published"], serde_json::json!([0.011838, 0.059965, 0.283142]));
+}

@@ -198,7 +198,7 @@ fn load_data(a: &TrainArgs, inputs: &InputSpec, targets: &TargetSpec, net: &Netw
         return Err(Error::arg("--data", "give one source of data: --data, --images/--labels or --inputs/--targets files"));
     }
     let d = match (&a.data, &a.images, &a.labels, inputs, targets) {
-        (_, Some(i), Some(l), _, _) => data::idx(i, l)?,
+        (_, Some(i), Some(l), _, _) => data::idx(i, l, a.examples.unwrap_or(usize::MAX))?,
         (_, _, _, InputSpec::File(x), TargetSpec::File(y)) => data::npy(x, y)?,
         (_, _, _, InputSpec::File(_), _) => return Err(Error::arg("--targets", "missing: --inputs FILE needs --targets FILE")),
         (_, _, _, _, TargetSpec::File(_)) => return Err(Error::arg("--inputs", "missing: --targets FILE needs --inputs FILE")),

@@ -72,12 +72,13 @@ fn one_hot(labels: impl Iterator<Item = usize>, classes: usize, path: &Path) -> 
     Ok(y)
 }
 
-/// MNIST-format IDX files (uncompressed), as `reproduce nielsen` reads them.
+/// The first `count` examples of MNIST-format IDX files (uncompressed), as `reproduce
+/// nielsen` reads them (only those are converted to f64).
 ///
 /// # Errors
 /// As [`crate::theory::reproduce::read_mnist_idx`]: a truncated file, a label outside 0..9…
-pub fn idx(images: &Path, labels: &Path) -> Result<Dataset> {
-    let (x, y) = crate::theory::reproduce::read_mnist_idx(images, labels, usize::MAX)?;
+pub fn idx(images: &Path, labels: &Path, count: usize) -> Result<Dataset> {
+    let (x, y) = crate::theory::reproduce::read_mnist_idx(images, labels, count)?;
     let source = format!("{} with {} ({} examples, pixels/255, one-hot labels)", images.display(), labels.display(), x.nrows());
     Ok(Dataset { x, y, source })
 }

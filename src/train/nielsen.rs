@@ -83,7 +83,7 @@ pub fn nielsen_training(opt: &ReproduceOptions) -> Result<Reproduction> {
     let count = opt.batch.unwrap_or(1000);
     let (data, mnist, source) = match &opt.data {
         NielsenData::Idx { images, labels } => {
-            let d = data::idx(images, labels)?.first(count);
+            let d = data::idx(images, labels, count)?;
             let s = d.source.clone();
             (d, true, s)
         }
