@@ -45,6 +45,7 @@ fn max_rel(a: &Array2<f64>, b: &Array2<f64>) -> f64 {
 /// finite difference's own error at h = 1e-5 is ~h² C‴ + ε/h ≈ 1e-10 of C, so 1e-12 is out of
 /// its reach; the backprop comparison carries the 1e-12).
 #[test]
+#[allow(clippy::needless_range_loop)]
 fn one_step_equals_independent_f64_computations() {
     for (act, cost, targets) in [
         (Activation::Sigmoid, Cost::CrossEntropy, TargetSpec::Uniform),
@@ -169,7 +170,7 @@ fn killed_run_resumes_to_the_uninterrupted_result() {
     let t = tempfile::tempdir().unwrap();
     let (a, b) = (t.path().join("a"), t.path().join("b"));
     let args = |d: &PathBuf| -> Vec<String> {
-        ["train", "--data", "digits", "--examples", "300", "--eval-examples", "50", "--widths", "64,16,10", "--cost", "cross-entropy", "--init", "nielsen", "--batch", "5", "--steps", "1500", "--every", "5", "--lr", "0.3", "--l2", "1", "-q", "--out", s(d)]
+        ["train", "--data", "digits", "--examples", "300", "--eval-examples", "50", "--widths", "64,16,10", "--cost", "cross-entropy", "--init", "nielsen", "--batch", "5", "--steps", "1500", "--every", "5", "--lr", "0.3", "--l2", "1", "--checkpoint-seconds", "0", "-q", "--out", s(d)]
             .iter()
             .map(|v| v.to_string())
             .collect()
@@ -237,6 +238,7 @@ fn bad_input_gets_one_line_exit_2_and_nothing_written() {
     assert_bad(&with(&["--batch", "5000"]), "larger than the training set (1797 examples)", &out);
     assert_bad(&with(&["--backend", "gpu"]), "CPU backend", &out);
     assert_bad(&with(&["--every", "0"]), "--every", &out);
+    assert_bad(&with(&["--checkpoint-seconds", "-1"]), "--checkpoint-seconds", &out);
     assert_bad(&with(&["--shuffle", "sometimes"]), "--shuffle", &out);
     assert_bad(&["train", "--data", "digits", "--widths", "784,30,10", "--out", o], "64 features", &out);
     assert_bad(&["train", "--data", "digits", "--widths", "64,30,3", "--out", o], "10 columns", &out);

@@ -71,6 +71,11 @@ pub struct TrainArgs {
     /// cost and accuracy (SVG and PNG).
     #[arg(long, requires = "out", help_heading = "Output")]
     pub plot: bool,
+    /// Write the checkpoint and the history at most every S seconds (and at the end; 0: at
+    /// every record). Each write holds the whole history, so frequent writes of a long run
+    /// cost time; a killed run loses at most S seconds.
+    #[arg(long, value_name = "S", default_value_t = 30.0, help_heading = "Output")]
+    pub checkpoint_seconds: f64,
     /// Print only the final record.
     #[arg(long, short = 'q', help_heading = "Output")]
     pub quiet: bool,
@@ -117,6 +122,9 @@ pub fn plan(a: &TrainArgs) -> Result<(TrainPlan, TrainConfig)> {
     }
     if !(a.lr.is_finite() && a.lr >= 0.0) {
         return Err(Error::arg("--lr", format!("must be finite and ≥ 0, got {}", a.lr)));
+    }
+    if !(a.checkpoint_seconds.is_finite() && a.checkpoint_seconds >= 0.0) {
+        return Err(Error::arg("--checkpoint-seconds", format!("must be finite and ≥ 0, got {}", a.checkpoint_seconds)));
     }
     if !(a.l2.is_finite() && a.l2 >= 0.0) {
         return Err(Error::arg("--l2", format!("must be finite and ≥ 0, got {}", a.l2)));
@@ -271,6 +279,12 @@ fn existing_config(dir: &Path) -> Result<Option<serde_json::Value>> {
 
 fn write_outputs(dir: &Path, config: &TrainConfig, state: &TrainState, status: &str) -> Result<()> {
     write_atomic(&dir.join("checkpoint.npz"), &history::checkpoint_npz(&state.weights, state.step, &state.history)?)?;
+    write_history(dir, config, state, status)
+}
+
+/// history.csv, history.npy and meta.json, without the checkpoint (after a divergence the
+/// weights are not finite; the last good checkpoint stays).
+fn write_history(dir: &Path, config: &TrainConfig, state: &TrainState, status: &str) -> Result<()> {
     write_atomic(&dir.join("history.csv"), &history::csv(&state.history)?)?;
     write_atomic(&dir.join("history.npy"), &history::npy(&state.history)?)?;
     write_atomic(&dir.join("meta.json"), &meta_bytes(config, status, state.step)?)
@@ -341,19 +355,24 @@ pub fn run_train(a: &TrainArgs) -> Result<()> {
     let t0 = Instant::now();
     let quiet = a.quiet;
     let out = a.out.clone();
+    let mut last_write: Option<Instant> = None;
+    let total = plan.total_steps;
     let res = train(&plan, &mut state, &mut |s: &TrainState| {
         if !quiet {
             println!("{}", progress_line(s.history.last().unwrap()));
         }
         if let Some(dir) = &out {
-            write_outputs(dir, &config, s, "running")?;
+            if s.step == total || last_write.is_none_or(|t| t.elapsed().as_secs_f64() >= a.checkpoint_seconds) {
+                write_outputs(dir, &config, s, "running")?;
+                last_write = Some(Instant::now());
+            }
         }
         Ok(())
     });
     let secs = t0.elapsed().as_secs_f64();
     match (res, &a.out) {
         (Err(Error::Numerical(m)), Some(dir)) => {
-            write_atomic(&dir.join("meta.json"), &meta_bytes(&config, &m, state.step)?)?;
+            write_history(dir, &config, &state, &m)?;
             Err(Error::Numerical(format!("{m}; the history up to step {} is in {}", state.history.last().map(|r| r[(0, 0)] as u64).unwrap_or(0), dir.display())))
         }
         (Err(e), _) => Err(e),

@@ -112,7 +112,7 @@ pub fn teacher(student: &Network, depth: usize, init: Init, inputs: &InputSpec, 
     let mut widths = vec![w[0]];
     widths.extend(std::iter::repeat_n(hidden, depth - 1));
     widths.push(*w.last().unwrap());
-    let tseed = seed ^ 0x7465_6163_6865_72; // "teacher"
+    let tseed = seed ^ 0x0074_6561_6368_6572; // "teacher"
     let t = Network::new(widths, student.activation, student.linear_output, crate::model::Cost::Quadratic, Params::Generated { init, seed: tseed })?;
     let x = inputs.materialise(seed, count, w[0])?;
     let tw = super::sgd::Weights::of(&t);
@@ -127,7 +127,7 @@ pub fn teacher(student: &Network, depth: usize, init: Init, inputs: &InputSpec, 
 pub fn order(n: usize, epoch: u64, shuffle: Option<u64>) -> Vec<usize> {
     let mut idx: Vec<usize> = (0..n).collect();
     if let Some(seed) = shuffle {
-        let s = Stream::new(seed ^ 0x5348_5546_464c_45); // "SHUFFLE"
+        let s = Stream::new(seed ^ 0x0053_4855_4646_4c45); // "SHUFFLE"
         for i in (1..n).rev() {
             let u = s.uniform(Purpose::Input, epoch as u32, i as u32, (epoch >> 32) as u32);
             let j = ((u * (i + 1) as f64) as usize).min(i);

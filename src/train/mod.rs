@@ -144,7 +144,7 @@ pub fn train(plan: &TrainPlan, state: &mut TrainState, on_record: &mut dyn FnMut
         if let Some(l) = state.weights.w.iter().zip(&state.weights.b).position(|(w, b)| !w.iter().chain(b.iter()).all(|v| v.is_finite())) {
             return Err(Error::Numerical(format!("training diverged at step {} (epoch {epoch}): layer {}'s weights left the range of f64; lower --lr", t + 1, l + 1)));
         }
-        if state.step % plan.every == 0 || state.step == plan.total_steps {
+        if state.step.is_multiple_of(plan.every) || state.step == plan.total_steps {
             let r = record(plan, state, &update)?;
             state.history.push(r);
             on_record(state)?;

@@ -51,15 +51,18 @@ fn all_finite<'a>(v: impl IntoIterator<Item = &'a f64>) -> bool {
     v.into_iter().all(|x| x.is_finite())
 }
 
+/// `(z^l, a^l)` of every layer, B × n_l each.
+pub type Layers = Vec<(Array2<f64>, Array2<f64>)>;
+
 /// The forward pass: `(z^l, a^l)` for l = 1..=L at index l − 1 (the input is not copied).
 ///
 /// # Errors
 /// The first layer whose pre-activations are not finite.
-pub fn forward(net: &Network, p: &Weights, x: ArrayView2<f64>) -> Result<Vec<(Array2<f64>, Array2<f64>)>, Diverged> {
+pub fn forward(net: &Network, p: &Weights, x: ArrayView2<f64>) -> Result<Layers, Diverged> {
     let mut out: Vec<(Array2<f64>, Array2<f64>)> = Vec::with_capacity(net.depth());
     for l in 1..=net.depth() {
         let a_prev = if l == 1 { x } else { out[l - 2].1.view() };
-        let z = a_prev.dot(&p.w[l - 1].t()) + &p.b[l - 1].view().insert_axis(Axis(0));
+        let z = a_prev.dot(&p.w[l - 1].t()) + p.b[l - 1].view().insert_axis(Axis(0));
         if !all_finite(&z) {
             return Err(Diverged { layer: l, pass: "forward" });
         }
