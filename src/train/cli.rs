@@ -74,7 +74,7 @@ pub struct TrainArgs {
     /// Write the checkpoint and the history at most every S seconds (and at the end; 0: at
     /// every record). Each write holds the whole history, so frequent writes of a long run
     /// cost time; a killed run loses at most S seconds.
-    #[arg(long, value_name = "S", default_value_t = 30.0, help_heading = "Output")]
+    #[arg(long, value_name = "S", default_value_t = 30.0, allow_negative_numbers = true, help_heading = "Output")]
     pub checkpoint_seconds: f64,
     /// Print only the final record.
     #[arg(long, short = 'q', help_heading = "Output")]
