@@ -236,7 +236,7 @@ struct Meta<'a> {
     command: &'static str,
     config: &'a TrainConfig,
     /// The fields of history.npy's last axis (the status as its index in `status_codes`).
-    npy_fields: [&'static str; 16],
+    npy_fields: Vec<&'static str>,
     status_codes: Vec<String>,
     device: String,
     /// running, finished, or why the run stopped.
@@ -249,7 +249,7 @@ fn meta_bytes(config: &TrainConfig, state: &str, steps_done: u64) -> Result<Vec<
         gradscope: env!("CARGO_PKG_VERSION"),
         command: "train",
         config,
-        npy_fields: HISTORY_FIELDS,
+        npy_fields: HISTORY_FIELDS.clone(),
         status_codes: history::STATUS_CODES.iter().map(|s| serde_json::to_value(s).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()).collect(),
         device: crate::backend::CpuBackend::device_name(),
         state: state.into(),

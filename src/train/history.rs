@@ -12,24 +12,15 @@ use crate::error::{Error, Result};
 use crate::stats::{LayerStatus, Report};
 
 /// The fields of one (step, layer) row: history.csv's columns and history.npy's last axis.
-pub const HISTORY_FIELDS: [&str; 16] = [
-    "step",
-    "epoch",
-    "layer",
-    "width",
-    "log10_grad_b_mean",
-    "log10_grad_b_rms",
-    "log10_grad_w_mean",
-    "log10_grad_w_rms",
-    "log10_weight_norm",
-    "log10_max_dsigma",
-    "log10_bound",
-    "log10_bound_tight",
-    "log10_update_w",
-    "log10_cost",
-    "accuracy",
-    "status",
-];
+/// `step` and `epoch`, then the probe's fields ([`crate::stats::FIELDS`]) with the status
+/// last, and the training fields of docs/MATH.md before it.
+pub static HISTORY_FIELDS: std::sync::LazyLock<Vec<&'static str>> = std::sync::LazyLock::new(|| {
+    let probe = crate::stats::FIELDS;
+    let mut f = vec!["step", "epoch"];
+    f.extend(probe.iter().filter(|n| **n != "status"));
+    f.extend(["log10_update_w", "log10_cost", "accuracy", "status"]);
+    f
+});
 
 /// Index of a field in [`HISTORY_FIELDS`].
 pub fn field(name: &str) -> usize {
@@ -71,22 +62,12 @@ pub fn stack(history: &[Array2<f64>]) -> Result<Array3<f64>> {
     ndarray::stack(Axis(0), &views).map_err(|e| Error::Internal(format!("history: {e}")))
 }
 
-fn num(v: f64) -> String {
-    if v.is_nan() {
-        "nan".into()
-    } else if v.is_infinite() {
-        if v > 0.0 { "inf".into() } else { "-inf".into() }
-    } else {
-        format!("{v}")
-    }
-}
-
 /// history.csv: one row per (record, layer), integers for step/layer/width, the status by
 /// name, ±inf and nan as numpy reads them.
 pub fn csv(history: &[Array2<f64>]) -> Result<Vec<u8>> {
     let mut w = ::csv::Writer::from_writer(Vec::new());
     let err = |e: ::csv::Error| Error::Internal(format!("CSV: {e}"));
-    w.write_record(HISTORY_FIELDS).map_err(err)?;
+    w.write_record(HISTORY_FIELDS.iter()).map_err(err)?;
     let ints = [field("step"), field("layer"), field("width")];
     let status = field("status");
     for rec in history {
@@ -94,7 +75,7 @@ pub fn csv(history: &[Array2<f64>]) -> Result<Vec<u8>> {
             let cells: Vec<String> = row
                 .iter()
                 .enumerate()
-                .map(|(i, &v)| if ints.contains(&i) { format!("{}", v as u64) } else if i == status { status_name(v) } else { num(v) })
+                .map(|(i, &v)| if ints.contains(&i) { format!("{}", v as u64) } else if i == status { status_name(v) } else { crate::export::csv_number(v) })
                 .collect();
             w.write_record(&cells).map_err(err)?;
         }
