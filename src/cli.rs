@@ -47,6 +47,9 @@ pub enum Command {
     Theory(crate::theory::TheoryArgs),
     /// Reproduce a published result beside theory and measurement.
     Reproduce(crate::theory::ReproduceArgs),
+    /// Train by SGD (f64, CPU) and record every per-layer statistic, the update size, cost and
+    /// accuracy along the way into a resumable folder (docs/MATH.md, "Training").
+    Train(crate::train::cli::TrainArgs),
 }
 
 pub use crate::backend::BackendChoice;

@@ -21,3 +21,4 @@ pub mod plot;
 pub mod probe;
 pub mod cli;
 pub mod sweep;
+pub mod train;

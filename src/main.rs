@@ -43,6 +43,7 @@ fn main() -> ExitCode {
         Command::Devices(a) => devices(a),
         Command::Theory(a) => gradscope::theory::run_theory(&a),
         Command::Reproduce(a) => gradscope::theory::run_reproduce(&a),
+        Command::Train(a) => gradscope::train::cli::run_train(&a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

@@ -9,7 +9,8 @@ use crate::stats::{FIELDS, Report};
 
 pub struct CsvExporter;
 
-fn num(v: f64) -> String {
+/// A float as numpy's CSV readers take it: `nan`, `inf`, `-inf`, or the shortest exact form.
+pub(crate) fn num(v: f64) -> String {
     if v.is_nan() {
         "nan".into()
     } else if v.is_infinite() {

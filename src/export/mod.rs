@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 pub use self::csv::CsvExporter;
+pub(crate) use self::csv::num as csv_number;
 pub use self::json::JsonExporter;
 use crate::error::{Error, Result};
 use crate::stats::Report;

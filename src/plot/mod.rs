@@ -13,11 +13,13 @@ mod lines;
 mod profile;
 mod raster;
 mod sweep;
+mod training;
 
 use std::path::Path;
 
 pub use self::profile::plot_profile_sized;
 pub use self::sweep::{plot_sweep_dir, plot_sweep_dir_sized};
+pub use self::training::plot_training;
 use crate::error::{Error, Result};
 use crate::stats::Report;
 

@@ -55,7 +55,7 @@ pub struct TheoryArgs {
 /// `gradscope reproduce NAME`: a published result beside theory and measurement.
 #[derive(Debug, Clone, Args)]
 pub struct ReproduceArgs {
-    /// critical-line, decay-rate, nielsen, he-vs-xavier or hanin.
+    /// critical-line, decay-rate, nielsen, he-vs-xavier, hanin or nielsen-training.
     pub name: String,
     /// Number of seeds to measure (1..=N) and average [default: decay-rate 6, hanin 300, the others 1].
     #[arg(long)]
@@ -269,7 +269,7 @@ pub fn reproduce_options(a: &ReproduceArgs) -> Result<ReproduceOptions> {
         (_, _, Some(i), Some(l)) => NielsenData::Idx { images: i.clone(), labels: l.clone() },
         _ => NielsenData::Synthetic,
     };
-    if data != NielsenData::Synthetic && a.name != "nielsen" {
+    if data != NielsenData::Synthetic && a.name != "nielsen" && a.name != "nielsen-training" {
         return Err(Error::arg("--inputs/--images", "only the nielsen reproduction takes data"));
     }
     Ok(ReproduceOptions { seeds, depth: a.depth, width: a.width, batch: a.batch, data })

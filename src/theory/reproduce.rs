@@ -19,7 +19,7 @@ use super::hanin::{Estimate, bootstrap, moment_ratio, relu_he_alive, relu_he_mom
 use super::predict::{fitted_log10_ratio, fitted_log10_ratio_of, predict};
 
 /// The reproductions `gradscope reproduce` knows.
-pub const REPRODUCTIONS: &[&str] = &["critical-line", "decay-rate", "nielsen", "he-vs-xavier", "hanin"];
+pub const REPRODUCTIONS: &[&str] = &["critical-line", "decay-rate", "nielsen", "he-vs-xavier", "hanin", "nielsen-training"];
 
 /// Nielsen's per-hidden-layer ‖∂C/∂b^l‖ for [784, 30, 30, 30, 10] on the first 1000 MNIST
 /// training images, before training: epoch 0 of `fig/norms_during_training_3_layers.json`
@@ -132,6 +132,7 @@ pub fn reproduce(name: &str, opt: &ReproduceOptions) -> Result<Reproduction> {
         "nielsen" => nielsen_table(opt),
         "he-vs-xavier" => he_vs_xavier_table(opt),
         "hanin" => hanin_table(opt),
+        "nielsen-training" => crate::train::nielsen::nielsen_training(opt),
         _ => Err(Error::arg("NAME", format!("unknown reproduction '{name}' (expected one of: {})", REPRODUCTIONS.join(", ")))),
     }
 }
