@@ -428,6 +428,16 @@ pub mod libm_reference {
         (r * c, r * s)
     }
 
+    /// Distance in ulps along the ordered line of doubles (+0 and −0 are 0 apart; a sign
+    /// change near 0 counts the ulps across it): how far the fast draw is from this one.
+    pub fn ulps(a: f64, b: f64) -> u64 {
+        let key = |x: f64| {
+            let bits = x.to_bits() as i64;
+            if bits < 0 { i64::MIN - bits } else { bits }
+        };
+        key(a).abs_diff(key(b))
+    }
+
     /// The scalar row fill as it was: one Philox call and two libm Box–Mullers per block.
     pub fn fill_normal(stream: &Stream, purpose: Purpose, layer: u32, row: u32, out: &mut [f64]) {
         for (q, chunk) in out.chunks_mut(4).enumerate() {
@@ -445,6 +455,7 @@ pub mod libm_reference {
 
 #[cfg(test)]
 mod tests {
+    use super::libm_reference::ulps;
     use super::*;
 
     #[test]
@@ -478,16 +489,6 @@ mod tests {
         for (c, v) in row.iter().enumerate() {
             assert_eq!(*v, s.uniform(Purpose::Target, 0, 2, c as u32));
         }
-    }
-
-    /// Distance in ulps along the ordered line of doubles (so +0 and −0 are 0 apart and a
-    /// sign change near 0 counts the ulps across it).
-    pub(crate) fn ulps(a: f64, b: f64) -> u64 {
-        let key = |x: f64| {
-            let bits = x.to_bits() as i64;
-            if bits < 0 { i64::MIN - bits } else { bits }
-        };
-        key(a).abs_diff(key(b))
     }
 
     /// Every angle Box–Muller can draw (all 2^24 of them): sin and cos within 1 ulp of
