@@ -9,6 +9,10 @@
 //! - `matrix/libm` and `matrix/fast`: one 1024×1024 matrix, split by rows over all cores as
 //!   `Init::weights` does; `matrix/init_weights` is `Init::weights` itself (the fast fill
 //!   plus the σ_w/√n scaling).
+//!
+//! The row table also gives the thread's CPU time per normal (`CLOCK_THREAD_CPUTIME_ID`,
+//! minimum of 7 repeats): on a machine other jobs share, time spent waiting for a core does
+//! not count in it, so it stays near the quiet figure when wall time does not.
 
 #[path = "common/mod.rs"]
 mod common;
@@ -36,29 +40,56 @@ fn matrix(out: &mut [f64], fill: impl Fn(u32, &mut [f64]) + Sync) {
     });
 }
 
+/// Nanoseconds this thread has run on a CPU, where the platform has the clock.
+fn thread_cpu_ns() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: clock_gettime writes one timespec through a valid pointer.
+        if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) } == 0 {
+            return Some(t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64);
+        }
+    }
+    None
+}
+
+/// The least CPU time per call of `f` over 7 repeats of 4 calls.
+fn cpu_seconds(mut f: impl FnMut()) -> Option<f64> {
+    f();
+    (0..7)
+        .map(|_| {
+            let t = thread_cpu_ns()?;
+            (0..4).for_each(|_| f());
+            Some((thread_cpu_ns()? - t) as f64 * 1e-9 / 4.0)
+        })
+        .try_fold(f64::INFINITY, |m, t| t.map(|t| m.min(t)))
+}
+
 fn main() {
     let mut c = criterion();
     let s = Stream::new(7);
     let mut buf = vec![0.0; N * N];
 
     let mut g = group(&mut c, "rows");
-    bench(&mut g, "rows", "libm", || {
+    let libm_rows = |buf: &mut [f64]| {
         for (i, row) in buf.chunks_mut(N).take(ROWS).enumerate() {
             libm_reference::fill_normal(&s, Purpose::Weight, 1, i as u32, row);
         }
-    });
-    let mut levels = Vec::new();
+    };
+    bench(&mut g, "rows", "libm", || libm_rows(&mut buf));
+    let mut cpu = vec![("libm".to_string(), cpu_seconds(|| libm_rows(&mut buf)))];
     for simd in Simd::ALL {
         if simd.available() != simd {
             continue;
         }
         let id = format!("{simd:?}").to_lowercase();
-        bench(&mut g, "rows", &id, || {
+        let fast_rows = |buf: &mut [f64]| {
             for (i, row) in buf.chunks_mut(N).take(ROWS).enumerate() {
                 s.fill_normal_on(simd, Purpose::Weight, 1, i as u32, row);
             }
-        });
-        levels.push(id);
+        };
+        bench(&mut g, "rows", &id, || fast_rows(&mut buf));
+        cpu.push((id, cpu_seconds(|| fast_rows(&mut buf))));
     }
     g.finish();
 
@@ -74,16 +105,16 @@ fn main() {
     g.finish();
 
     println!("\n{} · load {} · {} threads", cpu_name(), loadavg(), std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let per_normal = |id: &str| seconds("rows", id).map(|t| t * 1e9 / (ROWS * N) as f64);
-    let libm = per_normal("libm");
-    println!("{:<26} {:>10} {:>9}", "row fill (1 thread)", "ns/normal", "speed-up");
-    for id in std::iter::once("libm".to_string()).chain(levels) {
-        let t = per_normal(&id);
-        let up = match (libm, t) {
-            (Some(a), Some(b)) => format!("{:.1}×", a / b),
-            _ => "-".into(),
-        };
-        println!("{:<26} {:>10} {:>9}", id, opt(t, 2), up);
+    let ns = |t: Option<f64>| t.map(|t| t * 1e9 / (ROWS * N) as f64);
+    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) => format!("{:.1}×", a / b),
+        _ => "–".into(),
+    };
+    let (libm_wall, libm_cpu) = (ns(seconds("rows", "libm")), ns(cpu[0].1));
+    println!("{:<26} {:>15} {:>9} {:>14} {:>9}", "row fill (1 thread)", "ns/normal wall", "speed-up", "ns/normal CPU", "speed-up");
+    for (id, c) in &cpu {
+        let (w, c) = (ns(seconds("rows", id)), ns(*c));
+        println!("{:<26} {:>15} {:>9} {:>14} {:>9}", id, opt(w, 2), ratio(libm_wall, w), opt(c, 2), ratio(libm_cpu, c));
     }
     println!("{:<26} {:>10}", "1024×1024 matrix", "ms");
     for id in ["libm", "fast", "init_weights"] {

@@ -39,7 +39,12 @@ pub enum Purpose {
 ///            [0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8]);
 /// ```
 #[inline]
-pub fn philox4x32_10(mut ctr: [u32; 4], mut key: [u32; 2]) -> [u32; 4] {
+pub fn philox4x32_10(ctr: [u32; 4], key: [u32; 2]) -> [u32; 4] {
+    philox_rounds(ctr, key)
+}
+
+#[inline(always)]
+fn philox_rounds(mut ctr: [u32; 4], mut key: [u32; 2]) -> [u32; 4] {
     for round in 0..10 {
         if round > 0 {
             key[0] = key[0].wrapping_add(W0);
@@ -128,14 +133,14 @@ impl Stream {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: as above.
             Simd::Avx2 => unsafe { x86::fill_normal_avx2(ctr, self.key, out) },
-            _ => fill_normal_lanes(ctr, self.key, out),
+            _ => fill_normal_lanes::<8>(ctr, self.key, out),
         }
     }
 
     /// Fills `out[c] = uniform(purpose, layer, row, c)`.
     pub fn fill_uniform(&self, purpose: Purpose, layer: u32, row: u32, out: &mut [f64]) {
         let ctr = [0, row, layer, purpose as u32];
-        for_each_batch::<false>(ctr, self.key, out);
+        for_each_batch::<8, false>(ctr, self.key, out);
     }
 }
 
@@ -183,104 +188,87 @@ mod x86 {
 
     #[target_feature(enable = "avx2")]
     pub(super) fn fill_normal_avx2(ctr: [u32; 4], key: [u32; 2], out: &mut [f64]) {
-        super::fill_normal_lanes(ctr, key, out)
+        super::fill_normal_lanes::<8>(ctr, key, out)
     }
 
     #[target_feature(enable = "avx512f,avx512dq,avx512vl")]
     pub(super) fn fill_normal_avx512(ctr: [u32; 4], key: [u32; 2], out: &mut [f64]) {
-        super::fill_normal_lanes(ctr, key, out)
+        super::fill_normal_lanes::<16>(ctr, key, out)
     }
 }
 
-/// Philox blocks per batch of the row fill: 8 blocks = 32 values fill a 512-bit register
-/// of u32 counters, or two or four narrower ones.
-const LANES: usize = 8;
-
-/// Philox4x32-10 on `LANES` blocks at once, counters `ctr0[i], ctr[1], ctr[2], ctr[3]`:
-/// the scalar rounds of [`philox4x32_10`] written lane-wise so they vectorise (the 32×32→64
-/// multiplies become `pmuludq`).
+/// Philox4x32-10 on `L` blocks at once, counters `ctr0[i], ctr[1], ctr[2], ctr[3]`. The loop
+/// over blocks is outermost, so once the ten rounds are unrolled it is one straight loop the
+/// vectoriser takes whole on every instruction set (the 32×32→64 multiplies become
+/// `pmuludq`); rounds outermost left it to the SLP vectoriser, which kept some builds scalar.
 #[inline(always)]
-fn philox_lanes(ctr0: [u32; LANES], ctr: [u32; 4], key: [u32; 2]) -> [[u32; LANES]; 4] {
-    let mut x = [ctr0, [ctr[1]; LANES], [ctr[2]; LANES], [ctr[3]; LANES]];
-    let mut key = key;
-    for round in 0..10 {
-        if round > 0 {
-            key[0] = key[0].wrapping_add(W0);
-            key[1] = key[1].wrapping_add(W1);
-        }
-        for i in 0..LANES {
-            let p0 = (M0 as u64) * (x[0][i] as u64);
-            let p1 = (M1 as u64) * (x[2][i] as u64);
-            let next = [
-                (p1 >> 32) as u32 ^ x[1][i] ^ key[0],
-                p1 as u32,
-                (p0 >> 32) as u32 ^ x[3][i] ^ key[1],
-                p0 as u32,
-            ];
-            for k in 0..4 {
-                x[k][i] = next[k];
-            }
+fn philox_lanes<const L: usize>(ctr0: [u32; L], ctr: [u32; 4], key: [u32; 2]) -> [[u32; L]; 4] {
+    let mut x = [[0; L]; 4];
+    for i in 0..L {
+        let w = philox_rounds([ctr0[i], ctr[1], ctr[2], ctr[3]], key);
+        for k in 0..4 {
+            x[k][i] = w[k];
         }
     }
     x
 }
 
-/// Fills a row by runs of `LANES` blocks: Philox words `w[k][i]` (word k of block i), then
-/// normals or uniforms into the 4·`LANES` entries they serve; the last, partial run goes
+/// Fills a row by runs of `L` blocks: Philox words `w[k][i]` (word k of block i), then
+/// normals or uniforms into the 4 entries each block serves; the last, partial run goes
 /// through a scratch batch so the lanes are always full. A const flag, not a closure: a
 /// closure would not inline into the `target_feature` callers, nor be compiled for their
 /// vectors.
 #[inline(always)]
-fn for_each_batch<const NORMAL: bool>(ctr: [u32; 4], key: [u32; 2], out: &mut [f64]) {
+fn for_each_batch<const L: usize, const NORMAL: bool>(ctr: [u32; 4], key: [u32; 2], out: &mut [f64]) {
+    let (blocks, rest) = out.as_chunks_mut::<4>();
+    let mut runs = blocks.chunks_exact_mut(L);
     let mut first = ctr[0];
-    let mut chunks = out.chunks_exact_mut(4 * LANES);
-    for chunk in &mut chunks {
-        let ctr0 = std::array::from_fn(|i| first.wrapping_add(i as u32));
-        fill_batch::<NORMAL>(&philox_lanes(ctr0, ctr, key), chunk.try_into().expect("chunk of 4·LANES"));
-        first = first.wrapping_add(LANES as u32);
+    for run in &mut runs {
+        fill_batch::<L, NORMAL>(&philox_lanes::<L>(lanes_from(first), ctr, key), run.try_into().expect("L blocks"));
+        first = first.wrapping_add(L as u32);
     }
-    let rest = chunks.into_remainder();
-    if !rest.is_empty() {
-        let ctr0 = std::array::from_fn(|i| first.wrapping_add(i as u32));
-        let mut scratch = [0.0; 4 * LANES];
-        fill_batch::<NORMAL>(&philox_lanes(ctr0, ctr, key), &mut scratch);
-        rest.copy_from_slice(&scratch[..rest.len()]);
-    }
-}
-
-#[inline(always)]
-fn fill_normal_lanes(ctr: [u32; 4], key: [u32; 2], out: &mut [f64]) {
-    for_each_batch::<true>(ctr, key, out);
-}
-
-#[inline(always)]
-fn fill_batch<const NORMAL: bool>(w: &[[u32; LANES]; 4], batch: &mut [f64; 4 * LANES]) {
-    if NORMAL { normal_batch(w, batch) } else { uniform_batch(w, batch) }
-}
-
-#[inline(always)]
-fn normal_batch(w: &[[u32; LANES]; 4], batch: &mut [f64; 4 * LANES]) {
-    // Pairs (w0, w1) of every block first, then (w2, w3): one flat loop of 2·LANES.
-    let mut z = [[0.0; 2 * LANES]; 2];
-    for p in 0..2 * LANES {
-        let (blk, half) = (p % LANES, p / LANES);
-        (z[0][p], z[1][p]) = box_muller(w[2 * half][blk], w[2 * half + 1][blk]);
-    }
-    for i in 0..LANES {
-        batch[4 * i] = z[0][i];
-        batch[4 * i + 1] = z[1][i];
-        batch[4 * i + 2] = z[0][LANES + i];
-        batch[4 * i + 3] = z[1][LANES + i];
+    let partial = runs.into_remainder();
+    if !partial.is_empty() || !rest.is_empty() {
+        let mut scratch = [[0.0; 4]; L];
+        fill_batch::<L, NORMAL>(&philox_lanes::<L>(lanes_from(first), ctr, key), &mut scratch);
+        let n = partial.len();
+        partial.copy_from_slice(&scratch[..n]);
+        rest.copy_from_slice(&scratch[n][..rest.len()]);
     }
 }
 
+/// Counters `first, first+1, …` of a run's blocks.
 #[inline(always)]
-fn uniform_batch(w: &[[u32; LANES]; 4], batch: &mut [f64; 4 * LANES]) {
-    for i in 0..LANES {
-        for k in 0..4 {
-            batch[4 * i + k] = unit(w[k][i]);
+fn lanes_from<const L: usize>(first: u32) -> [u32; L] {
+    std::array::from_fn(|i| first.wrapping_add(i as u32))
+}
+
+#[inline(always)]
+fn fill_batch<const L: usize, const NORMAL: bool>(w: &[[u32; L]; 4], batch: &mut [[f64; 4]; L]) {
+    if NORMAL {
+        // Pair (w0, w1) of every block, then (w2, w3): one flat loop of 2L lanes, which
+        // the loop vectoriser takes on every instruction set (nested loops of L it leaves
+        // scalar on SSE2).
+        let (a, b) = ([w[0], w[2]], [w[1], w[3]]);
+        let (a, b) = (a.as_flattened(), b.as_flattened());
+        let (mut zc, mut zs) = ([[0.0; L]; 2], [[0.0; L]; 2]);
+        let (c, s) = (zc.as_flattened_mut(), zs.as_flattened_mut());
+        for p in 0..2 * L {
+            (c[p], s[p]) = box_muller(a[p], b[p]);
+        }
+        for i in 0..L {
+            batch[i] = [zc[0][i], zs[0][i], zc[1][i], zs[1][i]];
+        }
+    } else {
+        for i in 0..L {
+            batch[i] = [0, 1, 2, 3].map(|k| unit(w[k][i]));
         }
     }
+}
+
+#[inline(always)]
+fn fill_normal_lanes<const L: usize>(ctr: [u32; 4], key: [u32; 2], out: &mut [f64]) {
+    for_each_batch::<L, true>(ctr, key, out);
 }
 
 /// Box–Muller on two words: `(r cos θ, r sin θ)` with `r = √(−2 ln u1)` and
