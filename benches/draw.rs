@@ -10,9 +10,10 @@
 //!   `Init::weights` does; `matrix/init_weights` is `Init::weights` itself (the fast fill
 //!   plus the σ_w/√n scaling).
 //!
-//! The row table also gives the thread's CPU time per normal (`CLOCK_THREAD_CPUTIME_ID`,
-//! minimum of 7 repeats): on a machine other jobs share, time spent waiting for a core does
-//! not count in it, so it stays near the quiet figure when wall time does not.
+//! Both tables also give CPU time (`CLOCK_THREAD_CPUTIME_ID` for a row fill, the process's
+//! for a matrix, all threads summed; minimum of 7 repeats): on a machine other jobs share,
+//! time spent waiting for a core does not count in it, so it stays near the quiet figure
+//! when wall time does not.
 
 #[path = "common/mod.rs"]
 mod common;
@@ -40,13 +41,24 @@ fn matrix(out: &mut [f64], fill: impl Fn(u32, &mut [f64]) + Sync) {
     });
 }
 
-/// Nanoseconds this thread has run on a CPU, where the platform has the clock.
-fn thread_cpu_ns() -> Option<u64> {
+/// CPU time of this thread, or of the whole process (every thread's summed).
+#[derive(Clone, Copy)]
+enum Cpu {
+    Thread,
+    Process,
+}
+
+/// Nanoseconds run on a CPU, where the platform has the clock.
+fn cpu_ns(which: Cpu) -> Option<u64> {
     #[cfg(unix)]
     {
+        let clock = match which {
+            Cpu::Thread => libc::CLOCK_THREAD_CPUTIME_ID,
+            Cpu::Process => libc::CLOCK_PROCESS_CPUTIME_ID,
+        };
         let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
         // SAFETY: clock_gettime writes one timespec through a valid pointer.
-        if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) } == 0 {
+        if unsafe { libc::clock_gettime(clock, &mut t) } == 0 {
             return Some(t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64);
         }
     }
@@ -54,13 +66,13 @@ fn thread_cpu_ns() -> Option<u64> {
 }
 
 /// The least CPU time per call of `f` over 7 repeats of 4 calls.
-fn cpu_seconds(mut f: impl FnMut()) -> Option<f64> {
+fn cpu_seconds(which: Cpu, mut f: impl FnMut()) -> Option<f64> {
     f();
     (0..7)
         .map(|_| {
-            let t = thread_cpu_ns()?;
+            let t = cpu_ns(which)?;
             (0..4).for_each(|_| f());
-            Some((thread_cpu_ns()? - t) as f64 * 1e-9 / 4.0)
+            Some((cpu_ns(which)? - t) as f64 * 1e-9 / 4.0)
         })
         .try_fold(f64::INFINITY, |m, t| t.map(|t| m.min(t)))
 }
@@ -77,7 +89,7 @@ fn main() {
         }
     };
     bench(&mut g, "rows", "libm", || libm_rows(&mut buf));
-    let mut cpu = vec![("libm".to_string(), cpu_seconds(|| libm_rows(&mut buf)))];
+    let mut cpu = vec![("libm".to_string(), cpu_seconds(Cpu::Thread, || libm_rows(&mut buf)))];
     for simd in Simd::ALL {
         if simd.available() != simd {
             continue;
@@ -89,19 +101,25 @@ fn main() {
             }
         };
         bench(&mut g, "rows", &id, || fast_rows(&mut buf));
-        cpu.push((id, cpu_seconds(|| fast_rows(&mut buf))));
+        cpu.push((id, cpu_seconds(Cpu::Thread, || fast_rows(&mut buf))));
     }
     g.finish();
 
     let mut g = group(&mut c, "matrix");
-    bench(&mut g, "matrix", "libm", || {
-        matrix(&mut buf, |i, row| libm_reference::fill_normal(&s, Purpose::Weight, 1, i, row))
-    });
-    bench(&mut g, "matrix", "fast", || matrix(&mut buf, |i, row| s.fill_normal(Purpose::Weight, 1, i, row)));
+    let libm_matrix = |buf: &mut [f64]| matrix(buf, |i, row| libm_reference::fill_normal(&s, Purpose::Weight, 1, i, row));
+    let fast_matrix = |buf: &mut [f64]| matrix(buf, |i, row| s.fill_normal(Purpose::Weight, 1, i, row));
     let init = Init::new(InitKind::Gaussian, Some(1.0), None).unwrap();
-    bench(&mut g, "matrix", "init_weights", || {
+    let init_weights = || {
         std::hint::black_box(init.weights(&s, 1, N, N));
-    });
+    };
+    bench(&mut g, "matrix", "libm", || libm_matrix(&mut buf));
+    bench(&mut g, "matrix", "fast", || fast_matrix(&mut buf));
+    bench(&mut g, "matrix", "init_weights", init_weights);
+    let matrix_cpu = [
+        cpu_seconds(Cpu::Process, || libm_matrix(&mut buf)),
+        cpu_seconds(Cpu::Process, || fast_matrix(&mut buf)),
+        cpu_seconds(Cpu::Process, init_weights),
+    ];
     g.finish();
 
     println!("\n{} · load {} · {} threads", cpu_name(), loadavg(), std::thread::available_parallelism().map_or(1, |n| n.get()));
@@ -116,8 +134,11 @@ fn main() {
         let (w, c) = (ns(seconds("rows", id)), ns(*c));
         println!("{:<26} {:>15} {:>9} {:>14} {:>9}", id, opt(w, 2), ratio(libm_wall, w), opt(c, 2), ratio(libm_cpu, c));
     }
-    println!("{:<26} {:>10}", "1024×1024 matrix", "ms");
-    for id in ["libm", "fast", "init_weights"] {
-        println!("{:<26} {:>10}", id, opt(seconds("matrix", id).map(|t| t * 1e3), 2));
+    println!("{:<26} {:>15} {:>9} {:>14} {:>9}", "1024×1024 matrix", "ms wall", "speed-up", "ms CPU", "speed-up");
+    let ms = |t: Option<f64>| t.map(|t| t * 1e3);
+    let libm = (seconds("matrix", "libm"), matrix_cpu[0]);
+    for (id, c) in ["libm", "fast", "init_weights"].into_iter().zip(matrix_cpu) {
+        let w = seconds("matrix", id);
+        println!("{:<26} {:>15} {:>9} {:>14} {:>9}", id, opt(ms(w), 2), ratio(libm.0, w), opt(ms(c), 2), ratio(libm.1, c));
     }
 }
