@@ -12,7 +12,7 @@
 //! Box–Muller calls no libm: its ln and a sin/cos pair sharing one exact range reduction are
 //! written out (fdlibm's polynomials) in branch-free IEEE arithmetic without fused
 //! multiply–adds, so the row fill vectorises and gives the same bits on every CPU. Each is
-//! within 1 ulp of the platform libm on all 2^24 inputs Box–Muller can give it; a normal is
+//! within 1 ulp of glibc's on all 2^24 inputs Box–Muller can give it; a normal is
 //! within 4 ulp of the libm formula gradscope used before (kept, hidden from the docs, as
 //! `libm_reference` for the tests and benches).
 //!
@@ -488,34 +488,39 @@ mod tests {
     }
 
     /// Every angle Box–Muller can draw (all 2^24 of them): sin and cos within 1 ulp of
-    /// libm's `sin_cos` of the same rounded θ.
+    /// libm's `sin_cos` of the same rounded θ on glibc 2.36, ≥ 90% bit for bit the same.
+    /// The bound asserted is 2 ulp, which holds against any libm that is itself within
+    /// 1 ulp, as ours is.
     #[test]
     fn sincos_turn_matches_libm_on_every_angle() {
-        let (mut worst, mut same) = (0, 0u64);
+        let (mut worst, mut same) = (0, 0u32);
         for j in 0..1u32 << 24 {
             let theta = TAU * (j as f64 * TWO_M24);
             let (s0, c0) = theta.sin_cos();
             let (s1, c1) = sincos_turn(j);
             let d = ulps(s0, s1).max(ulps(c0, c1));
             worst = worst.max(d);
-            same += (s0 == s1 && c0 == c1) as u64;
-            assert!(d <= 1, "j = {j}: libm ({s0:e}, {c0:e}), ours ({s1:e}, {c1:e})");
+            same += (s0 == s1 && c0 == c1) as u32;
+            assert!(d <= 2, "j = {j}: libm ({s0:e}, {c0:e}), ours ({s1:e}, {c1:e})");
         }
         eprintln!("sincos_turn: max {worst} ulp, {same} of 2^24 bit-identical");
+        assert!(same > (1 << 24) / 10 * 9, "{same} of 2^24 bit-identical");
     }
 
-    /// Every u1 Box–Muller can draw (k·2^-24, k = 1..2^24): ln within 1 ulp of libm's.
+    /// Every u1 Box–Muller can draw (k·2^-24, k = 1..2^24): ln within 1 ulp of libm's on
+    /// glibc 2.36, ≥ 90% bit for bit the same (asserted: 2 ulp, as above).
     #[test]
     fn ln_matches_libm_on_every_uniform() {
-        let (mut worst, mut same) = (0, 0u64);
+        let (mut worst, mut same) = (0, 0u32);
         for k in 1..=1u32 << 24 {
             let u = k as f64 * TWO_M24;
             let (a, b) = (u.ln(), ln_normal(u));
             worst = worst.max(ulps(a, b));
-            same += (a == b) as u64;
-            assert!(ulps(a, b) <= 1, "u = {u:e}: libm {a:e}, ours {b:e}");
+            same += (a == b) as u32;
+            assert!(ulps(a, b) <= 2, "u = {u:e}: libm {a:e}, ours {b:e}");
         }
         eprintln!("ln_normal: max {worst} ulp, {same} of 2^24 bit-identical");
+        assert!(same > (1 << 24) / 10 * 9, "{same} of 2^24 bit-identical");
     }
 
     #[test]
