@@ -133,22 +133,32 @@ impl Stream {
     /// the baseline), so tests can hold every path to the same bits.
     #[doc(hidden)]
     pub fn fill_normal_on(&self, simd: Simd, purpose: Purpose, layer: u32, row: u32, out: &mut [f64]) {
-        let ctr = [0, row, layer, purpose as u32];
-        match simd.available() {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: `available` returned the level only after detecting its features.
-            Simd::Avx512 => unsafe { x86::fill_normal_avx512(ctr, self.key, out) },
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: as above.
-            Simd::Avx2 => unsafe { x86::fill_normal_avx2(ctr, self.key, out) },
-            _ => fill_normal_lanes::<8>(ctr, self.key, out),
-        }
+        fill_on::<true>(simd, [0, row, layer, purpose as u32], self.key, out);
     }
 
-    /// Fills `out[c] = uniform(purpose, layer, row, c)`.
+    /// Fills `out[c] = uniform(purpose, layer, row, c)`, vectorised as [`Stream::fill_normal`].
     pub fn fill_uniform(&self, purpose: Purpose, layer: u32, row: u32, out: &mut [f64]) {
-        let ctr = [0, row, layer, purpose as u32];
-        for_each_batch::<8, false>(ctr, self.key, out);
+        self.fill_uniform_on(Simd::best(), purpose, layer, row, out);
+    }
+
+    /// [`Stream::fill_uniform`] on a chosen instruction set, as [`Stream::fill_normal_on`].
+    #[doc(hidden)]
+    pub fn fill_uniform_on(&self, simd: Simd, purpose: Purpose, layer: u32, row: u32, out: &mut [f64]) {
+        fill_on::<false>(simd, [0, row, layer, purpose as u32], self.key, out);
+    }
+}
+
+/// The row fill of normals (`NORMAL`) or uniforms on `simd`, or the widest narrower level
+/// the CPU has.
+fn fill_on<const NORMAL: bool>(simd: Simd, ctr: [u32; 4], key: [u32; 2], out: &mut [f64]) {
+    match simd.available() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `available` returned the level only after detecting its features.
+        Simd::Avx512 => unsafe { x86::fill_avx512::<NORMAL>(ctr, key, out) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        Simd::Avx2 => unsafe { x86::fill_avx2::<NORMAL>(ctr, key, out) },
+        _ => for_each_batch::<8, NORMAL>(ctr, key, out),
     }
 }
 
@@ -195,13 +205,13 @@ mod x86 {
     //! The row fill compiled for wider vectors; the body is the same inlined code.
 
     #[target_feature(enable = "avx2")]
-    pub(super) fn fill_normal_avx2(ctr: [u32; 4], key: [u32; 2], out: &mut [f64]) {
-        super::fill_normal_lanes::<8>(ctr, key, out)
+    pub(super) fn fill_avx2<const NORMAL: bool>(ctr: [u32; 4], key: [u32; 2], out: &mut [f64]) {
+        super::for_each_batch::<8, NORMAL>(ctr, key, out)
     }
 
     #[target_feature(enable = "avx512f,avx512dq,avx512vl")]
-    pub(super) fn fill_normal_avx512(ctr: [u32; 4], key: [u32; 2], out: &mut [f64]) {
-        super::fill_normal_lanes::<16>(ctr, key, out)
+    pub(super) fn fill_avx512<const NORMAL: bool>(ctr: [u32; 4], key: [u32; 2], out: &mut [f64]) {
+        super::for_each_batch::<16, NORMAL>(ctr, key, out)
     }
 }
 
@@ -272,11 +282,6 @@ fn fill_batch<const L: usize, const NORMAL: bool>(w: &[[u32; L]; 4], batch: &mut
             batch[i] = [0, 1, 2, 3].map(|k| unit(w[k][i]));
         }
     }
-}
-
-#[inline(always)]
-fn fill_normal_lanes<const L: usize>(ctr: [u32; 4], key: [u32; 2], out: &mut [f64]) {
-    for_each_batch::<L, true>(ctr, key, out);
 }
 
 /// Box–Muller on two words: `(r cos θ, r sin θ)` with `r = √(−2 ln u1)` and

@@ -29,10 +29,12 @@ fn every_instruction_set_draws_the_bits_of_single_draws() {
             }
         }
     }
-    let mut row = vec![f64::NAN; 37];
-    s.fill_uniform(Purpose::Target, 0, 3, &mut row);
-    for (c, v) in row.iter().enumerate() {
-        assert_eq!(*v, s.uniform(Purpose::Target, 0, 3, c as u32), "uniform col {c}");
+    for simd in Simd::ALL {
+        let mut row = vec![f64::NAN; 101];
+        s.fill_uniform_on(simd, Purpose::Target, 0, 3, &mut row);
+        for (c, v) in row.iter().enumerate() {
+            assert_eq!(*v, s.uniform(Purpose::Target, 0, 3, c as u32), "{simd:?} uniform col {c}");
+        }
     }
 }
 
