@@ -279,7 +279,7 @@ fn fill_batch<const L: usize, const NORMAL: bool>(w: &[[u32; L]; 4], batch: &mut
         }
     } else {
         for i in 0..L {
-            batch[i] = [0, 1, 2, 3].map(|k| unit(w[k][i]));
+            batch[i] = [unit(w[0][i]), unit(w[1][i]), unit(w[2][i]), unit(w[3][i])];
         }
     }
 }
