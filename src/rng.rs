@@ -242,7 +242,8 @@ fn for_each_batch<const L: usize, const NORMAL: bool>(ctr: [u32; 4], key: [u32; 
     let mut runs = blocks.chunks_exact_mut(L);
     let mut first = ctr[0];
     for run in &mut runs {
-        fill_batch::<L, NORMAL>(&philox_lanes::<L>(lanes_from(first), ctr, key), run.try_into().expect("L blocks"));
+        let run: &mut [[f64; 4]; L] = run.try_into().expect("chunks of L blocks");
+        fill_batch::<L, NORMAL>(&philox_lanes::<L>(lanes_from(first), ctr, key), run);
         first = first.wrapping_add(L as u32);
     }
     let partial = runs.into_remainder();
