@@ -45,6 +45,9 @@ pub enum Command {
     Theory(crate::theory::TheoryArgs),
     /// Reproduce a published result beside theory and measurement.
     Reproduce(crate::theory::ReproduceArgs),
+    /// The singular values of the input–output Jacobian per example, exact at any depth
+    /// (QR-accumulated product; the free-probability prediction beside them).
+    Spectrum(crate::spectrum::SpectrumArgs),
 }
 
 pub use crate::backend::BackendChoice;

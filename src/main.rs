@@ -43,6 +43,7 @@ fn main() -> ExitCode {
         Command::Devices(a) => devices(a),
         Command::Theory(a) => gradscope::theory::run_theory(&a),
         Command::Reproduce(a) => gradscope::theory::run_reproduce(&a),
+        Command::Spectrum(a) => gradscope::spectrum::run_spectrum(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

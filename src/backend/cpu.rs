@@ -60,7 +60,7 @@ fn scale2(x: f64, k: i64) -> f64 {
 /// `e`. The largest entry is brought near 1 first, so rows whose squares would overflow
 /// (entries past 1e154) or underflow are handled exactly too. Zero and non-finite rows are
 /// left alone.
-fn renormalise_rows(m: &mut Array2<f64>, e: &mut [i64]) {
+pub(crate) fn renormalise_rows(m: &mut Array2<f64>, e: &mut [i64]) {
     for (mut row, ex) in m.rows_mut().into_iter().zip(e.iter_mut()) {
         let top = row.iter().fold(0.0_f64, |a, v| a.max(v.abs()));
         if !(top > 0.0 && top.is_finite()) {
@@ -628,4 +628,33 @@ pub fn backprop_plain(p: &Problem) -> Vec<PlainGrad> {
 /// ‖v‖₂ of a vector view.
 pub fn norm2(v: ArrayView1<f64>) -> f64 {
     v.dot(&v).sqrt()
+}
+
+/// The probe's forward step, one layer at a time, for callers that need σ′(z^l) of every
+/// example exactly at any depth (the Jacobian's spectrum, `crate::spectrum`): each example
+/// carries its power-of-two exponent as in the probe, so vanishing activations stay exact.
+pub(crate) struct ForwardWalk {
+    a: Array2<f64>,
+    ea: Vec<i64>,
+}
+
+impl ForwardWalk {
+    /// Starts at a^0 = `inputs` (B × n_0).
+    pub(crate) fn new(inputs: &Array2<f64>) -> Self {
+        let mut a = inputs.clone();
+        let mut ea = vec![0i64; a.nrows()];
+        renormalise_rows(&mut a, &mut ea);
+        ForwardWalk { a, ea }
+    }
+
+    /// Applies one layer; returns σ′(z^l) (B × n_l), or None when z^l overflowed f64.
+    pub(crate) fn step(&mut self, act: Activation, w: &Array2<f64>, b: &Array1<f64>) -> Option<Array2<f64>> {
+        let f = forward_layer(act, w, b, &self.a, &self.ea);
+        if !f.finite {
+            return None;
+        }
+        self.a = f.a;
+        self.ea = f.ea;
+        Some(f.dsig)
+    }
 }
