@@ -147,7 +147,6 @@ fn write_figure(svg: &str, size: (u32, u32), format: Format, path: &Path) -> Res
 // For figures drawn outside this module (the spectrum's histogram and the isometry figure):
 // the shared canvas, fonts, line chart and writer.
 pub(crate) use self::figure::{DrawResult, FONT, Fonts};
-#[allow(unused_imports)]
 pub(crate) use self::lines::{Dash, Line, LineChart, draw_lines};
 
 /// Draws a figure of `size` pixels with `draw` and writes it to `path` (SVG or PNG by its

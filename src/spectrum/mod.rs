@@ -14,6 +14,7 @@ pub mod output;
 pub mod predict;
 mod cli;
 pub mod plot;
+pub mod isometry;
 
 pub use cli::{SpectrumArgs, run_spectrum};
 

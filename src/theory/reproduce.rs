@@ -18,7 +18,7 @@ use super::meanfield::{Critical, MeanField, critical_sigma_w2};
 use super::predict::{fitted_log10_ratio, fitted_log10_ratio_of, predict};
 
 /// The reproductions `gradscope reproduce` knows.
-pub const REPRODUCTIONS: &[&str] = &["critical-line", "decay-rate", "nielsen", "he-vs-xavier"];
+pub const REPRODUCTIONS: &[&str] = &["critical-line", "decay-rate", "nielsen", "he-vs-xavier", "isometry"];
 
 /// Nielsen's per-hidden-layer ‖∂C/∂b^l‖ for [784, 30, 30, 30, 10] on the first 1000 MNIST
 /// training images (Neural Networks and Deep Learning, ch. 5), as quoted in issue 4.
@@ -45,11 +45,13 @@ pub struct ReproduceOptions {
     pub width: Option<usize>,
     pub batch: Option<usize>,
     pub data: NielsenData,
+    /// isometry: also draw its figure to this .svg/.png.
+    pub plot: Option<PathBuf>,
 }
 
 impl Default for ReproduceOptions {
     fn default() -> Self {
-        ReproduceOptions { seeds: 1, depth: None, width: None, batch: None, data: NielsenData::Synthetic }
+        ReproduceOptions { seeds: 1, depth: None, width: None, batch: None, data: NielsenData::Synthetic, plot: None }
     }
 }
 
@@ -108,6 +110,7 @@ pub fn reproduce(name: &str, opt: &ReproduceOptions) -> Result<Reproduction> {
         "decay-rate" => decay_rate_table(opt),
         "nielsen" => nielsen_table(opt),
         "he-vs-xavier" => he_vs_xavier_table(opt),
+        "isometry" => crate::spectrum::isometry::isometry_table(opt, opt.plot.as_deref()),
         _ => Err(Error::arg("NAME", format!("unknown reproduction '{name}' (expected one of: {})", REPRODUCTIONS.join(", ")))),
     }
 }
