@@ -1,7 +1,7 @@
 //! The two factorisations the spectrum rests on: a Householder QR laid out by rows, and a
 //! one-sided Jacobi SVD of a matrix whose rows carry their own power-of-two exponents.
 
-use ndarray::{Array2, ArrayView1, ArrayViewMut1, s};
+use ndarray::{Array2, ArrayView1};
 
 use crate::backend::cpu::{pow2, renormalise_rows};
 use crate::error::{Error, Result};
@@ -22,8 +22,8 @@ fn norm2(x: ArrayView1<f64>) -> f64 {
 
 /// `y ← y − c·v` on contiguous slices (the inner loop of both Householder passes).
 #[inline]
-fn axpy(mut y: ArrayViewMut1<f64>, c: f64, v: ArrayView1<f64>) {
-    y.scaled_add(-c, &v);
+fn axpy(y: &mut [f64], c: f64, v: &[f64]) {
+    y.iter_mut().zip(v).for_each(|(y, v)| *y -= c * v);
 }
 
 /// The QR factorisation M = Q R of an n × k matrix M handed in *transposed*, as `xt` (k × n,
@@ -35,61 +35,59 @@ fn axpy(mut y: ArrayViewMut1<f64>, c: f64, v: ArrayView1<f64>) {
 ///
 /// Golub & Van Loan, *Matrix Computations* (4th ed.), Algorithms 5.1.1 and 5.2.1, with Q
 /// accumulated backwards (§5.1.6).
-pub(crate) fn householder_qr_t(mut xt: Array2<f64>) -> (Array2<f64>, Array2<f64>) {
+pub(crate) fn householder_qr_t(xt: Array2<f64>) -> (Array2<f64>, Array2<f64>) {
     let (k, n) = xt.dim();
     let m = n.min(k);
+    let mut buf = xt.as_standard_layout().into_owned().into_raw_vec_and_offset().0;
     let mut tau = vec![0.0; m];
+    let mut beta = vec![0.0; m];
     for j in 0..m {
-        let (head, mut tail) = xt.view_mut().split_at(ndarray::Axis(0), j + 1);
-        let mut x = head.slice_move(s![j, j..]);
+        let (head, tail) = buf.split_at_mut((j + 1) * n);
+        let x = &mut head[j * n + j..];
         let alpha = x[0];
-        let nrm = norm2(x.view());
+        let nrm = norm2(ArrayView1::from(&*x));
         if nrm == 0.0 {
-            continue; // H_j = I: the column is already zero below (and on) the diagonal.
+            continue; // H_j = I: the column is already zero on and below the diagonal.
         }
-        let beta = if alpha >= 0.0 { -nrm } else { nrm };
-        tau[j] = (beta - alpha) / beta;
-        let inv = 1.0 / (alpha - beta);
-        x.slice_mut(s![1..]).mapv_inplace(|v| v * inv);
+        let b = if alpha >= 0.0 { -nrm } else { nrm };
+        beta[j] = b;
+        tau[j] = (b - alpha) / b;
+        let inv = 1.0 / (alpha - b);
+        x[1..].iter_mut().for_each(|v| *v *= inv);
         x[0] = 1.0;
-        let v = x.view();
-        for mut row in tail.rows_mut() {
-            let mut y = row.slice_mut(s![j..]);
-            let c = tau[j] * v.dot(&y);
+        for row in tail.chunks_exact_mut(n) {
+            let y = &mut row[j..];
+            let c = tau[j] * dot(x, y);
             if c != 0.0 {
-                axpy(y.view_mut(), c, v);
+                axpy(y, c, x);
             }
         }
-        x[0] = beta;
     }
     let mut r = Array2::<f64>::zeros((m, k));
     for j in 0..m {
-        for i in j..k {
-            r[[j, i]] = xt[[i, j]];
+        r[[j, j]] = if tau[j] == 0.0 { buf[j * n + j] } else { beta[j] };
+        for i in j + 1..k {
+            r[[j, i]] = buf[i * n + j];
         }
     }
-    // Column c of Q is H_0 H_1 ⋯ H_c e_c (the later reflectors leave e_c alone).
-    let mut qt = Array2::<f64>::zeros((m, n));
-    let mut v = ndarray::Array1::<f64>::zeros(n);
-    for c in 0..m {
-        let mut q = qt.row_mut(c);
+    // Column c of Q is H_0 H_1 ⋯ H_c e_c (the later reflectors leave e_c alone); row j of
+    // `buf` holds v_j from position j on, its leading 1 included.
+    let mut qt = vec![0.0; m * n];
+    for (c, q) in qt.chunks_exact_mut(n.max(1)).take(m).enumerate() {
         q[c] = 1.0;
         for j in (0..=c).rev() {
             if tau[j] == 0.0 {
                 continue;
             }
-            let vj = v.slice_mut(s![j..]);
-            let mut vj = vj;
-            vj[0] = 1.0;
-            vj.slice_mut(s![1..]).assign(&xt.slice(s![j, j + 1..]));
-            let y = q.slice_mut(s![j..]);
-            let cc = tau[j] * vj.dot(&y);
+            let v = &buf[j * n + j..(j + 1) * n];
+            let y = &mut q[j..];
+            let cc = tau[j] * dot(v, y);
             if cc != 0.0 {
-                axpy(y, cc, vj.view());
+                axpy(y, cc, v);
             }
         }
     }
-    (qt, r)
+    (Array2::from_shape_vec((m, n), qt).expect("m × n"), r)
 }
 
 /// Singular values of the k × n matrix `diag(2^e) · a`, as log2 values in descending order
