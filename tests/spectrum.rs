@@ -211,3 +211,44 @@ fn outputs_carry_log10_singular_values_per_example() {
     assert_eq!(arr.dim(), (2, 4)); // top 2 and bottom 2 per example
     assert!(arr[[0, 0]] >= arr[[0, 1]] && arr[[0, 3]] == f64::NEG_INFINITY);
 }
+
+#[test]
+fn eigenvalue_moments_follow_free_probability_in_the_wide_regime() {
+    // tanh at its critical point, inputs scaled so that q¹ = q* (the prediction's assumption
+    // from the first layer on), L = 24 ≪ n = 256: var(λ)/mean(λ)² = L(μ₂/μ₁² − 1 − s₁),
+    // s₁ = −1 for gaussian and 0 for orthogonal weights (MATH.md).
+    use gradscope::spectrum::{output::ExampleSummary, predict};
+    let (sw2, sb2) = (1.7610, 0.05);
+    let q_star = gradscope::theory::MeanField::new(Activation::Tanh, sw2, sb2).unwrap().q_star();
+    for kind in [InitKind::Gaussian, InitKind::Orthogonal] {
+        let mut p = problem(Activation::Tanh, kind, Some(sw2), sb2, vec![256; 25], 4, 21);
+        for mut row in p.inputs.rows_mut() {
+            let r2 = row.dot(&row) / 256.0;
+            row *= ((q_star - sb2) / sw2 / r2).sqrt();
+        }
+        let pred = predict::predict(&p, Chain::InputOutput, 24).unwrap();
+        assert_eq!(pred.q_star_reached_at_layer, Some(1));
+        let got = measure(&p, 4, Chain::InputOutput, &[24], false).unwrap();
+        let s: Vec<ExampleSummary> = got[0].examples.iter().map(ExampleSummary::new).collect();
+        let vm = s.iter().map(|e| e.var_over_mean2).sum::<f64>() / s.len() as f64;
+        let m1 = s.iter().map(|e| e.log10_mean_lambda).sum::<f64>() / s.len() as f64;
+        // Finite width and four examples: 25% on the ratio, 0.3 decades on the mean.
+        assert!((vm / pred.var_over_mean2 - 1.0).abs() < 0.25, "{kind}: var/mean² {vm} vs {}", pred.var_over_mean2);
+        assert!((m1 - pred.log10_mean_lambda).abs() < 0.3, "{kind}: log10 mean λ {m1} vs {}", pred.log10_mean_lambda);
+    }
+}
+
+#[test]
+fn reproduce_isometry_orthogonal_spreads_less_than_gaussian() {
+    let opt = gradscope::theory::ReproduceOptions { depth: Some(48), width: Some(48), ..Default::default() };
+    let r = gradscope::theory::reproduce("isometry", &opt).unwrap();
+    let rows = r.rows.as_array().unwrap();
+    let sd = |act: &str, init: &str| -> Vec<f64> { rows.iter().filter(|x| x["activation"] == act && x["init"] == init).map(|x| x["sd_log10"].as_f64().unwrap()).collect() };
+    let (g, o) = (sd("tanh", "gaussian"), sd("tanh", "orthogonal"));
+    assert_eq!(g.len(), 4); // depths 8, 16, 32, 48
+    for (a, b) in g.iter().zip(&o) {
+        assert!(b < a, "orthogonal sd {b} ≥ gaussian sd {a}");
+    }
+    // relu has exact zeros (dead units) under both inits.
+    assert!(rows.iter().filter(|x| x["activation"] == "relu").all(|x| x["zero_fraction"].as_f64().unwrap() > 0.3));
+}
