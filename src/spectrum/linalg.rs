@@ -44,35 +44,8 @@ pub(crate) fn householder_qr_t(xt: Array2<f64>) -> (Array2<f64>, Array2<f64>) {
     let mut buf = xt.as_standard_layout().into_owned().into_raw_vec_and_offset().0;
     let mut tau = vec![0.0; m];
     let mut beta = vec![0.0; m];
-    for j in 0..m {
-        let (head, tail) = buf.split_at_mut((j + 1) * n);
-        let x = &mut head[j * n + j..];
-        let alpha = x[0];
-        let nrm = norm2(ArrayView1::from(&*x));
-        if nrm == 0.0 {
-            continue; // H_j = I: the column is already zero on and below the diagonal.
-        }
-        let b = if alpha >= 0.0 { -nrm } else { nrm };
-        beta[j] = b;
-        tau[j] = (b - alpha) / b;
-        let inv = 1.0 / (alpha - b);
-        x[1..].iter_mut().for_each(|v| *v *= inv);
-        x[0] = 1.0;
-        for row in tail.chunks_exact_mut(n) {
-            let y = &mut row[j..];
-            let c = tau[j] * dot(x, y);
-            if c != 0.0 {
-                axpy(y, c, x);
-            }
-        }
-    }
-    let mut r = Array2::<f64>::zeros((m, k));
-    for j in 0..m {
-        r[[j, j]] = if tau[j] == 0.0 { buf[j * n + j] } else { beta[j] };
-        for i in j + 1..k {
-            r[[j, i]] = buf[i * n + j];
-        }
-    }
+    reflect_rows(&mut buf, n, 0..m, k, &mut tau, &mut beta);
+    let r = upper_factor(&buf, n, k, &tau, &beta);
     // Column c of Q is H_0 H_1 ⋯ H_c e_c (the later reflectors leave e_c alone); row j of
     // `buf` holds v_j from position j on, its leading 1 included.
     let mut qt = vec![0.0; m * n];
@@ -91,6 +64,47 @@ pub(crate) fn householder_qr_t(xt: Array2<f64>) -> (Array2<f64>, Array2<f64>) {
         }
     }
     (Array2::from_shape_vec((m, n), qt).expect("m × n"), r)
+}
+
+/// Householder reflectors j ∈ `js` of the row-stored matrix `buf` (rows of length n): row j
+/// becomes v_j from position j on (leading 1 included), τ_j and β_j (the new diagonal of R)
+/// are recorded, and each H_j is applied to rows j+1..`rows_end`.
+fn reflect_rows(buf: &mut [f64], n: usize, js: std::ops::Range<usize>, rows_end: usize, tau: &mut [f64], beta: &mut [f64]) {
+    for j in js {
+        let (head, tail) = buf.split_at_mut((j + 1) * n);
+        let x = &mut head[j * n + j..];
+        let alpha = x[0];
+        let nrm = norm2(ArrayView1::from(&*x));
+        if nrm == 0.0 {
+            continue; // H_j = I: the column is already zero on and below the diagonal.
+        }
+        let b = if alpha >= 0.0 { -nrm } else { nrm };
+        beta[j] = b;
+        tau[j] = (b - alpha) / b;
+        let inv = 1.0 / (alpha - b);
+        x[1..].iter_mut().for_each(|v| *v *= inv);
+        x[0] = 1.0;
+        for row in tail.chunks_exact_mut(n).take(rows_end.saturating_sub(j + 1)) {
+            let y = &mut row[j..];
+            let c = tau[j] * dot(x, y);
+            if c != 0.0 {
+                axpy(y, c, x);
+            }
+        }
+    }
+}
+
+/// R (m × k) from the factored rows: β_j on the diagonal, row i's entry j above it.
+fn upper_factor(buf: &[f64], n: usize, k: usize, tau: &[f64], beta: &[f64]) -> Array2<f64> {
+    let m = tau.len();
+    let mut r = Array2::<f64>::zeros((m, k));
+    for j in 0..m {
+        r[[j, j]] = if tau[j] == 0.0 { buf[j * n + j] } else { beta[j] };
+        for i in j + 1..k {
+            r[[j, i]] = buf[i * n + j];
+        }
+    }
+    r
 }
 
 /// Reflectors per panel of the blocked QR.
@@ -113,30 +127,7 @@ fn blocked_qr_t(xt: Array2<f64>) -> (Array2<f64>, Array2<f64>) {
     while j0 < m {
         let nb = PANEL.min(m - j0);
         // 1. The panel, one reflector at a time, applied within the panel only.
-        for j in j0..j0 + nb {
-            let (head, mut tail) = x.view_mut().split_at(ndarray::Axis(0), j + 1);
-            let mut xr = head.slice_move(s![j, j..]);
-            let xs = xr.as_slice_mut().expect("contiguous row");
-            let alpha = xs[0];
-            let nrm = norm2(ArrayView1::from(&*xs));
-            if nrm == 0.0 {
-                continue;
-            }
-            let b = if alpha >= 0.0 { -nrm } else { nrm };
-            beta[j] = b;
-            tau[j] = (b - alpha) / b;
-            let inv = 1.0 / (alpha - b);
-            xs[1..].iter_mut().for_each(|v| *v *= inv);
-            xs[0] = 1.0;
-            for i in 0..(j0 + nb).saturating_sub(j + 1) {
-                let mut row = tail.row_mut(i);
-                let y = &mut row.as_slice_mut().expect("contiguous row")[j..];
-                let c = tau[j] * dot(xs, y);
-                if c != 0.0 {
-                    axpy(y, c, xs);
-                }
-            }
-        }
+        reflect_rows(x.as_slice_mut().expect("standard layout"), n, j0..j0 + nb, j0 + nb, &mut tau, &mut beta);
         // 2. V and T: P = H_{j0} ⋯ H_{j0+nb−1} = I − Vᵀ T V.
         let mut v = Array2::<f64>::zeros((nb, n - j0));
         for a in 0..nb {
@@ -169,13 +160,7 @@ fn blocked_qr_t(xt: Array2<f64>) -> (Array2<f64>, Array2<f64>) {
         panels.push((j0, v, t));
         j0 += nb;
     }
-    let mut r = Array2::<f64>::zeros((m, k));
-    for j in 0..m {
-        r[[j, j]] = if tau[j] == 0.0 { x[[j, j]] } else { beta[j] };
-        for i in j + 1..k {
-            r[[j, i]] = x[[i, j]];
-        }
-    }
+    let r = upper_factor(x.as_slice().expect("standard layout"), n, k, &tau, &beta);
     // Qᵀ = Eᵀ P_{B−1}ᵀ ⋯ P_0ᵀ; rows c < j0 of panel b are still e_c there and unaffected.
     let mut qt = Array2::<f64>::eye(n).slice_move(s![..m, ..]).to_owned();
     for (j0, v, t) in panels.iter().rev() {
