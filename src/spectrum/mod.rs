@@ -145,7 +145,8 @@ impl Frame {
                 row.iter_mut().zip(&self.te).filter(|(v, _)| **v != 0.0).for_each(|(v, &e)| *v *= pow2((e - mi).max(-1100)));
             }
         }
-        let mut t = rs.dot(&self.t);
+        let mut t = Array2::zeros((m, self.t.ncols()));
+        linalg::upper_times_upper(rs.view(), self.t.view(), &mut t.view_mut());
         me.iter_mut().for_each(|e| *e += shift);
         renormalise_rows(&mut t, &mut me);
         self.t = t;
