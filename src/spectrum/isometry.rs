@@ -160,38 +160,37 @@ pub fn isometry_table(opt: &ReproduceOptions, plot: Option<&Path>) -> Result<Rep
     })
 }
 
-/// The figure: sd of log10 s against depth (log–log), one line per configuration, with
-/// √L for reference.
+/// The figure, two panels against log10 depth: the sd of log10 s (one line per
+/// configuration, with √L for reference), and var(λ)/mean(λ)² measured (solid) against the
+/// free-probability prediction (dashed).
 fn figure(rows: &[IsometryRow], per: usize, width: usize, path: &Path) -> Result<()> {
     use crate::plot::{Dash, Line, LineChart, draw_lines};
     use plotters::style::RGBColor;
     let colors = [RGBColor(200, 40, 40), RGBColor(40, 90, 200), RGBColor(230, 140, 20), RGBColor(40, 150, 70)];
-    let mut lines: Vec<Line> = rows
-        .chunks(per)
-        .zip(colors)
-        .map(|(c, color)| Line {
-            label: format!("{}, {}", c[0].activation, c[0].init),
-            points: c.iter().map(|r| ((r.depth as f64).log10(), r.sd_log10.log10())).collect(),
-            color,
-            width: 3,
-            dash: Dash::Solid,
-        })
-        .collect();
-    if !rows.is_empty() {
-        // √L through the Gaussian tanh curve's last point.
-        let last = &rows[per - 1];
-        let a = last.sd_log10.log10() - 0.5 * (last.depth as f64).log10();
-        lines.push(Line {
-            label: "∝ √L".into(),
-            points: rows[..per].iter().map(|r| ((r.depth as f64).log10(), a + 0.5 * (r.depth as f64).log10())).collect(),
-            color: RGBColor(120, 120, 120),
-            width: 2,
-            dash: Dash::Dashed,
-        });
+    let x = |r: &IsometryRow| (r.depth as f64).log10();
+    let series = |f: &dyn Fn(&IsometryRow) -> f64, dash: Dash, suffix: &str| -> Vec<Line> {
+        rows.chunks(per)
+            .zip(colors)
+            .map(|(c, color)| Line { label: format!("{}, {}{suffix}", c[0].activation, c[0].init), points: c.iter().map(|r| (x(r), f(r).log10())).collect(), color, width: 3, dash })
+            .collect()
+    };
+    let mut sd = series(&|r| r.sd_log10, Dash::Solid, "");
+    if let Some(last) = rows.get(per.wrapping_sub(1)) {
+        // √L through the Gaussian tanh curve's deepest point.
+        let a = last.sd_log10.log10() - 0.5 * x(last);
+        sd.push(Line { label: "∝ √L".into(), points: rows[..per].iter().map(|r| (x(r), a + 0.5 * x(r))).collect(), color: RGBColor(120, 120, 120), width: 2, dash: Dash::Dotted });
     }
-    let title = format!("Spread of the Jacobian's singular values, width {width}");
-    let chart = LineChart { title: &title, x_desc: "log10 depth L", y_desc: "log10 sd(log10 s)", lines: &lines, x_integer: false, note: None };
-    let size = crate::plot::DEFAULT_SIZE;
-    let fonts = crate::plot::Fonts::for_size(size);
-    crate::plot::draw_to_path(path, size, |root| draw_lines(root, &chart, &fonts))
+    let mut moments = series(&|r| r.var_over_mean2, Dash::Solid, "");
+    moments.extend(series(&|r| r.var_over_mean2_predicted, Dash::Dashed, ", predicted"));
+    let t1 = format!("sd of log10 s, width {width}");
+    let t2 = format!("var(λ)/mean(λ)², λ = s² (at most n − 1 = {})", width - 1);
+    let left = LineChart { title: &t1, x_desc: "log10 depth L", y_desc: "log10 sd(log10 s)", lines: &sd, x_integer: false, note: None };
+    let right = LineChart { title: &t2, x_desc: "log10 depth L", y_desc: "log10 var/mean²", lines: &moments, x_integer: false, note: None };
+    let size = (1800, 700);
+    let fonts = crate::plot::Fonts::for_size((900, 700));
+    crate::plot::draw_to_path(path, size, |root| {
+        let (a, b) = root.split_horizontally(900);
+        draw_lines(&a, &left, &fonts)?;
+        draw_lines(&b, &right, &fonts)
+    })
 }
