@@ -175,37 +175,36 @@ fn blocked_qr_t(xt: Array2<f64>) -> (Array2<f64>, Array2<f64>) {
 /// Below this inner dimension the structured products fall back to one plain product.
 const TRI_BASE: usize = 64;
 
+/// Small blocks: `C += A·B` as one plain product, and None. Otherwise the split of an upper
+/// trapezoidal A (m × k): h = k/2 columns on the left, of which rows ..min(m, h) are live.
+fn split_or_multiply(a: ArrayView2<f64>, b: ArrayView2<f64>, c: &mut ArrayViewMut2<f64>) -> Option<(usize, usize)> {
+    let (m, k) = a.dim();
+    if k <= TRI_BASE || m == 0 {
+        general_mat_mul(1.0, &a, &b, 1.0, c);
+        return None;
+    }
+    Some((k / 2, m.min(k / 2)))
+}
+
 /// `C += A·B` for A (m × k) and B (k × p) both upper trapezoidal (zero below the diagonal),
 /// m ≤ k ≤ p, by recursive 2 × 2 blocking: n³/3 flops for square n instead of 2n³
 /// (the accumulated factor is T ← R T every layer, so this is a quarter of the work).
 pub(crate) fn upper_times_upper(a: ArrayView2<f64>, b: ArrayView2<f64>, c: &mut ArrayViewMut2<f64>) {
-    let (m, k) = a.dim();
-    if k <= TRI_BASE || m == 0 {
-        general_mat_mul(1.0, &a, &b, 1.0, c);
-        return;
-    }
-    let h = k / 2;
-    let m1 = m.min(h);
+    let Some((h, m1)) = split_or_multiply(a, b, c) else { return };
     upper_times_upper(a.slice(s![..m1, ..h]), b.slice(s![..h, ..h]), &mut c.slice_mut(s![..m1, ..h]));
     upper_times_full(a.slice(s![..m1, ..h]), b.slice(s![..h, h..]), &mut c.slice_mut(s![..m1, h..]));
     full_times_upper(a.slice(s![..m1, h..]), b.slice(s![h.., h..]), &mut c.slice_mut(s![..m1, h..]));
-    if m > h {
+    if a.nrows() > h {
         upper_times_upper(a.slice(s![h.., h..]), b.slice(s![h.., h..]), &mut c.slice_mut(s![h.., h..]));
     }
 }
 
 /// `C += A·B`, A (m × k, m ≤ k) upper trapezoidal, B full.
 fn upper_times_full(a: ArrayView2<f64>, b: ArrayView2<f64>, c: &mut ArrayViewMut2<f64>) {
-    let (m, k) = a.dim();
-    if k <= TRI_BASE || m == 0 {
-        general_mat_mul(1.0, &a, &b, 1.0, c);
-        return;
-    }
-    let h = k / 2;
-    let m1 = m.min(h);
+    let Some((h, m1)) = split_or_multiply(a, b, c) else { return };
     upper_times_full(a.slice(s![..m1, ..h]), b.slice(s![..h, ..]), &mut c.slice_mut(s![..m1, ..]));
     general_mat_mul(1.0, &a.slice(s![..m1, h..]), &b.slice(s![h.., ..]), 1.0, &mut c.slice_mut(s![..m1, ..]));
-    if m > h {
+    if a.nrows() > h {
         upper_times_full(a.slice(s![h.., h..]), b.slice(s![h.., ..]), &mut c.slice_mut(s![h.., ..]));
     }
 }
