@@ -59,7 +59,7 @@ read -r act width depth batch <<< "$NORMS"
 for where in device host; do
   echo "== GRADSCOPE_GPU_NORMS=$where probe --backend gpu -a $act --width $width --depth $depth --batch $batch"
   t0=$(date +%s%N)
-  GRADSCOPE_GPU_NORMS=$where $G probe --backend gpu -a "$act" --width "$width" --depth "$depth" --batch "$batch" \
+  GRADSCOPE_PROFILE=1 GRADSCOPE_GPU_NORMS=$where $G probe --backend gpu -a "$act" --width "$width" --depth "$depth" --batch "$batch" \
     --out "$LOG/norms-$where.json" > "$LOG/norms-$where.txt" 2>&1 || echo "FAILED (see $LOG/norms-$where.txt)"
   rows+=("$(printf "%-26s %6.1f s  spectral norms on the %s" "$act ${width}x${depth}x${batch}" "$(awk -v a="$t0" -v b="$(date +%s%N)" 'BEGIN { print (b - a) / 1e9 }')" "$where")")
 done
@@ -92,6 +92,8 @@ echo "================ gradscope GPU check ($(( $(date +%s) - t_start )) s) ====
 grep -E "^name|Vulkan|Metal|Dx12|Gl " "$LOG/devices.txt" | head -5
 echo "-- GPU vs f64 CPU reference (probe --check): shape, GPU probe time, verdict"
 printf '%s\n' "${rows[@]}"
+echo "-- Submission profile (GRADSCOPE_PROFILE=1) of the two probes above: device norms, host norms"
+grep -h "profile (" "$LOG/norms-device.txt" "$LOG/norms-host.txt" || true
 echo "-- GPU benchmarks (benches/gpu.rs)"
 sed -n '/^GPU backend on/,$p' "$LOG/bench.txt"
 grep -q "^SKIPPED" "$LOG/bench.txt" && grep "^SKIPPED" "$LOG/bench.txt"

@@ -11,8 +11,8 @@
 //! widths and batches;
 //! `GRADSCOPE_FP32_PEAK_TFLOPS=…` supplies a peak the built-in list lacks.
 //!
-//! Every timed routine ends by waiting for the device (`Recorder::flush` and the probe's
-//! readback both poll until the queue is idle), so no clock is read with work in flight.
+//! Every timed routine ends by waiting for the device (`Context::wait` here; the probe waits
+//! for its last submission's readback), so no clock is read with work in flight.
 //! The GPU probe computes ‖W^l‖₂ by Lanczos on the host, in parallel with the device work;
 //! its time is in `probe`, and `kernel limit` shows what the device part alone could reach.
 

@@ -1,5 +1,5 @@
 // common.wgsl: the parameter block every gradscope kernel reads and exact power-of-two helpers.
-// Prepended to every kernel file (see src/backend/gpu/context.rs, `source`).
+// Prepended to every kernel file (see src/backend/shaders.rs, `modules`).
 
 // One 96-byte block per dispatch and network, in 256-byte slots bound read-only with a
 // dynamic offset: a dispatch over N independent networks of equal widths (workgroup_id.z =

@@ -40,7 +40,7 @@ fn wg_sum(lid: u32, v: f32) -> f32 {
     return r;
 }
 
-// ---- activations (ids as ACTIVATION_IDS in src/backend/gpu/context.rs) ----
+// ---- activations (ids as `activation_id` in src/backend/gpu/probe.rs) ----
 
 const ACT_SIGMOID: u32 = 0u;
 const ACT_TANH: u32 = 1u;

@@ -1,7 +1,7 @@
 // reduce.wgsl: the batch statistics of one layer that couple examples, as per-workgroup
 // partial sums the host adds in f64:
 //   batch_mean: ‖Σ_x 2^{e_x - m} δ̂_x‖²                        (grad_b_mean)
-//   gram:       Σ_{x,x'} w_x w_x' (δ̂_x·δ̂_x')(â_x·â_x')          (grad_w_mean, MATH.md's
+//   gram:       Σ_{x,x'} w_x w_x' (δ̂_x·δ̂_x')(â_x·â_x')          (grad_w_mean, docs/MATH.md's
 //               two B x B Gram matrices, never the n_l x n_{l-1} gradient)
 // with m the largest live exponent, per active depth (block) of the stacked backward pass.
 // Reads the records written by pointwise.wgsl.

@@ -7,10 +7,12 @@ use crate::stats::Report;
 ///
 /// ```text
 /// |Δ log10| ≤ base + per_layer · n_layers(field, l)
-/// n_layers = 0 for log10_weight_norm (both sides use the same f64 Lanczos on the same
-///            weights), l for log10_max_dsigma (it sees the forward pass up to layer l),
-///            L for the gradient and bound fields (they see the whole forward pass, the
-///            output error, and the backward pass from L down to l)
+/// n_layers = 0 for log10_weight_norm (the same weights, normed by the f64 Lanczos on
+///            both sides, or on the GPU's by its f32 Lanczos to a relative 1e-6 of ‖W‖₂²,
+///            i.e. ~2e-7 decades: far below `base`), l for log10_max_dsigma (it sees the
+///            forward pass up to layer l), L for the gradient and bound fields and for the
+///            batch cost (they see the whole forward pass and the output error; the
+///            gradients also the backward pass from L down to l)
 /// ```
 /// Why these numbers ([`Tolerance::f32_vs_f64`]): every f32 operation is exact to the unit
 /// roundoff u = 2^-24 ≈ 6e-8; a layer's product, reductions and σ add a relative error of
@@ -82,7 +84,8 @@ pub struct Comparison {
     pub worst: Option<(usize, &'static str)>,
     /// Values compared.
     pub compared: usize,
-    /// |Δ log10| of the batch cost.
+    /// |Δ log10| of the batch cost (outside the tolerance, it is a mismatch of field
+    /// "log10_cost" at layer L).
     pub cost_abs: f64,
 }
 
@@ -163,5 +166,33 @@ pub fn compare(left: &Report, right: &Report, tol: &Tolerance) -> Comparison {
         }
         c.per_layer.push(row);
     }
+    let allowed = tol.allowed("log10_cost", big_l, big_l);
+    if c.cost_abs > allowed {
+        let (x, y) = (left.log10_cost, right.log10_cost);
+        c.mismatches.push(Mismatch { layer: big_l, field: "log10_cost", left: x, right: y, abs: c.cost_abs, rel: 10f64.powf(c.cost_abs) - 1.0, allowed });
+    }
     c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::{LayerStats, LayerStatus};
+
+    fn report(cost: f64) -> Report {
+        let layers = (1..=3).map(|l| LayerStats::undefined(l, 4, 0.1 * l as f64, -0.2, LayerStatus::Ok)).collect();
+        Report { layers, backend: "cpu".into(), device: "test".into(), overflow_layer: None, log10_cost: cost }
+    }
+
+    #[test]
+    fn a_cost_outside_the_tolerance_fails_the_comparison() {
+        let tol = Tolerance::f32_vs_f64();
+        let allowed = tol.allowed("log10_cost", 3, 3);
+        assert!(compare(&report(-1.0), &report(-1.0 + 0.5 * allowed), &tol).passed());
+        let c = compare(&report(-1.0), &report(-1.0 + 2.0 * allowed), &tol);
+        assert!(!c.passed(), "{}", c.summary(4));
+        assert_eq!(c.mismatches.len(), 1);
+        assert_eq!((c.mismatches[0].field, c.mismatches[0].layer), ("log10_cost", 3));
+        assert!(!compare(&report(-1.0), &report(f64::NAN), &tol).passed(), "a NaN cost against a finite one");
+    }
 }

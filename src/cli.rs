@@ -25,11 +25,13 @@ Environment (GPU backend):
   GRADSCOPE_MATMUL=tiled|blocked      layer products workgroup-tiled (default on hardware) or
                                       register-blocked (default on software adapters)
   GRADSCOPE_NETS_PER_DISPATCH=N       sweep configurations of one width per GPU dispatch, 1-64
-                                      (default 16)";
+                                      (default 16)
+  GRADSCOPE_PROFILE=1                 print, per GPU probe or sweep batch, the submissions,
+                                      blocking waits, dispatches and bytes read back per layer";
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Measure every per-layer statistic of MATH.md for one network and batch.
+    /// Measure every per-layer statistic of docs/MATH.md for one network and batch.
     Probe(ProbeArgs),
     /// Sweep depths × activations × inits × σ_w² × σ_b² × widths × seeds into a folder
     /// (resumable: run the same command again to continue).
@@ -94,10 +96,18 @@ pub struct NetworkArgs {
     /// σ_b², instead of --sigma-b.
     #[arg(long, value_name = "V", allow_negative_numbers = true, help_heading = "Initialisation")]
     pub sigma_b2: Option<f64>,
-    /// A .npz with w1..wL (n_l × n_{l-1}, PyTorch nn.Linear layout) and b1..bL, float32 or
-    /// float64; the widths then come from the file.
-    #[arg(long, value_name = "FILE.npz", help_heading = "Initialisation")]
+    /// A .safetensors or .npz of your network, f64, f32, f16 or bf16; the widths come from
+    /// the file. A PyTorch state_dict: each 2-D P.weight (n_l × n_{l-1}, nn.Linear layout) with
+    /// its P.bias (zero if absent) is a layer, in the natural order of the keys (layers.2
+    /// before layers.10); or a .npz with w1..wL and b1..bL.
+    #[arg(long, value_name = "FILE", help_heading = "Initialisation")]
     pub weights: Option<PathBuf>,
+    /// Which layers of a --weights state_dict to use: comma-separated regexes, each matching
+    /// key prefixes up to a '.' (encoder.layers selects encoder.layers.0…), in the network's
+    /// order; the file's other tensors are then listed and ignored (without --layers, they are
+    /// refused).
+    #[arg(long, value_name = "REGEX,…", help_heading = "Initialisation")]
+    pub layers: Option<String>,
     /// gaussian, sign (±1), or a B × n_0 .npy file.
     #[arg(long, default_value = "gaussian", help_heading = "Data")]
     pub inputs: String,
@@ -133,6 +143,7 @@ impl NetworkArgs {
             batch: self.batch,
             seed: self.seed,
             weights: self.weights.clone(),
+            layers: self.layers.clone(),
         }
     }
 }

@@ -1,9 +1,9 @@
 //! gradscope: exact, at-scale measurement of vanishing and exploding gradients in deep
 //! fully-connected networks, beside the rigorous bound and mean-field theory.
 //!
-//! The quantities and their names are those of `MATH.md`: per layer l, the norms of
+//! The quantities and their names are those of `docs/MATH.md`: per layer l, the norms of
 //! ∂C/∂b^l and ∂C/∂W^l (batch mean and rms over examples), the spectral norm of W^l, the
-//! largest σ′ seen, and the bound (**) of the reference derivation with its tight form — all
+//! largest σ′ seen, and the bound (**) of docs/DERIVATION.md with its tight form — all
 //! as base-10 logarithms, exact at any depth.
 
 pub mod backend;

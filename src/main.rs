@@ -102,7 +102,10 @@ fn probe(a: ProbeArgs) -> Result<()> {
         cfg.batch,
         cfg.seed
     );
-    println!("backend {backend} [{}] ({why}), {seconds:.2} s; values are 10^log10 (MATH.md names)", report.device);
+    if let (Some(r), Some(p)) = (&cfg.weights_read, &cfg.weights) {
+        println!("{}", r.line(p));
+    }
+    println!("backend {backend} [{}] ({why}), {seconds:.2} s; values are 10^log10 (docs/MATH.md names)", report.device);
     print!("{}", export::table::render(&report, if a.all_layers { usize::MAX } else { 40 }));
     if let Some(l) = report.overflow_layer {
         println!("forward pass overflowed f64 at layer {l}: gradient fields are undefined (status overflow)");

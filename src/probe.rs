@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::backend::cpu::{CpuBackend, check_memory};
 use crate::error::{Error, Result};
-use crate::model::files::read_params;
+use crate::model::checkpoint::{WeightsRead, read_weights};
 use crate::model::{Activation, Cost, Init, InputSpec, Network, Params, Problem, TargetSpec};
 
 /// Everything that defines a probe, validated; serialised as the `config` of the outputs.
@@ -30,6 +30,8 @@ pub struct ProbeConfig {
     pub batch: usize,
     pub seed: u64,
     pub weights: Option<PathBuf>,
+    /// What `weights` held and which of its keys were used.
+    pub weights_read: Option<WeightsRead>,
     #[serde(skip)]
     pub act: Activation,
     #[serde(skip)]
@@ -61,6 +63,8 @@ pub struct NetworkRequest {
     pub batch: usize,
     pub seed: u64,
     pub weights: Option<PathBuf>,
+    /// `--layers`: which linear layers of a state_dict `weights` file to use, in what order.
+    pub layers: Option<String>,
 }
 
 fn variance(flag_sd: &str, sd: Option<f64>, flag_var: &str, var: Option<f64>) -> Result<Option<f64>> {
@@ -89,6 +93,10 @@ impl NetworkRequest {
         let target_spec: TargetSpec = self.targets.parse()?;
         let sw2 = variance("--sigma-w", self.sigma_w, "--sigma-w2", self.sigma_w2)?;
         let sb2 = variance("--sigma-b", self.sigma_b, "--sigma-b2", self.sigma_b2)?;
+        if self.layers.is_some() && self.weights.is_none() {
+            return Err(Error::arg("--layers", "selects layers of a --weights file; give --weights"));
+        }
+        let mut weights_read = None;
         let (widths, init_spec, stored) = if let Some(path) = &self.weights {
             for (given, flag) in [
                 (self.width.is_some(), "--width"),
@@ -103,7 +111,8 @@ impl NetworkRequest {
                     return Err(Error::arg(flag, "the network comes from --weights; drop this flag"));
                 }
             }
-            let p = read_params(path)?;
+            let (p, read) = read_weights(path, self.layers.as_deref())?;
+            weights_read = Some(read);
             let mut widths = vec![p.w[0].ncols()];
             widths.extend(p.w.iter().map(|w| w.nrows()));
             (widths, None, Some(Arc::new(p)))
@@ -159,6 +168,7 @@ impl NetworkRequest {
             batch: self.batch,
             seed: self.seed,
             weights: self.weights.clone(),
+            weights_read,
             act,
             init_spec,
             input_spec,

@@ -1,4 +1,4 @@
-//! The per-layer statistics of MATH.md, their log-domain arithmetic, and how they print.
+//! The per-layer statistics of docs/MATH.md, their log-domain arithmetic, and how they print.
 //!
 //! Everything is carried as base-2 exponents plus O(1) mantissas inside the backends and
 //! reported as base-10 logarithms, so a 10,000-layer sigmoid network's ‖δ¹‖ ≈ 10^-6000 is a
@@ -24,7 +24,7 @@ pub enum LayerStatus {
     Overflow,
 }
 
-/// The statistics of one layer l (MATH.md, "Per-layer statistics"); field names are the
+/// The statistics of one layer l (docs/MATH.md, "Per-layer statistics"); field names are the
 /// output column / JSON key names.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LayerStats {

@@ -270,3 +270,64 @@ fn vanishing_tanh_like_activations_stay_exact_in_f32() {
         assert!(gr.layers.iter().all(|l| l.status == LayerStatus::Ok), "{act}: every layer ok");
     }
 }
+
+/// `--check` exits 1 on a real disagreement: tanh deep in the chaotic phase (σ_w² = 4),
+/// where nearby trajectories separate exponentially, so the GPU's f32 forward pass and the
+/// CPU's f64 one end in different places within 100 layers and the gradient norms differ by
+/// far more than the tolerance. The verdict is a one-line FAIL on stderr, and the table
+/// beside it marks the mismatches.
+#[test]
+fn check_exits_1_when_f32_and_f64_trajectories_separate() {
+    if gpu("check_exits_1_when_f32_and_f64_trajectories_separate").is_none() {
+        return;
+    }
+    let run = |sw2: &str, depth: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_gradscope"))
+            .args(["probe", "--backend", "gpu", "--check", "--width", "16", "--depth", depth, "-a", "tanh", "--sigma-w2", sw2, "--sigma-b2", "0.05", "--batch", "4"])
+            .env("XDG_RUNTIME_DIR", "/tmp")
+            .output()
+            .unwrap()
+    };
+    let o = run("4", "100");
+    let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert_eq!(o.status.code(), Some(1), "chaotic tanh: stdout {out}\nstderr {err}");
+    assert!(format!("{out}{err}").contains("FAIL"), "the verdict says FAIL: {out}{err}");
+    // The same command in the ordered phase passes: the exit code is the verdict.
+    let o = run("1", "100");
+    assert_eq!(o.status.code(), Some(0), "ordered tanh: {}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// The submission model's structural counts, which carry over to any GPU (unlike timings on
+/// lavapipe): every submission is waited on once and only once (the backward records ride
+/// back in the submission that wrote them, the forward records and the outputs in the last
+/// forward one), so a probe of L layers kept on the device takes ⌈L/64⌉ forward and ⌈L/64⌉
+/// backward submissions (64 layers each at most) and nothing else; and the bytes read back
+/// are per-example sums, never a B × N array per layer:
+///
+/// ```text
+/// bytes ≤ 4·L·(6B + 2B + 64 + 256)     forward record, backward record (batch-mean and Gram partials)
+///       + 4·B·(2·round4(n_L) + 1)      the output layer (a^L, its exponents, z^L for cross-entropy)
+/// ```
+/// whatever the width: the same depth at widths 16 and 128 reads back the same records.
+#[test]
+fn one_wait_per_submission_and_bytes_read_back_per_layer_are_bounded() {
+    let Some(mut g) = gpu("one_wait_per_submission_and_bytes_read_back_per_layer_are_bounded") else { return };
+    g.device_norms = false; // the spectral norms' submissions are not the probe's
+    let (big_l, b) = (200usize, 8usize);
+    let mut per_width = Vec::new();
+    for n in [16usize, 128] {
+        let p = problem(&vec![n; big_l + 1], Activation::Tanh, Cost::Quadratic, gaussian(1.0, 0.05), b, 9, TargetSpec::Gaussian);
+        let before = g.profile();
+        g.probe(&p).unwrap();
+        let d = g.profile().since(&before);
+        eprintln!("{}", d.line(&format!("width {n}"), big_l));
+        assert_eq!(d.waits, d.submissions, "width {n}: one blocking wait per submission");
+        assert_eq!(d.submissions as usize, 2 * big_l.div_ceil(64), "width {n}: forward and backward submissions of 64 layers, nothing else");
+        let bound = 4 * big_l * (8 * b + 64 + 256) + 4 * b * (2 * n.div_ceil(4) * 4 + 1);
+        assert!(d.bytes_read as usize <= bound, "width {n}: {} bytes read back > {bound}", d.bytes_read);
+        assert!(d.bind_groups < d.dispatches, "width {n}: bind groups are reused");
+        per_width.push(d.bytes_read as f64 / big_l as f64);
+    }
+    let grows = per_width[1] - per_width[0];
+    assert!(grows <= (4 * b * 2 * (128 - 16)) as f64 / big_l as f64 + 1.0, "bytes per layer grow with the width by {grows}");
+}

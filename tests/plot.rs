@@ -312,7 +312,7 @@ fn sweep_dir_gives_the_three_kinds_of_plot() {
         assert!(depth_plot.contains(text), "the depth plot lacks '{text}'");
     }
     let heat = fs::read_to_string(dir.join("plots/heatmap_tanh_gaussian.svg")).unwrap();
-    for text in ["σ_w²", "depth L", "χ₁ = 1: σ_w² = 1.761", "log10 ‖δ^1‖ (grad_b_rms)"] {
+    for text in ["σ_w²", "depth L", "χ₁ = 1: σ_w² = 1.761", "log10 ‖δ^1‖ (grad_b_rms)", "trainable depth ≈ 6ξ_c"] {
         assert!(heat.contains(text), "the heatmap lacks '{text}'");
     }
     // 4 σ_w² × 7 depths cells, each a filled rect.
@@ -404,7 +404,7 @@ fn cli_plot_writes_into_dir_plots() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(dir.join("plots/grad_first_vs_depth.svg").is_file());
     assert!(!dir.join("plots/grad_first_vs_depth.png").exists(), "--format svg wrote a PNG");
-    // The χ₁ = 1 line comes from mean-field theory: tanh at σ_b² = 0.05 (MATH.md), relu.
+    // The χ₁ = 1 line comes from mean-field theory: tanh at σ_b² = 0.05 (docs/MATH.md), relu.
     let heat = fs::read_to_string(dir.join("plots/heatmap_tanh_gaussian.svg")).unwrap();
     assert!(heat.contains("χ₁ = 1: σ_w² = 1.761"), "no χ₁ = 1 line for tanh");
     let heat = fs::read_to_string(dir.join("plots/heatmap_relu_gaussian.svg")).unwrap();

@@ -216,7 +216,7 @@ fn outputs_carry_log10_singular_values_per_example() {
 fn eigenvalue_moments_follow_free_probability_in_the_wide_regime() {
     // tanh at its critical point, inputs scaled so that q¹ = q* (the prediction's assumption
     // from the first layer on), L = 24 ≪ n = 256: var(λ)/mean(λ)² = L(μ₂/μ₁² − 1 − s₁),
-    // s₁ = −1 for gaussian and 0 for orthogonal weights (MATH.md).
+    // s₁ = −1 for gaussian and 0 for orthogonal weights (docs/MATH.md).
     use gradscope::spectrum::{output::ExampleSummary, predict};
     let (sw2, sb2) = (1.7610, 0.05);
     let q_star = gradscope::theory::MeanField::new(Activation::Tanh, sw2, sb2).unwrap().q_star();

@@ -207,3 +207,68 @@ fn a_full_disk_names_the_file_and_loses_no_finished_work() {
     assert_eq!(read(&full.join("summary.csv")), read(&clean.join("summary.csv")));
     assert_eq!(std::fs::read(full.join("summary.npy")).unwrap(), std::fs::read(clean.join("summary.npy")).unwrap());
 }
+
+#[test]
+fn seed_statistics_are_the_mean_and_sd_of_the_summary_rows_and_survive_shards() {
+    let tmp = tempfile::tempdir().unwrap();
+    let grid = ["--widths", "12", "--activations", "relu,tanh", "--inits", "he", "--depths", "2,5,9", "--batch", "1", "--seeds", "1,2,3,4,5,6,7", "-q"];
+    let whole = tmp.path().join("whole");
+    let mut args = vec!["sweep", "-o", whole.to_str().unwrap()];
+    args.extend(grid);
+    ok(&args);
+    // By hand from summary.csv: per (activation, depth), mean and sd over the seven seeds.
+    let summary = read(&whole.join("summary.csv"));
+    let mut lines = summary.lines();
+    let head: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let col = |name: &str| head.iter().position(|h| *h == name).unwrap();
+    let (ca, cd, cg) = (col("activation"), col("depth"), col("log10_grad_b_rms_first"));
+    let mut by: std::collections::BTreeMap<(String, usize), Vec<f64>> = Default::default();
+    for l in lines {
+        let f: Vec<&str> = l.split(',').collect();
+        by.entry((f[ca].to_string(), f[cd].parse().unwrap())).or_default().push(f[cg].parse().unwrap());
+    }
+    let seeds = read(&whole.join("summary_seeds.csv"));
+    let mut lines = seeds.lines();
+    let head: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let col = |name: &str| head.iter().position(|h| *h == name).unwrap_or_else(|| panic!("no column {name}"));
+    let rows: Vec<Vec<String>> = lines.map(|l| l.split(',').map(String::from).collect()).collect();
+    assert_eq!(rows.len(), 6, "2 activations × 3 depths");
+    for r in &rows {
+        let v = &by[&(r[col("activation")].clone(), r[col("depth")].parse().unwrap())];
+        assert_eq!(v.len(), 7);
+        assert_eq!(r[col("seeds")], "7");
+        let m = v.iter().sum::<f64>() / 7.0;
+        let sd = (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / 6.0).sqrt();
+        let got_m: f64 = r[col("log10_grad_b_rms_first_mean")].parse().unwrap();
+        let got_sd: f64 = r[col("log10_grad_b_rms_first_sd")].parse().unwrap();
+        assert!((got_m - m).abs() < 1e-12 && (got_sd - sd).abs() < 1e-12, "{r:?}: {m} ± {sd}");
+        assert!(sd > 0.0, "seeds differ");
+        // Hanin's predictions are given for relu at σ_w² = 2, σ_b² = 0 only.
+        let depth: i32 = r[col("depth")].parse().unwrap();
+        let pred: f64 = r[col("moment_ratio_predicted")].parse().unwrap_or(f64::NAN);
+        if r[col("activation")] == "relu" {
+            assert!((pred - (1.0 + 5.0 / 12.0f64).powi(depth)).abs() < 1e-12 * pred, "{pred}");
+            assert!(r[col("log10_grad_b_rms_first_sd_predicted")].parse::<f64>().unwrap() > 0.0);
+        } else {
+            assert!(pred.is_nan() && r[col("log10_grad_b_rms_first_sd_predicted")] == "nan", "{r:?}");
+        }
+    }
+    // A structured .npy beside it, with the same number of rows.
+    let npy = std::fs::read(whole.join("summary_seeds.npy")).unwrap();
+    let header = String::from_utf8_lossy(&npy[10..npy.len().min(2000)]).to_string();
+    assert!(header.contains("'log10_grad_b_rms_first_sd'") && header.contains("'shape': (6,)"), "{header}");
+    // Shards merged give the same file.
+    let mut dirs = Vec::new();
+    for k in 1..=2 {
+        let d = tmp.path().join(format!("s{k}"));
+        let shard = format!("{k}/2");
+        let mut args = vec!["sweep", "-o", d.to_str().unwrap(), "--shard", &shard];
+        args.extend(grid);
+        ok(&args);
+        dirs.push(d);
+    }
+    let merged = tmp.path().join("merged");
+    ok(&["merge", "-o", merged.to_str().unwrap(), dirs[0].to_str().unwrap(), dirs[1].to_str().unwrap()]);
+    assert_eq!(read(&merged.join("summary_seeds.csv")), seeds);
+    assert_eq!(std::fs::read(merged.join("summary_seeds.npy")).unwrap(), npy);
+}

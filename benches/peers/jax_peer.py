@@ -4,7 +4,7 @@ written the way a competent JAX user would (jit, `lax.scan` over layers, per-exa
 through per-example bias offsets: δ^l_x = B · ∂C/∂ε^l_x with z^l_x = W^l a^{l-1}_x + b^l + ε^l_x,
 C = (1/B) Σ_x ½‖a^L_x − y_x‖²).
 
-Per depth D of the grid and layer l = 1..D it computes the MATH.md fields
+Per depth D of the grid and layer l = 1..D it computes the docs/MATH.md fields
     log10_grad_b_rms  = log10 sqrt((1/B) Σ_x ‖δ^l_x‖²)
     log10_grad_b_mean = log10 ‖(1/B) Σ_x δ^l_x‖
     log10_grad_w_rms  = log10 sqrt((1/B) Σ_x ‖δ^l_x‖² ‖a^{l-1}_x‖²)

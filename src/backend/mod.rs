@@ -1,8 +1,13 @@
-//! Backends: the f64 CPU reference (always compiled) and the wgpu GPU engine.
+//! Backends: the f64 CPU reference (always compiled) and the wgpu GPU engine, the
+//! [`Backend`] trait both implement, and what they share: the depth plan ([`plan`]), the
+//! host-side assembly of the statistics (`assemble`) and the spectral-norm cache ([`norms`]).
 
+pub(crate) mod assemble;
 pub mod cpu;
 #[cfg(feature = "gpu")]
 pub mod gpu;
+pub mod norms;
+pub mod plan;
 pub mod shaders;
 
 pub use cpu::CpuBackend;
@@ -79,78 +84,113 @@ impl Engine {
         Ok((Engine::Cpu(CpuBackend::default()), "auto: built without GPU support".into()))
     }
 
-    /// "cpu" or "gpu".
-    pub fn name(&self) -> &'static str {
+    /// The engine as the trait both implement.
+    pub fn backend(&self) -> &dyn Backend {
         match self {
-            Engine::Cpu(_) => "cpu",
+            Engine::Cpu(c) => c,
             #[cfg(feature = "gpu")]
-            Engine::Gpu(_) => "gpu",
+            Engine::Gpu(g) => &**g,
         }
     }
 
-    /// Every per-layer statistic of MATH.md for `p`.
+    /// "cpu" or "gpu".
+    pub fn name(&self) -> &'static str {
+        self.backend().name()
+    }
+
+    /// Every per-layer statistic of docs/MATH.md for `p`.
     pub fn probe(&self, p: &Problem) -> Result<Report> {
-        match self {
-            Engine::Cpu(c) => c.probe(p),
-            #[cfg(feature = "gpu")]
-            Engine::Gpu(g) => g.probe(p),
-        }
+        self.backend().probe(p)
     }
 
     /// The reports of the prefixes of `p.net` of each depth in `depths` (ascending,
-    /// deduplicated), from one forward and one stacked backward pass: see
-    /// [`CpuBackend::probe_depths`] and `GpuBackend::probe_depths`.
+    /// deduplicated), from one forward and one stacked backward pass
+    /// ([`Backend::probe_depths`]).
     pub fn probe_depths(&self, p: &Problem, depths: &[usize]) -> Result<Vec<Report>> {
-        match self {
-            Engine::Cpu(c) => c.probe_depths(p, depths),
-            #[cfg(feature = "gpu")]
-            Engine::Gpu(g) => g.probe_depths(p, depths),
-        }
+        self.backend().probe_depths(p, depths)
     }
 
     /// True when [`Engine::probe_depths_many`] runs networks side by side (the GPU).
     pub fn batches_networks(&self) -> bool {
-        !matches!(self, Engine::Cpu(_))
+        self.backend().batches_networks()
     }
 
     /// [`Engine::probe_depths`] of several networks, one list of reports per network: on the
-    /// GPU, networks of equal shape share every dispatch
-    /// ([`gpu::GpuBackend::probe_depths_many`]); on the CPU, one after the other.
+    /// GPU, networks of equal shape share every dispatch; on the CPU, one after the other.
     pub fn probe_depths_many(&self, ps: &[&Problem], depths: &[usize]) -> Result<Vec<Vec<Report>>> {
-        match self {
-            Engine::Cpu(c) => ps.iter().map(|p| c.probe_depths(p, depths)).collect(),
-            #[cfg(feature = "gpu")]
-            Engine::Gpu(g) => g.probe_depths_many(ps, depths),
-        }
+        self.backend().probe_depths_many(ps, depths)
     }
 
     /// The device the results come from, as the reports name it.
     pub fn device_name(&self) -> String {
-        match self {
-            Engine::Cpu(_) => CpuBackend::device_name(),
-            #[cfg(feature = "gpu")]
-            Engine::Gpu(g) => g.device_name(),
-        }
+        self.backend().device_name()
     }
 }
 
-/// The sorted, distinct depths of a multi-depth probe of `net`, checked: each in 1..=L, no
-/// linear output layer with several depths, the same output width at every depth (shared
-/// by both engines' `probe_depths`, so they refuse alike).
-pub(crate) fn validate_depths(net: &crate::model::Network, depths: &[usize]) -> Result<Vec<usize>> {
-    let big_l = net.depth();
-    let mut ds: Vec<usize> = depths.to_vec();
-    ds.sort_unstable();
-    ds.dedup();
-    if ds.is_empty() || ds[0] == 0 || *ds.last().unwrap() > big_l {
-        return Err(crate::Error::arg("--depths", format!("depths must lie in 1..={big_l}")));
+/// What every engine offers: the statistics of several depths and networks, the memory a
+/// probe needs, and the device the numbers come from. Both engines measure per-layer sums
+/// on their device and share the plan and the assembly, so their reports differ only by
+/// what the devices compute (f64 against f32).
+pub trait Backend {
+    /// "cpu" or "gpu", as the reports' `backend` says.
+    fn name(&self) -> &'static str;
+
+    /// The device the results come from, as the reports name it.
+    fn device_name(&self) -> String;
+
+    /// The reports of the prefixes of `p.net` of each depth in `depths` (sorted and
+    /// deduplicated), from one forward and one stacked backward pass.
+    ///
+    /// # Errors
+    /// A depth outside 1..=L, a linear output layer with several depths, unequal output
+    /// widths, a job that does not fit the memory or the device, or a device failure.
+    fn probe_depths(&self, p: &Problem, depths: &[usize]) -> Result<Vec<Report>>;
+
+    /// Every per-layer statistic of docs/MATH.md for `p`: the one-depth case.
+    ///
+    /// # Errors
+    /// As [`Backend::probe_depths`].
+    fn probe(&self, p: &Problem) -> Result<Report> {
+        let mut v = self.probe_depths(p, &[p.net.depth()])?;
+        v.pop().ok_or_else(|| crate::Error::Internal("one depth, one report".into()))
     }
-    if net.linear_output && ds != [big_l] {
-        return Err(crate::Error::arg("--linear-output", "a depth sweep shares hidden layers, which have no linear output"));
+
+    /// [`Backend::probe_depths`] of several networks, one list of reports per network.
+    ///
+    /// # Errors
+    /// As [`Backend::probe_depths`].
+    fn probe_depths_many(&self, ps: &[&Problem], depths: &[usize]) -> Result<Vec<Vec<Report>>> {
+        ps.iter().map(|p| self.probe_depths(p, depths)).collect()
     }
-    let n_top = *net.widths.last().unwrap();
-    if ds.iter().any(|&d| net.widths[d] != n_top) {
-        return Err(crate::Error::arg("--depths", "every swept depth needs the same output width"));
+
+    /// True when [`Backend::probe_depths_many`] runs networks side by side.
+    fn batches_networks(&self) -> bool {
+        false
     }
-    Ok(ds)
+
+    /// Bytes a probe of `p` at `depths` holds at its peak (host memory on the CPU, device
+    /// memory on the GPU).
+    ///
+    /// # Errors
+    /// Invalid depths, or (GPU) a job that cannot fit the device at all.
+    fn memory_needed(&self, p: &Problem, depths: &[usize]) -> Result<u64>;
+}
+
+impl Backend for CpuBackend {
+    fn name(&self) -> &'static str {
+        "cpu"
+    }
+
+    fn device_name(&self) -> String {
+        CpuBackend::device_name()
+    }
+
+    fn probe_depths(&self, p: &Problem, depths: &[usize]) -> Result<Vec<Report>> {
+        CpuBackend::probe_depths(self, p, depths)
+    }
+
+    fn memory_needed(&self, p: &Problem, depths: &[usize]) -> Result<u64> {
+        let ds = plan::validate_depths(&p.net, depths)?;
+        Ok(self.bytes_for_depths(p, &ds))
+    }
 }

@@ -1,4 +1,4 @@
-//! Activation functions σ, their derivatives σ′ and γ = sup|σ′| (MATH.md, "Activations").
+//! Activation functions σ, their derivatives σ′ and γ = sup|σ′| (docs/MATH.md, "Activations").
 
 use std::fmt;
 use std::str::FromStr;
@@ -110,7 +110,7 @@ impl Activation {
 
     /// σ′(x), written so that saturated tails keep their relative precision
     /// (e.g. tanh′ = 4e^{−2|x|}/(1+e^{−2|x|})², not 1 − tanh², which is 0 past |x| ≈ 19).
-    /// At kinks the right-continuous convention of MATH.md: relu′(0) = 0, leaky′(0) = α.
+    /// At kinks σ′ takes its left piece's value, as docs/MATH.md says: relu′(0) = 0, leaky′(0) = α.
     #[inline]
     pub fn dsigma(&self, x: f64) -> f64 {
         match *self {

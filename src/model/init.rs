@@ -1,4 +1,4 @@
-//! Initialisations (MATH.md, "Initialisation"): how `W^l` and `b^l` are drawn.
+//! Initialisations (docs/MATH.md, "Initialisation"): how `W^l` and `b^l` are drawn.
 
 use std::fmt;
 use std::str::FromStr;

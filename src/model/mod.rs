@@ -1,6 +1,7 @@
 //! The network model: widths, activation, cost, parameters (generated or loaded), data.
 
 pub mod activation;
+pub mod checkpoint;
 pub mod data;
 pub mod files;
 pub mod init;
@@ -19,7 +20,7 @@ pub use init::{Init, InitKind};
 use crate::error::{Error, Result};
 use crate::rng::Stream;
 
-/// The cost of one example (MATH.md, "Costs").
+/// The cost of one example (docs/MATH.md, "Costs").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Cost {

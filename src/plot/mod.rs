@@ -1,5 +1,6 @@
 //! Plots of probes and sweeps, as SVG or PNG: the per-layer profile, the first-layer gradient
-//! against depth, and the (σ_w², depth) heatmap with the χ₁ = 1 line.
+//! against depth, and the (σ_w², depth) heatmap with the χ₁ = 1 line and the trainable
+//! depth ≈ 6ξ_c.
 //!
 //! Every figure is drawn once, by `plotters` into an SVG string; a `.png` path rasterises that
 //! SVG with `resvg`. Text is measured (plotters, through `ab_glyph`) and drawn (resvg) with
@@ -122,6 +123,21 @@ pub fn mean_field_critical_sigma_w2(activation: &str, sigma_b2: f64) -> Option<f
         Ok(crate::theory::Critical::At(w)) if w.is_finite() => Some(w),
         _ => None,
     }
+}
+
+/// The trainable depth ≈ 6ξ_c of mean-field theory (Schoenholz et al. 2017: networks train
+/// up to about six correlation depth scales) for an activation (as `summary.csv` names it)
+/// at (σ_w², σ_b²); `None` where ξ_c is undefined (q* = 0, no fixed point) or the activation
+/// is unknown; +∞ at criticality.
+///
+/// ```
+/// let d = gradscope::plot::mean_field_trainable_depth("tanh", 1.0, 0.05).unwrap();
+/// assert!((d - 6.0 * 3.627).abs() < 1e-2);
+/// ```
+pub fn mean_field_trainable_depth(activation: &str, sigma_w2: f64, sigma_b2: f64) -> Option<f64> {
+    let act: crate::model::activation::Activation = activation.parse().ok()?;
+    let xi = crate::theory::MeanField::new(act, sigma_w2, sigma_b2).ok()?.xi_c().ok()?;
+    (xi > 0.0).then_some(6.0 * xi)
 }
 
 /// Checks a figure size against [`MAX_SIDE`].

@@ -5,7 +5,7 @@
 //! - `grad_first_vs_depth`: the first-layer gradient against depth, one panel per
 //!   activation/init, one line per (σ_w², σ_b²);
 //! - `heatmap_<activation>_<init>…`: the first-layer gradient over (σ_w², depth), with the
-//!   χ₁ = 1 line where the critical σ_w² is known;
+//!   χ₁ = 1 line where the critical σ_w² is known and the trainable depth ≈ 6ξ_c;
 //! - `profile_<configuration>`: the per-layer profile of each configuration's deepest point.
 
 use std::cmp::Ordering;
@@ -393,9 +393,25 @@ fn draw_heatmaps(
             }
             let title = format!("{}, σ_b² = {}", group.title(summary.varying), num(sb2.0));
             let crit = critical(&group.activation, sb2.0).filter(|c| c.is_finite());
-            (stem, draw_heatmap(summary, rows, &title, crit, size))
+            let trainable = trainable_curve(summary, rows, &group.activation, sb2.0, crit);
+            (stem, draw_heatmap(summary, rows, &title, crit, &trainable, size))
         })
         .collect()
+}
+
+/// (σ_w², 6ξ_c) at the heatmap's σ_w² columns, and (critical σ_w², ∞) where χ₁ = 1 falls
+/// inside them: the trainable depth of Schoenholz et al. 2017. Only the columns, not a fine
+/// grid: in the chaotic phase each ξ_c needs c*, a root of a two-dimensional quadrature.
+fn trainable_curve(summary: &Summary, rows: &[usize], activation: &str, sigma_b2: f64, critical: Option<f64>) -> Vec<(f64, f64)> {
+    let mut sw: Vec<f64> = rows.iter().map(|&i| summary.rows[i].config.sigma_w2.0).collect();
+    sw.sort_by(f64::total_cmp);
+    sw.dedup();
+    let mut pts: Vec<(f64, f64)> = sw.iter().filter_map(|&w| super::mean_field_trainable_depth(activation, w, sigma_b2).map(|d| (w, d))).collect();
+    if let Some(c) = critical.filter(|c| sw.first().is_some_and(|a| a < c) && sw.last().is_some_and(|b| c < b)) {
+        pts.push((c, f64::INFINITY));
+    }
+    pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+    pts
 }
 
 /// The edges of cells centred on sorted `centres`: midpoints, and half a step beyond the ends.
@@ -423,6 +439,7 @@ fn draw_heatmap(
     rows: &[usize],
     title: &str,
     critical: Option<f64>,
+    trainable: &[(f64, f64)],
     size: (u32, u32),
 ) -> DrawResult<String> {
     let mut sw: Vec<f64> = rows.iter().map(|&i| summary.rows[i].config.sigma_w2.0).collect();
@@ -516,6 +533,7 @@ fn draw_heatmap(
                 Rectangle::new([(xa, y as f64 - 0.5), (xb, y as f64 + 0.5)], fill.filled())
             })
         }))?;
+        let mut labelled = false;
         if let Some(c) = critical.filter(|c| (x0..=x1).contains(c)) {
             let style = ShapeStyle::from(&RGBColor(214, 39, 40)).stroke_width(3);
             let (ya, yb) = (-0.5, ny as f64 - 0.5);
@@ -527,6 +545,32 @@ fn draw_heatmap(
             )))?
             .label(format!("χ₁ = 1: σ_w² = {}", num(c)))
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], style));
+            labelled = true;
+        }
+        // Depth → row coordinate, log-interpolated between grid depths; beyond the deepest
+        // row the curve sits on the top edge (and a stretch wholly beyond it is not drawn).
+        let top = ny as f64 - 0.5;
+        let depth_y = |d: f64| -> f64 {
+            if d.is_nan() || d >= depths[ny - 1] as f64 {
+                return top;
+            }
+            if d <= depths[0] as f64 {
+                return -0.5;
+            }
+            let k = depths.partition_point(|&g| (g as f64) <= d) - 1;
+            let (a, b) = ((depths[k] as f64).ln(), (depths[k + 1] as f64).ln());
+            k as f64 + (d.ln() - a) / (b - a)
+        };
+        let pts: Vec<(f64, f64)> = trainable.iter().filter(|(w, _)| (x0..=x1).contains(w)).map(|&(w, d)| (w, depth_y(d))).collect();
+        let segments: Vec<Vec<(f64, f64)>> = pts.windows(2).filter(|p| p[0].1 < top || p[1].1 < top).map(|p| p.to_vec()).collect();
+        if !segments.is_empty() {
+            let style = ShapeStyle::from(&WHITE).stroke_width(3);
+            cc.draw_series(segments.into_iter().map(move |seg| PathElement::new(seg, style)))?
+                .label("trainable depth ≈ 6ξ_c")
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], ShapeStyle::from(&BLACK).stroke_width(3)));
+            labelled = true;
+        }
+        if labelled {
             cc.configure_series_labels()
                 .label_font((FONT, fonts.legend))
                 .background_style(WHITE.mix(0.9))

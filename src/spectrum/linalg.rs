@@ -4,7 +4,7 @@
 use ndarray::linalg::general_mat_mul;
 use ndarray::{Array2, ArrayView1, ArrayView2, ArrayViewMut2, s};
 
-use crate::backend::cpu::{pow2, renormalise_rows};
+use crate::backend::assemble::{pow2, renormalise_rows};
 use crate::error::{Error, Result};
 
 /// ‖x‖₂ without under- or overflow: the entries are scaled by their largest magnitude first

@@ -21,7 +21,8 @@ pub use cli::{SpectrumArgs, run_spectrum};
 use ndarray::{Array1, Array2, Axis, s};
 use serde::Serialize;
 
-use crate::backend::cpu::{ForwardWalk, check_memory, pow2, renormalise_rows};
+use crate::backend::assemble::{pow2, renormalise_rows};
+use crate::backend::cpu::{check_memory, forward_step};
 use crate::error::{Error, Result};
 use crate::model::Problem;
 use crate::stats::LOG10_2;
@@ -62,7 +63,7 @@ pub struct DepthSpectrum {
     pub examples: Vec<ExampleSpectrum>,
     /// With the determinant check (square chains), per example
     /// `Σ_l (log10 |det W^l| + Σ_i log10 |σ′(z^l_i)|)` over the chain's factors, which
-    /// equals Σ_i log10 s_i exactly (MATH.md).
+    /// equals Σ_i log10 s_i exactly (docs/MATH.md).
     pub log10_abs_det: Option<Vec<f64>>,
 }
 
@@ -204,14 +205,21 @@ pub fn measure(p: &Problem, examples: usize, chain: Chain, depths: &[usize], det
     let mut log10_det = vec![0.0; examples];
     let sum_log10 = |d: ndarray::ArrayView1<f64>| d.iter().map(|v| v.abs().log10()).sum::<f64>();
     check_memory(examples as u64 * frame_bytes(&net.widths[..=top], start), "the spectrum", "lower --examples or the width")?;
-    let x = p.inputs.slice(s![..examples, ..]).to_owned();
-    let mut walk = ForwardWalk::new(&x);
+    // The CPU engine's forward pass, one layer at a time, with its per-example exponents.
+    let mut a = p.inputs.slice(s![..examples, ..]).to_owned();
+    let mut ea = vec![0i64; examples];
+    renormalise_rows(&mut a, &mut ea);
     let mut frames: Vec<Frame> = if start == 0 { (0..examples).map(|_| Frame::identity(net.widths[0])).collect() } else { Vec::new() };
     let mut out: Vec<DepthSpectrum> = Vec::with_capacity(depths.len());
     let mut pending: Option<Array2<f64>> = None; // Σ′(z^{l-1}) for ∂z/∂z chains
     for l in 1..=top {
         let (w, b) = net.layer(l);
-        let dsig = walk.step(net.activation_at(l), &w, &b).ok_or_else(|| Error::Numerical(format!("the forward pass overflowed f64 at layer {l}: the Jacobian is undefined there")))?;
+        let f = forward_step(net.activation_at(l), &w, &b, &a, &ea);
+        if !f.finite {
+            return Err(Error::Numerical(format!("the forward pass overflowed f64 at layer {l}: the Jacobian is undefined there")));
+        }
+        let dsig = f.dsig;
+        (a, ea) = (f.a, f.ea);
         if l < start {
             continue;
         }

@@ -26,7 +26,7 @@ pub struct SpectrumPrediction {
     pub s1: f64,
     /// log10 of the predicted mean of λ: L log10 χ₁.
     pub log10_mean_lambda: f64,
-    /// The predicted var(λ)/mean(λ)² = L (μ₂/μ₁² − 1 − s₁) (MATH.md).
+    /// The predicted var(λ)/mean(λ)² = L (μ₂/μ₁² − 1 − s₁) (docs/MATH.md).
     pub var_over_mean2: f64,
     /// The first layer where the length map iterated from the inputs' own q¹ is within 1%
     /// of q* (the prediction assumes q = q* on every layer); None if not within the chain.

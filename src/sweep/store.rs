@@ -1,6 +1,7 @@
 //! The sweep directory: `meta.json`, one finished group per `points/gNNNNN.{npz,json}`
 //! (written atomically, the JSON last, so a group is either complete or absent), and the
-//! assembled `summary.csv`, `summary.npy` and `profiles/*.npy`.
+//! assembled `summary.csv`, `summary.npy`, `profiles/*.npy` and, over several seeds,
+//! `summary_seeds.csv` and `summary_seeds.npy`.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -208,16 +209,8 @@ impl SweepDir {
         write_atomic(&self.path.join("summary.csv"), &w.into_inner().map_err(|e| Error::Internal(e.to_string()))?)?;
         // summary.npy: the same table as a numpy structured array.
         let f = |get: fn(&SummaryRow) -> f64| rows.iter().map(|r| get(r)).collect::<Vec<f64>>();
-        let cols = vec![
-            Column::Text("activation", rows.iter().map(|r| r.activation.clone()).collect()),
-            Column::Text("init", rows.iter().map(|r| r.init.clone()).collect()),
-            Column::Text("cost", rows.iter().map(|r| r.cost.clone()).collect()),
-            Column::F64("sigma_w", f(|r| r.sigma_w)),
-            Column::F64("sigma_w2", f(|r| r.sigma_w2)),
-            Column::F64("sigma_b", f(|r| r.sigma_b)),
-            Column::F64("sigma_b2", f(|r| r.sigma_b2)),
-            Column::I64("width", rows.iter().map(|r| r.width as i64).collect()),
-            Column::I64("batch", rows.iter().map(|r| r.batch as i64).collect()),
+        let mut cols = config_columns(&rows, |r| (&r.activation, &r.init, &r.cost, [r.sigma_w, r.sigma_w2, r.sigma_b, r.sigma_b2], [r.width, r.batch]));
+        cols.extend([
             Column::I64("seed", rows.iter().map(|r| r.seed as i64).collect()),
             Column::I64("depth", rows.iter().map(|r| r.depth as i64).collect()),
             Column::F64("log10_grad_b_rms_first", f(|r| r.log10_grad_b_rms_first)),
@@ -231,8 +224,11 @@ impl SweepDir {
             Column::Text("status_first", rows.iter().map(|r| serde_json::to_value(r.status_first).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()).collect()),
             Column::F64("log10_grad_b_rms_first_predicted", f(|r| r.log10_grad_b_rms_first_predicted)),
             Column::F64("slope_log10_grad_b_rms_predicted", f(|r| r.slope_log10_grad_b_rms_predicted)),
-        ];
+        ]);
         write_atomic(&self.path.join("summary.npy"), &table_npy(&cols)?)?;
+        if plan.seeds.len() > 1 {
+            write_seed_summary(&self.path, &seed_summary(&rows))?;
+        }
         // profiles/<field>.npy: rows = summary rows, NaN-padded to the deepest depth.
         let max_depth = rows.iter().map(|r| r.depth).max().unwrap_or(0);
         let prof = self.path.join("profiles");
@@ -358,4 +354,155 @@ impl Progress {
             b.finish();
         }
     }
+}
+
+/// One row of `summary_seeds.csv`: a (configuration, depth) over the seeds of the sweep
+/// (docs/MATH.md, "Over seeds"), with Hanin's per-input predictions where they apply.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SeedSummaryRow {
+    pub activation: String,
+    pub init: String,
+    pub cost: String,
+    pub sigma_w: f64,
+    pub sigma_w2: f64,
+    pub sigma_b: f64,
+    pub sigma_b2: f64,
+    pub width: usize,
+    pub batch: usize,
+    pub depth: usize,
+    /// Seeds finished for this point.
+    pub seeds: usize,
+    /// Of those, the seeds whose log10_grad_b_rms_first is finite (the mean and sd are over
+    /// these; an exactly zero or overflowing gradient is counted, not averaged).
+    pub seeds_finite: usize,
+    #[serde(with = "nonfinite")]
+    pub log10_grad_b_rms_first_mean: f64,
+    /// Sample standard deviation (n − 1); NaN for fewer than two finite seeds.
+    #[serde(with = "nonfinite")]
+    pub log10_grad_b_rms_first_sd: f64,
+    /// Hanin & Nica's sd of log10 ‖δ¹‖ for one input, relu with σ_w² = 2 and σ_b² = 0:
+    /// √(¼ Σ_{l=1..L} Var ln((2/n) χ²_K)) / ln 10 (docs/THEORY.md); NaN for other σ, for
+    /// which the papers give no constant.
+    #[serde(with = "nonfinite")]
+    pub log10_grad_b_rms_first_sd_predicted: f64,
+    /// E[g⁴]/E[g²]² over the seeds, g = grad_b_rms at layer 1 (zeros included).
+    #[serde(with = "nonfinite")]
+    pub moment_ratio: f64,
+    /// Hanin 2018: Π_{l=1..L} (1 + 5/n_l) for relu with σ_w² = 2 and σ_b² = 0; NaN otherwise.
+    #[serde(with = "nonfinite")]
+    pub moment_ratio_predicted: f64,
+}
+
+/// Groups the summary rows by everything but the seed, in order of first appearance.
+pub fn seed_summary(rows: &[&SummaryRow]) -> Vec<SeedSummaryRow> {
+    let mut order: Vec<SeedSummaryRow> = Vec::new();
+    let mut values: Vec<Vec<f64>> = Vec::new();
+    for r in rows {
+        let key = |o: &SeedSummaryRow| {
+            o.activation == r.activation
+                && o.init == r.init
+                && o.cost == r.cost
+                && o.sigma_w2 == r.sigma_w2
+                && o.sigma_b2 == r.sigma_b2
+                && o.width == r.width
+                && o.batch == r.batch
+                && o.depth == r.depth
+        };
+        let i = match order.iter().position(key) {
+            Some(i) => i,
+            None => {
+                let hanin = r.activation == "relu" && r.sigma_w2 == 2.0 && r.sigma_b2 == 0.0;
+                let widths = vec![r.width; r.depth];
+                order.push(SeedSummaryRow {
+                    activation: r.activation.clone(),
+                    init: r.init.clone(),
+                    cost: r.cost.clone(),
+                    sigma_w: r.sigma_w,
+                    sigma_w2: r.sigma_w2,
+                    sigma_b: r.sigma_b,
+                    sigma_b2: r.sigma_b2,
+                    width: r.width,
+                    batch: r.batch,
+                    depth: r.depth,
+                    seeds: 0,
+                    seeds_finite: 0,
+                    log10_grad_b_rms_first_mean: f64::NAN,
+                    log10_grad_b_rms_first_sd: f64::NAN,
+                    log10_grad_b_rms_first_sd_predicted: if hanin {
+                        crate::theory::hanin::relu_he_var_ln_norm(&widths).sqrt() / std::f64::consts::LN_10
+                    } else {
+                        f64::NAN
+                    },
+                    moment_ratio: f64::NAN,
+                    moment_ratio_predicted: if hanin { crate::theory::hanin::relu_he_moment_ratio(&widths) } else { f64::NAN },
+                });
+                values.push(Vec::new());
+                order.len() - 1
+            }
+        };
+        values[i].push(r.log10_grad_b_rms_first);
+    }
+    for (o, v) in order.iter_mut().zip(&values) {
+        let fin: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
+        o.seeds = v.len();
+        o.seeds_finite = fin.len();
+        if !fin.is_empty() {
+            o.log10_grad_b_rms_first_mean = fin.iter().sum::<f64>() / fin.len() as f64;
+        }
+        if fin.len() >= 2 {
+            o.log10_grad_b_rms_first_sd = crate::theory::hanin::sample_variance(&fin).sqrt();
+        }
+        // An overflowing seed leaves the moments undefined; exact zeros count as zeros.
+        if !v.iter().any(|x| x.is_nan() || *x == f64::INFINITY) && !fin.is_empty() {
+            let top = fin.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let sq: Vec<f64> = v.iter().map(|x| if x.is_finite() { 10f64.powf(2.0 * (x - top)) } else { 0.0 }).collect();
+            o.moment_ratio = crate::theory::hanin::moment_ratio(&sq);
+        }
+    }
+    order
+}
+
+fn write_seed_summary(dir: &Path, rows: &[SeedSummaryRow]) -> Result<()> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    for r in rows {
+        w.serialize(r).map_err(|e| Error::Internal(e.to_string()))?;
+    }
+    if rows.is_empty() {
+        w.write_record(["no finished points"]).map_err(|e| Error::Internal(e.to_string()))?;
+    }
+    write_atomic(&dir.join("summary_seeds.csv"), &w.into_inner().map_err(|e| Error::Internal(e.to_string()))?)?;
+    let f = |get: fn(&SeedSummaryRow) -> f64| rows.iter().map(get).collect::<Vec<f64>>();
+    let i = |get: fn(&SeedSummaryRow) -> usize| rows.iter().map(|r| get(r) as i64).collect::<Vec<i64>>();
+    let mut cols = config_columns(rows, |r| (&r.activation, &r.init, &r.cost, [r.sigma_w, r.sigma_w2, r.sigma_b, r.sigma_b2], [r.width, r.batch]));
+    cols.extend([
+        Column::I64("depth", i(|r| r.depth)),
+        Column::I64("seeds", i(|r| r.seeds)),
+        Column::I64("seeds_finite", i(|r| r.seeds_finite)),
+        Column::F64("log10_grad_b_rms_first_mean", f(|r| r.log10_grad_b_rms_first_mean)),
+        Column::F64("log10_grad_b_rms_first_sd", f(|r| r.log10_grad_b_rms_first_sd)),
+        Column::F64("log10_grad_b_rms_first_sd_predicted", f(|r| r.log10_grad_b_rms_first_sd_predicted)),
+        Column::F64("moment_ratio", f(|r| r.moment_ratio)),
+        Column::F64("moment_ratio_predicted", f(|r| r.moment_ratio_predicted)),
+    ]);
+    write_atomic(&dir.join("summary_seeds.npy"), &table_npy(&cols)?)
+}
+
+/// The configuration columns every summary table opens with: activation, init, cost,
+/// [sigma_w, sigma_w2, sigma_b, sigma_b2], [width, batch].
+#[allow(clippy::type_complexity)]
+fn config_columns<R>(rows: &[R], get: impl Fn(&R) -> (&String, &String, &String, [f64; 4], [usize; 2])) -> Vec<Column<'static>> {
+    let text = |k: usize| rows.iter().map(|r| [get(r).0, get(r).1, get(r).2][k].clone()).collect::<Vec<String>>();
+    let num = |k: usize| rows.iter().map(|r| get(r).3[k]).collect::<Vec<f64>>();
+    let int = |k: usize| rows.iter().map(|r| get(r).4[k] as i64).collect::<Vec<i64>>();
+    vec![
+        Column::Text("activation", text(0)),
+        Column::Text("init", text(1)),
+        Column::Text("cost", text(2)),
+        Column::F64("sigma_w", num(0)),
+        Column::F64("sigma_w2", num(1)),
+        Column::F64("sigma_b", num(2)),
+        Column::F64("sigma_b2", num(3)),
+        Column::I64("width", int(0)),
+        Column::I64("batch", int(1)),
+    ]
 }

@@ -7,7 +7,7 @@
 //! log10_ratio       = log10_grad_b_rms^l − log10_grad_b_rms^{l+1}
 //! log10_slack       = log10_bound − log10_grad_b_rms        (decades the bound gives away)
 //! vanishing_guaranteed(l) ⟺ γ‖W^r‖₂ < 1 for every r > l    (Pascanu, Mikolov & Bengio 2013)
-//! ‖W‖₂ ≈ σ_w (1 + √(n_out/n_in))   for W_ij iid, mean 0, Var σ_w²/n_in (Bai–Yin; Geman 1980)
+//! ‖W‖₂ ≈ σ_w (1 + √(n_out/n_in))   for W_ij iid, mean 0, Var σ_w²/n_in (Geman 1980; Yin, Bai & Krishnaiah 1988)
 //! ‖W‖₂ = σ_w                        for σ_w · (semi-)orthogonal Q
 //! ```
 

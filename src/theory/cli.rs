@@ -10,7 +10,7 @@ use crate::model::Activation;
 use crate::stats::finite_or_null;
 
 use super::meanfield::{Critical, FixedPointKind, MeanField, critical_sigma_w2, q_sequence};
-use super::reproduce::{NielsenData, REPRODUCTIONS, ReproduceOptions, reproduce};
+use super::reproduce::{NielsenData, REPRODUCTIONS, ReproduceOptions, default_seeds, reproduce};
 
 /// Text for people, JSON for programs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -55,11 +55,11 @@ pub struct TheoryArgs {
 /// `gradscope reproduce NAME`: a published result beside theory and measurement.
 #[derive(Debug, Clone, Args)]
 pub struct ReproduceArgs {
-    /// critical-line, decay-rate, nielsen, he-vs-xavier or isometry.
+    /// critical-line, decay-rate, nielsen, he-vs-xavier, hanin or isometry.
     pub name: String,
-    /// Number of seeds to measure (1..=N) and average.
-    #[arg(long, default_value_t = 1)]
-    pub seeds: u64,
+    /// Number of seeds to measure (1..=N) and average [default: decay-rate 6, hanin 300, the others 1].
+    #[arg(long)]
+    pub seeds: Option<u64>,
     /// Override the reproduction's depth (L).
     #[arg(long)]
     pub depth: Option<usize>,
@@ -254,7 +254,8 @@ pub fn reproduce_options(a: &ReproduceArgs) -> Result<ReproduceOptions> {
     if !REPRODUCTIONS.contains(&a.name.as_str()) {
         return Err(Error::arg("NAME", format!("unknown reproduction '{}' (expected one of: {})", a.name, REPRODUCTIONS.join(", "))));
     }
-    if a.seeds == 0 {
+    let seeds = a.seeds.unwrap_or_else(|| default_seeds(&a.name));
+    if seeds == 0 {
         return Err(Error::arg("--seeds", "must be ≥ 1"));
     }
     if a.depth.is_some_and(|d| d < 3) {
@@ -281,7 +282,7 @@ pub fn reproduce_options(a: &ReproduceArgs) -> Result<ReproduceOptions> {
         crate::plot::Format::from_path(p)?;
         crate::export::check_writable(p, "--plot")?;
     }
-    Ok(ReproduceOptions { seeds: a.seeds, depth: a.depth, width: a.width, batch: a.batch, data, plot: a.plot.clone() })
+    Ok(ReproduceOptions { seeds, depth: a.depth, width: a.width, batch: a.batch, data, plot: a.plot.clone() })
 }
 
 /// Runs `gradscope reproduce NAME`.

@@ -311,7 +311,7 @@ pub fn depth_scale(x: f64) -> f64 {
 }
 
 /// E[relu(u₁) relu(u₂)] in closed form (Cho & Saul 2009): q (√(1−c²) + (π − arccos c) c) / 2π.
-fn relu_pair(q: f64, c: f64) -> f64 {
+pub(crate) fn relu_pair(q: f64, c: f64) -> f64 {
     let c = c.clamp(-1.0, 1.0);
     q * ((1.0 - c * c).sqrt() + (std::f64::consts::PI - c.acos()) * c) / (2.0 * std::f64::consts::PI)
 }
@@ -514,7 +514,9 @@ pub enum Critical {
 ///
 /// Homogeneous σ in closed form (1/E[σ′(z)²]: relu 2, leaky-relu 2/(1+α²), linear 1);
 /// otherwise a scan of σ_w² over [10⁻³, 10⁶] in steps of ×1.25 (where q* is finite) for a
-/// sign change of χ₁ − 1, refined by Brent's method to 1e-12 relative.
+/// sign change of χ₁ − 1, refined by Brent's method to 1e-12 relative. Where q* stops being
+/// finite between two grid points, the scan bisects towards that boundary (to 1e-13
+/// relative) before giving up, since the root may sit just below it (gelu, silu).
 ///
 /// # Errors
 /// [`Error::InvalidArgument`] for σ_b² < 0; [`Error::Numerical`] when a solver fails.
@@ -524,60 +526,83 @@ pub fn critical_sigma_w2(act: Activation, sigma_b2: f64) -> Result<Critical> {
         return Ok(Critical::At(1.0 / mean_sq_dsigma(act, 1.0)));
     }
     let chi_m1 = |w: f64| -> Result<f64> { Ok(MeanField::new(act, w, sigma_b2)?.chi1() - 1.0) };
+    // Brent on a bracket where q* is finite, so chi_m1 cannot fail inside it.
+    let refine = |a: f64, b: f64, fa: f64, fb: f64| -> Result<Critical> {
+        let mut err = None;
+        let root = brent(
+            |x| match chi_m1(x) {
+                Ok(v) => v,
+                Err(e) => {
+                    err = Some(e);
+                    f64::NAN
+                }
+            },
+            a,
+            b,
+            fa,
+            fb,
+            1e-12,
+            "critical σ_w²",
+        );
+        if let Some(e) = err {
+            return Err(e);
+        }
+        Ok(Critical::At(root?))
+    };
+    // Records χ₁ at x in `range`; the answer once χ₁ − 1 is 0 at x or has changed sign
+    // since `prev`.
+    let settle = |range: &mut (f64, f64), prev: Option<(f64, f64)>, x: f64, fx: f64| -> Option<Result<Critical>> {
+        *range = (range.0.min(fx + 1.0), range.1.max(fx + 1.0));
+        if fx == 0.0 {
+            return Some(Ok(Critical::At(x)));
+        }
+        match prev {
+            Some((a, fa)) if fa * fx < 0.0 => Some(refine(a, x, fa, fx)),
+            _ => None,
+        }
+    };
     let (mut w_prev, mut f_prev) = (1e-3, None::<f64>);
     let mut w = 1e-3;
-    let (mut lo_chi, mut hi_chi) = (f64::INFINITY, f64::NEG_INFINITY);
-    let mut last_ok = None;
+    let mut range = (f64::INFINITY, f64::NEG_INFINITY);
     while w <= 1e6 {
         match chi_m1(w) {
             Ok(f) => {
-                lo_chi = lo_chi.min(f + 1.0);
-                hi_chi = hi_chi.max(f + 1.0);
-                last_ok = Some(w);
-                if f == 0.0 {
-                    return Ok(Critical::At(w));
-                }
-                if let Some(fp) = f_prev
-                    && fp * f < 0.0
-                {
-                    {
-                        // Within the bracket q* is finite, so chi_m1 cannot fail there.
-                        let mut err = None;
-                        let root = brent(
-                            |x| match chi_m1(x) {
-                                Ok(v) => v,
-                                Err(e) => {
-                                    err = Some(e);
-                                    f64::NAN
-                                }
-                            },
-                            w_prev,
-                            w,
-                            fp,
-                            f,
-                            1e-12,
-                            "critical σ_w²",
-                        );
-                        if let Some(e) = err {
-                            return Err(e);
-                        }
-                        return Ok(Critical::At(root?));
-                    }
+                if let Some(answer) = settle(&mut range, f_prev.map(|fp| (w_prev, fp)), w, f) {
+                    return answer;
                 }
                 f_prev = Some(f);
                 w_prev = w;
             }
-            Err(Error::Numerical(_)) if last_ok.is_some() => {
+            Err(Error::Numerical(_)) if f_prev.is_some() => {
+                // q* is finite at w_prev and not at w. A relu-like σ (gelu, silu) reaches χ₁ = 1
+                // only as q* → ∞, i.e. just below the σ_w² where the fixed point disappears
+                // (gelu, σ_b² = 1: 1.97668 against a boundary at 2), which a ×1.25 grid steps
+                // over. So bisect towards that boundary, watching χ₁ − 1 change sign.
+                let (mut a, mut fa, mut b) = (w_prev, f_prev.unwrap(), w);
+                while b - a > 1e-13 * b {
+                    let m = 0.5 * (a + b);
+                    match chi_m1(m) {
+                        Ok(fm) => {
+                            if let Some(answer) = settle(&mut range, Some((a, fa)), m, fm) {
+                                return answer;
+                            }
+                            (a, fa) = (m, fm);
+                        }
+                        Err(Error::Numerical(_)) => b = m,
+                        Err(e) => return Err(e),
+                    }
+                }
+                let (lo_chi, hi_chi) = range;
                 return Ok(Critical::None(format!(
-                    "χ₁ stays in [{lo_chi:.4}, {hi_chi:.4}] for σ_w² ≤ {:.4} and q^l diverges beyond: \
-                     {act} with σ_b² = {sigma_b2} has no σ_w² with χ₁ = 1 and a finite q*",
-                    last_ok.unwrap()
+                    "χ₁ stays in [{lo_chi:.4}, {hi_chi:.4}] for σ_w² < {b:.6}, beyond which q^l diverges: \
+                     {act} with σ_b² = {sigma_b2} has no σ_w² with χ₁ = 1 and a finite q*"
                 )));
             }
             Err(e) => return Err(e),
         }
         w *= 1.25;
     }
+    let (lo_chi, hi_chi) = range;
     Ok(Critical::None(format!(
         "χ₁ stays in [{lo_chi:.4}, {hi_chi:.4}] for σ_w² in [1e-3, 1e6]: {act} with σ_b² = {sigma_b2} has no critical σ_w²"
     )))

@@ -14,16 +14,19 @@
 
 pub mod anatomy;
 pub mod cli;
+pub mod hanin;
 pub mod meanfield;
 pub mod predict;
 pub mod quadrature;
 pub mod reproduce;
+pub mod signal;
 
 pub use anatomy::{AnatomyRow, anatomy, anatomy_table};
 pub use cli::{ReproduceArgs, TheoryArgs, run_reproduce, run_theory};
 pub use meanfield::{Critical, FixedPointKind, MeanField, chi, critical_sigma_w2, length_map, q_sequence};
 pub use predict::{Prediction, fit_line, fitted_log10_ratio, predict, predicted_log10_grad_b_rms};
 pub use reproduce::{REPRODUCTIONS, ReproduceOptions, Reproduction, reproduce};
+pub use signal::{XiCFit, c_measured, c_predicted, log10_q_measured, log10_q_predicted, xi_c_measured};
 
 /// The critical σ_w² for an activation given by name and a σ_b², or None where there is
 /// none or the name does not parse (for drawing the χ₁ = 1 line on sweep plots).

@@ -15,14 +15,37 @@ use crate::rng::{Purpose, Stream};
 use crate::stats::{Report, sci};
 
 use super::meanfield::{Critical, MeanField, critical_sigma_w2};
+use super::hanin::{Estimate, bootstrap, moment_ratio, relu_he_alive, relu_he_moment_ratio, relu_he_var_ln_norm, relu_he_var_ln_norm_asymptotic, sample_variance};
 use super::predict::{fitted_log10_ratio, fitted_log10_ratio_of, predict};
 
 /// The reproductions `gradscope reproduce` knows.
-pub const REPRODUCTIONS: &[&str] = &["critical-line", "decay-rate", "nielsen", "he-vs-xavier", "isometry"];
+pub const REPRODUCTIONS: &[&str] = &["critical-line", "decay-rate", "nielsen", "he-vs-xavier", "hanin", "isometry"];
 
 /// Nielsen's per-hidden-layer ‖∂C/∂b^l‖ for [784, 30, 30, 30, 10] on the first 1000 MNIST
-/// training images (Neural Networks and Deep Learning, ch. 5), as quoted in issue 4.
-pub const NIELSEN_PUBLISHED: [f64; 3] = [0.0118, 0.0600, 0.2831];
+/// training images, before training: epoch 0 of `fig/norms_during_training_3_layers.json`
+/// in his book's repository (mnielsen/neural-networks-and-deep-learning), written by
+/// `fig/generate_gradient.py`. The book (Neural Networks and Deep Learning, ch. 5) prints
+/// them rounded: 0.012, 0.060, 0.283.
+pub const NIELSEN_PUBLISHED: [f64; 3] = [0.011838, 0.059965, 0.283142];
+
+/// Where [`NIELSEN_PUBLISHED`] comes from, as the table's note says it.
+pub const NIELSEN_SOURCE: &str = "Nielsen's repository mnielsen/neural-networks-and-deep-learning, \
+     fig/norms_during_training_3_layers.json, epoch 0 (written by fig/generate_gradient.py; the book, ch. 5, prints \
+     0.012, 0.060, 0.283)";
+
+/// The seeds a reproduction measures when `--seeds` is not given: several where the
+/// spread between seeds is the point or would otherwise be mistaken for a bias.
+pub fn default_seeds(name: &str) -> u64 {
+    match name {
+        "decay-rate" => DECAY_RATE_SEEDS,
+        "hanin" => HANIN_SEEDS,
+        _ => 1,
+    }
+}
+
+/// `decay-rate`'s default seeds: one seed's four values share one gaussian matrix (scaled
+/// by σ_w) and so sit low or high together.
+pub const DECAY_RATE_SEEDS: u64 = 6;
 
 /// Where `nielsen` takes its data from.
 #[derive(Debug, Clone, PartialEq)]
@@ -110,6 +133,7 @@ pub fn reproduce(name: &str, opt: &ReproduceOptions) -> Result<Reproduction> {
         "decay-rate" => decay_rate_table(opt),
         "nielsen" => nielsen_table(opt),
         "he-vs-xavier" => he_vs_xavier_table(opt),
+        "hanin" => hanin_table(opt),
         "isometry" => crate::spectrum::isometry::isometry_table(opt, opt.plot.as_deref()),
         _ => Err(Error::arg("NAME", format!("unknown reproduction '{name}' (expected one of: {})", REPRODUCTIONS.join(", ")))),
     }
@@ -194,7 +218,7 @@ fn critical_line_table(opt: &ReproduceOptions) -> Result<Reproduction> {
         "theory: root of χ₁(σ_w²) = 1 with χ₁ = σ_w² E[tanh′(√q* z)²] (Schoenholz et al. 2017, Fig. 1); Schoenholz et al. \
          draw the line but print no numbers, so no published value is given beyond the exact σ_b² = 0 point"
             .into(),
-        "MATH.md's worked value for σ_b² = 0.05 is 1.7610 (q* ≈ 0.570)".into(),
+        "docs/MATH.md's worked value for σ_b² = 0.05 is 1.7610 (q* ≈ 0.570)".into(),
         format!(
             "measured: CPU probe at the theory's critical σ_w², width {width}, depth {depth}, batch {batch}, gaussian inputs \
              and targets, {} seed(s); 10^(2·fitted log10 ratio) of grad_b_rms over layers {from}..{}",
@@ -278,6 +302,9 @@ fn decay_rate_table(opt: &ReproduceOptions) -> Result<Reproduction> {
         ),
         "χ₁ < 1: E‖δ‖² shrinks towards the input (ordered); χ₁ > 1: it grows (chaotic); ξ_∇ = −1/ln χ₁ (negative: growth)".into(),
         "no published numbers: Schoenholz et al. 2017 show the decay in figures only".into(),
+        "every σ_w² uses the same seeds, so one seed's matrices are the same gaussian ones scaled by σ_w: a row's \
+         spread is over seeds, and rows move together from seed to seed"
+            .into(),
     ];
     reproduction(
         "decay-rate",
@@ -434,7 +461,7 @@ fn nielsen_table(opt: &ReproduceOptions) -> Result<Reproduction> {
         .map(|r| {
             vec![
                 r.layer.to_string(),
-                format!("{:.4}", r.published),
+                format!("{:.6}", r.published),
                 pm(r.grad_b_mean, r.grad_b_mean_sd.unwrap_or(f64::NAN), 4),
                 format!("{:.4}", r.grad_b_rms),
                 format!("{:.4}", r.grad_b_rms_predicted),
@@ -448,9 +475,10 @@ fn nielsen_table(opt: &ReproduceOptions) -> Result<Reproduction> {
             "network: widths 784,30,30,30,10, sigmoid, nielsen init (W ~ N(0, 1/n_in), b ~ N(0, 1)), cross-entropy; {} seed(s)",
             opt.seeds
         ),
-        "published: Nielsen, Neural Networks and Deep Learning, ch. 5, one random initialisation on the first 1000 MNIST \
-         training images; a different seed moves each value by tens of percent"
-            .into(),
+        format!(
+            "published: {NIELSEN_SOURCE}: one random initialisation on the first 1000 MNIST training images; a different \
+             seed moves each value by tens of percent"
+        ),
         format!(
             "mean field (σ_w² = 1, σ_b² = 1, wide limit): χ₁ = {:.4}, so each layer down multiplies ‖δ‖ by about √χ₁ = {:.3}",
             mf.chi1(),
@@ -557,6 +585,151 @@ fn he_vs_xavier_table(opt: &ReproduceOptions) -> Result<Reproduction> {
         "he-vs-xavier",
         format!("he-vs-xavier: relu, depth {depth}: the 2^-L collapse at σ_w² = 1 against stability at σ_w² = 2"),
         &["init", "σ_w²", "χ₁ theory", "χ₁ measured", "y ~ N(0,30²)", "‖δ¹‖/‖δᴸ‖ theory", "measured", "qᴸ/q¹ theory"],
+        &rows,
+        cells,
+        notes,
+    )
+}
+
+/// `hanin`'s default seeds, widths and depths (every depth of a width comes from one
+/// network per seed: the prefixes of the deepest).
+pub const HANIN_SEEDS: u64 = 300;
+pub const HANIN_WIDTHS: [usize; 4] = [10, 30, 100, 200];
+pub const HANIN_DEPTHS: [usize; 4] = [10, 30, 100, 200];
+/// y ~ N(0, s²) with s = 10³: δ^L = Σ′(z^L)(a^L − y) ≈ −Σ′(z^L) y, independent of the weights
+/// but for the mask, as the model needs (a^L is O(1) at He init).
+pub const HANIN_TARGET_SCALE: f64 = 1e3;
+/// Bootstrap resamples for the sampling errors.
+pub const HANIN_RESAMPLES: usize = 200;
+
+/// `hanin`: the spread of ‖δ¹‖ over seeds for relu with He init, one example per seed.
+#[derive(Debug, Clone, Serialize)]
+pub struct HaninRow {
+    pub width: usize,
+    pub depth: usize,
+    pub seeds: usize,
+    /// Seeds whose ‖δ¹‖ is exactly 0 (a layer with no active unit).
+    pub seeds_zero: usize,
+    /// Π_{l=1..L} (1 + 5/n_l).
+    pub moment_ratio_predicted: f64,
+    /// E‖δ¹‖⁴/(E‖δ¹‖²)² over the seeds, with its bootstrap error.
+    pub moment_ratio_measured: Estimate,
+    /// False where the prediction exceeds seeds/10: a sample ratio can never exceed the
+    /// number of seeds, and near it the fourth moment is carried by a few seeds.
+    pub moment_ratio_testable: bool,
+    /// ¼ Σ_l Var[ln X_l | K_l ≥ 1], exact for independent layer factors.
+    pub var_ln_norm_predicted: f64,
+    /// (5/4) Σ_l 1/n_l, Hanin & Nica's leading order.
+    pub var_ln_norm_asymptotic: f64,
+    /// Sample variance of ln ‖δ¹‖ over the seeds with ‖δ¹‖ > 0, with its bootstrap error.
+    pub var_ln_norm_measured: Estimate,
+    /// The fraction of seeds the model expects alive: Π_l (1 − 2^−n_l).
+    pub alive_predicted: f64,
+}
+
+fn hanin_table(opt: &ReproduceOptions) -> Result<Reproduction> {
+    let widths: Vec<usize> = opt.width.map_or(HANIN_WIDTHS.to_vec(), |w| vec![w]);
+    let depths: Vec<usize> = opt.depth.map_or(HANIN_DEPTHS.to_vec(), |d| vec![d]);
+    if opt.batch.is_some_and(|b| b != 1) {
+        return Err(Error::arg("--batch", "hanin measures one example per seed (the per-input law); leave --batch out"));
+    }
+    let dmax = *depths.iter().max().unwrap();
+    let cpu = CpuBackend::default();
+    let init = Init::new(InitKind::He, None, Some(0.0))?;
+    let mut rows = Vec::new();
+    for &n in &widths {
+        // log10 ‖δ¹‖ per seed, per depth; seeds are independent, so they are shared out
+        // over the cores and put back in seed order.
+        let one = |seed: u64| -> Result<Vec<f64>> {
+            let net = Network::new(vec![n; dmax + 1], Activation::Relu, false, Cost::Quadratic, Params::Generated { init, seed })?;
+            let x = InputSpec::Gaussian.materialise(seed, 1, n)?;
+            let y = TargetSpec::Gaussian.materialise(seed, 1, n)?.mapv(|v| v * HANIN_TARGET_SCALE);
+            let p = Problem::new(net, x, y)?;
+            Ok(cpu.probe_depths(&p, &depths)?.iter().map(|r| r.layers[0].log10_grad_b_rms).collect())
+        };
+        let threads = std::thread::available_parallelism().map_or(1, |t| t.get()).min(opt.seeds as usize).max(1) as u64;
+        let per_seed: Vec<Vec<f64>> = std::thread::scope(|sc| {
+            let handles: Vec<_> = (0..threads)
+                .map(|t| {
+                    let one = &one;
+                    sc.spawn(move || (1..=opt.seeds).filter(|s| s % threads == t).map(|s| one(s).map(|v| (s, v))).collect::<Result<Vec<_>>>())
+                })
+                .collect();
+            let mut all = Vec::new();
+            for h in handles {
+                all.extend(h.join().map_err(|_| Error::Internal("a hanin worker thread panicked".into()))??);
+            }
+            all.sort_by_key(|(s, _)| *s);
+            Ok::<_, Error>(all.into_iter().map(|(_, v)| v).collect())
+        })?;
+        let g: Vec<Vec<f64>> = (0..depths.len()).map(|k| per_seed.iter().map(|v| v[k]).collect()).collect();
+        for (k, &d) in depths.iter().enumerate() {
+            let w = vec![n; d];
+            let alive: Vec<f64> = g[k].iter().copied().filter(|v| v.is_finite()).collect();
+            let top = alive.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            // ‖δ¹‖² relative to the largest, so that no seed overflows; zeros stay zeros.
+            let sq: Vec<f64> = g[k].iter().map(|v| if v.is_finite() { 10f64.powf(2.0 * (v - top)) } else { 0.0 }).collect();
+            let ln: Vec<f64> = alive.iter().map(|v| v * std::f64::consts::LN_10).collect();
+            let predicted = relu_he_moment_ratio(&w);
+            rows.push(HaninRow {
+                width: n,
+                depth: d,
+                seeds: g[k].len(),
+                seeds_zero: g[k].len() - alive.len(),
+                moment_ratio_predicted: predicted,
+                moment_ratio_measured: bootstrap(&sq, HANIN_RESAMPLES, moment_ratio),
+                moment_ratio_testable: predicted <= opt.seeds as f64 / 10.0,
+                var_ln_norm_predicted: relu_he_var_ln_norm(&w),
+                var_ln_norm_asymptotic: relu_he_var_ln_norm_asymptotic(&w),
+                var_ln_norm_measured: bootstrap(&ln, HANIN_RESAMPLES, sample_variance),
+                alive_predicted: relu_he_alive(&w),
+            });
+        }
+    }
+    let est = |e: &Estimate, digits: usize| pm(e.value, e.error, digits);
+    let cells = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.width.to_string(),
+                r.depth.to_string(),
+                format!("{}/{}", r.seeds - r.seeds_zero, r.seeds),
+                if r.moment_ratio_predicted < 1e4 { format!("{:.3}", r.moment_ratio_predicted) } else { format!("{:.2e}", r.moment_ratio_predicted) },
+                if r.moment_ratio_testable { est(&r.moment_ratio_measured, 3) } else { format!("({:.3}: untestable)", r.moment_ratio_measured.value) },
+                format!("{:.4}", r.var_ln_norm_predicted),
+                format!("{:.4}", r.var_ln_norm_asymptotic),
+                est(&r.var_ln_norm_measured, 4),
+            ]
+        })
+        .collect();
+    let notes = vec![
+        format!(
+            "measured: CPU probe, relu (output too), He init (σ_w² = 2, σ_b² = 0), widths all n, batch 1 (one gaussian input \
+             per seed), targets y ~ N(0, {HANIN_TARGET_SCALE:e}²) so that δ^L ≈ −Σ′(z^L) y; seeds 1..{}; every depth of a \
+             width is a prefix of one network per seed; errors: sd over {HANIN_RESAMPLES} bootstrap resamples of the seeds",
+            opt.seeds
+        ),
+        "moment ratio: E‖δ¹‖⁴/(E‖δ¹‖²)² = Π_{l=1..L}(1 + 5/n_l) over every relu mask δ¹ passes through, hidden layers and \
+         output (Hanin 2018, Theorem 1, has j = 1..d−1 for a linear output layer; here the output mask acts on y); n₀ does \
+         not enter"
+            .into(),
+        "Var ln ‖δ¹‖: ¼ Σ_l Var ln((2/n_l) χ²_K), K ~ Binomial(n_l, ½), K ≥ 1 (ψ′ and ψ summed over K), and Hanin & Nica \
+         2019's leading order (5/4) Σ_l 1/n_l (their Var ln ‖Ju‖² ≈ 5 Σ 1/n_j); over the seeds with ‖δ¹‖ > 0"
+            .into(),
+        format!(
+            "a sample's moment ratio never exceeds its number of seeds ({}), and near it the fourth moment rests on a few \
+             seeds: rows with a prediction above seeds/10 are shown in parentheses, not tested; more seeds: --seeds",
+            opt.seeds
+        ),
+        "the model treats the layer factors as independent (exact for the forward Jacobian applied to a fixed vector, \
+         by the sign symmetry of relu with symmetric weights); δ¹ is the transposed product applied to y, where that holds \
+         to leading order in 1/n"
+            .into(),
+    ];
+    reproduction(
+        "hanin",
+        "hanin: relu, He init: fluctuations of ‖δ¹‖ over seeds at finite width (Hanin 2018; Hanin & Nica 2019)".into(),
+        &["n", "L", "seeds ‖δ¹‖>0", "Π(1+5/n) theory", "E‖δ¹‖⁴/(E‖δ¹‖²)² measured", "Var ln‖δ¹‖ theory", "(5/4)Σ1/n", "measured"],
         &rows,
         cells,
         notes,

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use wgpu::util::DeviceExt;
 
+use super::recorder::Profile;
 use crate::backend::shaders::{self, Tiling};
 use crate::error::{Error, Result};
 
@@ -25,6 +26,15 @@ pub const MAX_NETS: usize = 64;
 pub const WAIT_LIMIT: std::time::Duration = std::time::Duration::from_secs(300);
 /// WebGPU's cap on workgroups per dispatch dimension (adapters may allow more; we never ask).
 pub const MAX_WORKGROUPS_PER_DIM: u32 = 65_535;
+/// Multiply-adds in the first submission: about 0.5 s on a 2 GFLOP/s software adapter (and
+/// far less on any real GPU); later submissions aim at [`SUBMIT_TARGET`].
+pub const FIRST_WORK_PER_SUBMIT: f64 = 5e8;
+/// The wall time a work-bound submission aims at, and the band it may fall in before the
+/// work per submission is rescaled: long enough that the wait and readback are a small
+/// part of it on any adapter, far under the OS watchdog (Windows TDR: 2 s).
+pub const SUBMIT_TARGET: std::time::Duration = std::time::Duration::from_millis(50);
+pub(super) const SUBMIT_BAND_MS: (f64, f64) = (20.0, 100.0);
+
 
 /// The per-dispatch parameter block, `struct Params` of shaders/common.wgsl.
 #[repr(C)]
@@ -189,6 +199,11 @@ pub struct Context {
     pub lz_next: Kernel,
     /// Uncaptured validation errors and device loss, in the order they arrived.
     errors: Arc<Mutex<Vec<String>>>,
+    /// The counts of [`Profile`] and the work per submission learned so far.
+    profile: Mutex<Profile>,
+    /// The two MAP_READ buffers readbacks go through (one mapped by the host while the
+    /// device copies into the other), grown as needed.
+    staging: Mutex<[Option<wgpu::Buffer>; 2]>,
 }
 
 impl Context {
@@ -285,7 +300,49 @@ impl Context {
             lz_norm,
             lz_next,
             errors,
+            profile: Mutex::new(Profile { work_per_submit: FIRST_WORK_PER_SUBMIT, ..Default::default() }),
+            staging: Mutex::new([None, None]),
         })
+    }
+
+    /// What the device was asked to do since the context was built.
+    pub fn profile(&self) -> Profile {
+        *self.profile.lock().unwrap()
+    }
+
+    pub(super) fn count(&self, f: impl FnOnce(&mut Profile)) {
+        f(&mut self.profile.lock().unwrap());
+    }
+
+    /// Staging buffer `slot` (0 or 1), at least `size` bytes (grown to a power of two).
+    pub(super) fn staging(&self, slot: usize, size: u64) -> wgpu::Buffer {
+        let mut all = self.staging.lock().unwrap();
+        let st = &mut all[slot];
+        if let Some(b) = st.as_ref().filter(|b| b.size() >= size) {
+            return b.clone();
+        }
+        let b = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size: size.next_power_of_two().max(1 << 16),
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        *st = Some(b.clone());
+        b
+    }
+
+    /// Rescales the work per submission after one took `secs` for `work` multiply-adds
+    /// (work-bound submissions only): back into the band around [`SUBMIT_TARGET`].
+    pub(super) fn learn(&self, work: f64, secs: f64) {
+        self.count(|p| {
+            p.submit_seconds += secs;
+            p.last_submit_seconds = secs;
+            let ms = 1e3 * secs;
+            if work >= 0.5 * p.work_per_submit && ms > 0.0 && !(SUBMIT_BAND_MS.0..=SUBMIT_BAND_MS.1).contains(&ms) {
+                let factor = (1e3 * SUBMIT_TARGET.as_secs_f64() / ms).clamp(0.25, 4.0);
+                p.work_per_submit = (p.work_per_submit * factor).clamp(1e6, 1e13);
+            }
+        });
     }
 
     /// Output rows (examples) × columns one workgroup of `path` computes.
@@ -335,7 +392,13 @@ impl Context {
     /// Waits for all submitted work (never forever: one submission is bounded to well under
     /// a second of work, so `WAIT_LIMIT` means a hung device), then reports device errors.
     pub fn wait(&self, what: &dyn Fn() -> String) -> Result<()> {
-        let poll = wgpu::PollType::Wait { submission_index: None, timeout: Some(WAIT_LIMIT) };
+        self.wait_for(None, what)
+    }
+
+    /// [`Context::wait`] for one submission (and those before it) only.
+    pub fn wait_for(&self, index: Option<wgpu::SubmissionIndex>, what: &dyn Fn() -> String) -> Result<()> {
+        self.count(|p| p.waits += 1);
+        let poll = wgpu::PollType::Wait { submission_index: index, timeout: Some(WAIT_LIMIT) };
         if let Err(e) = self.device.poll(poll) {
             self.check(what)?;
             return Err(Error::Device(format!("GPU '{}' failed during {}: {e}", self.info.name, what())));
@@ -375,42 +438,6 @@ impl Context {
             contents: data,
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
         })
-    }
-
-    /// Copies `bytes` bytes of `buf` from `offset` back to the host (after all work so far).
-    pub fn read(&self, buf: &wgpu::Buffer, offset: u64, bytes: u64, what: &dyn Fn() -> String) -> Result<Vec<u8>> {
-        let size = bytes.div_ceil(4) * 4;
-        if size == 0 {
-            return Ok(Vec::new());
-        }
-        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("readback"),
-            size,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        let mut enc = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("readback") });
-        enc.copy_buffer_to_buffer(buf, offset, &staging, 0, size);
-        self.queue.submit([enc.finish()]);
-        let slice = staging.slice(..);
-        let (tx, rx) = std::sync::mpsc::channel();
-        slice.map_async(wgpu::MapMode::Read, move |r| {
-            let _ = tx.send(r);
-        });
-        self.wait(what)?;
-        match rx.try_recv() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(Error::Device(format!("reading back results after {} failed: {e}", what()))),
-            Err(_) => return Err(Error::Device(format!("reading back results after {} did not complete", what()))),
-        }
-        let out = {
-            let view = slice
-                .get_mapped_range()
-                .map_err(|e| Error::Device(format!("reading back results after {} failed: {e}", what())))?;
-            view[..bytes as usize].to_vec()
-        };
-        staging.unmap();
-        Ok(out)
     }
 }
 
@@ -460,109 +487,3 @@ fn make_kernel(
     Kernel { name, pipeline, layout, bindings: bindings.iter().map(|b| b.0).collect() }
 }
 
-/// Records dispatches into one compute pass, each with its own parameter slot, and submits
-/// them as one bounded piece of work (so no submission can trip an OS GPU watchdog).
-pub struct Recorder<'c> {
-    ctx: &'c Context,
-    encoder: Option<wgpu::CommandEncoder>,
-    pass: Option<wgpu::ComputePass<'static>>,
-    params: Vec<Params>,
-    /// Work recorded since the last submit, in multiply-adds (a rough cost measure).
-    pub work: f64,
-    /// Layers touched since the last submit.
-    pub layers: usize,
-}
-
-impl<'c> Recorder<'c> {
-    pub fn new(ctx: &'c Context) -> Self {
-        Recorder { ctx, encoder: None, pass: None, params: Vec::new(), work: 0.0, layers: 0 }
-    }
-
-    /// True when the next layer should go into a fresh submission.
-    pub fn full(&self, work_budget: f64, layer_budget: usize) -> bool {
-        self.params.len() + 16 * MAX_NETS > PARAM_SLOTS || self.work >= work_budget || self.layers >= layer_budget
-    }
-
-    /// Records one dispatch of `k` with `params` and `buffers` bound in `k.bindings` order.
-    /// The grid's z dimension is the network index, so `groups.2` must be 1.
-    pub fn dispatch(&mut self, k: &Kernel, params: Params, buffers: &[&wgpu::Buffer], groups: (u32, u32, u32)) {
-        assert_eq!(groups.2, 1, "{}: workgroup_id.z is the network index; dispatch_nets runs several", k.name);
-        self.dispatch_nets(k, &[params], buffers, (groups.0, groups.1));
-    }
-
-    /// Records one dispatch of `k` over `params.len()` networks (workgroup_id.z = network,
-    /// each reading its own parameter slot) with `buffers` bound in `k.bindings` order.
-    pub fn dispatch_nets(&mut self, k: &Kernel, params: &[Params], buffers: &[&wgpu::Buffer], groups: (u32, u32)) {
-        debug_assert_eq!(buffers.len(), k.bindings.len(), "{}", k.name);
-        debug_assert!(params.len() <= MAX_NETS);
-        if groups.0 == 0 || groups.1 == 0 || params.is_empty() {
-            return;
-        }
-        let slot = self.params.len() as u64;
-        self.params.extend_from_slice(params);
-        let mut entries = vec![wgpu::BindGroupEntry {
-            binding: 0,
-            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                buffer: &self.ctx.params,
-                offset: 0,
-                size: wgpu::BufferSize::new(PARAM_SLOT * params.len() as u64),
-            }),
-        }];
-        for (&b, buf) in k.bindings.iter().zip(buffers) {
-            entries.push(wgpu::BindGroupEntry { binding: b, resource: buf.as_entire_binding() });
-        }
-        let bg = self.ctx.device.create_bind_group(&wgpu::BindGroupDescriptor { label: Some(k.name), layout: &k.layout, entries: &entries });
-        if self.pass.is_none() {
-            let dev = &self.ctx.device;
-            let enc = self.encoder.get_or_insert_with(|| dev.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("gradscope") }));
-            let pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("gradscope"), timestamp_writes: None }).forget_lifetime();
-            self.pass = Some(pass);
-        }
-        let pass = self.pass.as_mut().unwrap();
-        pass.set_pipeline(&k.pipeline);
-        pass.set_bind_group(0, &bg, &[(slot * PARAM_SLOT) as u32]);
-        pass.dispatch_workgroups(groups.0, groups.1, params.len() as u32);
-    }
-
-    /// Records a copy of `bytes` bytes (multiples of 4, as the offsets) between buffers,
-    /// ordered after every dispatch recorded so far and before every later one.
-    pub fn copy(&mut self, src: &wgpu::Buffer, src_off: u64, dst: &wgpu::Buffer, dst_off: u64, bytes: u64) {
-        drop(self.pass.take());
-        let dev = &self.ctx.device;
-        let enc = self.encoder.get_or_insert_with(|| dev.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("gradscope") }));
-        enc.copy_buffer_to_buffer(src, src_off, dst, dst_off, bytes);
-    }
-
-    /// Submits what was recorded and waits for it; device errors name `what`.
-    pub fn flush(&mut self, what: &dyn Fn() -> String) -> Result<()> {
-        drop(self.pass.take());
-        if let Some(enc) = self.encoder.take() {
-            let mut bytes = vec![0u8; self.params.len() * PARAM_SLOT as usize];
-            for (i, p) in self.params.iter().enumerate() {
-                let o = i * PARAM_SLOT as usize;
-                bytes[o..o + std::mem::size_of::<Params>()].copy_from_slice(bytemuck::bytes_of(p));
-            }
-            if !bytes.is_empty() {
-                self.ctx.queue.write_buffer(&self.ctx.params, 0, &bytes);
-            }
-            self.ctx.queue.submit([enc.finish()]);
-            self.params.clear();
-            self.ctx.wait(what)?;
-        }
-        self.work = 0.0;
-        self.layers = 0;
-        Ok(())
-    }
-}
-
-/// Workgroup counts for `n` items of `per_group` each, as a 2-D grid when one dimension of
-/// at most [`MAX_WORKGROUPS_PER_DIM`] would not do (kernels rebuild the linear index).
-pub fn grid(n: u64, per_group: u64) -> (u32, u32, u32) {
-    let groups = n.div_ceil(per_group);
-    if groups <= MAX_WORKGROUPS_PER_DIM as u64 {
-        (groups as u32, 1, 1)
-    } else {
-        let y = groups.div_ceil(MAX_WORKGROUPS_PER_DIM as u64);
-        (MAX_WORKGROUPS_PER_DIM, y as u32, 1)
-    }
-}

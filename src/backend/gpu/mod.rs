@@ -1,15 +1,18 @@
-//! The wgpu compute backend: the statistics of MATH.md in f32 WGSL kernels on any Vulkan,
+//! The wgpu compute backend: the statistics of docs/MATH.md in f32 WGSL kernels on any Vulkan,
 //! Metal or DX12 adapter, cross-checked against the f64 CPU reference ([`crate::check`]).
 //!
 //! Device choice follows wgpu's conventions: `WGPU_BACKEND` restricts the APIs searched,
 //! `WGPU_ADAPTER_NAME` (or [`GpuOptions::adapter`]) picks an adapter by a case-insensitive
 //! substring of its name. Software adapters (Mesa's lavapipe) are used only when asked for.
 
+mod buffers;
 mod context;
 mod norms;
 mod probe;
+mod recorder;
 
 pub use context::{Context, MatmulPath, Params, MAX_NETS, PARAM_SLOT};
+pub use recorder::Profile;
 pub use norms::GPU_SPECTRAL_NORM_RTOL;
 pub use probe::batch_mismatch;
 
@@ -113,7 +116,9 @@ pub struct GpuBackend {
     pub device_norms: bool,
     /// The cache of log2 ‖G‖₂ per (seed, layer, shape), shared across the probes of one
     /// backend (e.g. a sweep's groups), and the host's Lanczos.
-    norms: crate::backend::CpuBackend,
+    norms: crate::backend::norms::NormCache,
+    /// `GRADSCOPE_PROFILE=1`: print [`Profile::line`] to stderr after every probe.
+    pub print_profile: bool,
 }
 
 impl GpuBackend {
@@ -160,7 +165,8 @@ impl GpuBackend {
             }
         };
         let ctx = Context::new(&chosen)?;
-        Ok(GpuBackend { ctx, keep_budget: probe::KEEP_BUDGET, device_norms, norms: crate::backend::CpuBackend::default() })
+        let print_profile = std::env::var("GRADSCOPE_PROFILE").is_ok_and(|v| !matches!(v.trim(), "" | "0"));
+        Ok(GpuBackend { ctx, keep_budget: buffers::KEEP_BUDGET, device_norms, norms: Default::default(), print_profile })
     }
 
     /// The adapter's name with its API, e.g. "NVIDIA H100 (Vulkan, f32)".
@@ -184,14 +190,30 @@ impl GpuBackend {
         &self.ctx
     }
 
-    /// Every per-layer statistic of MATH.md for `p`, computed on the GPU; the report's
+    /// Every per-layer statistic of docs/MATH.md for `p`, computed on the GPU; the report's
     /// backend is "gpu".
     ///
     /// # Errors
     /// [`Error::Device`] when the job cannot fit the device (said before any work starts,
     /// with what would fit) or the device fails mid-run (with the kernel and layers).
     pub fn probe(&self, p: &Problem) -> Result<Report> {
-        probe::probe(&self.ctx, p, self.device_name(), self.opts())
+        self.profiled("probe", p.net.depth(), || probe::probe(&self.ctx, p, self.device_name(), self.opts()))
+    }
+
+    /// What the device was asked to do since the backend was opened (submissions, waits,
+    /// dispatches, bytes read back): the structural counts of the submission model.
+    pub fn profile(&self) -> Profile {
+        self.ctx.profile()
+    }
+
+    /// Runs `f`, printing the device's counts for it when [`GpuBackend::print_profile`].
+    fn profiled<T>(&self, what: &str, layers: usize, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let before = self.ctx.profile();
+        let out = f();
+        if self.print_profile {
+            eprintln!("gradscope: {}", self.ctx.profile().since(&before).line(what, layers));
+        }
+        out
     }
 
     /// The statistics of the networks of depth `depths[k]` that are prefixes of `p.net`
@@ -205,7 +227,8 @@ impl GpuBackend {
     /// A depth outside 1..=L, a linear output layer with more than one depth, unequal output
     /// widths, a job that cannot fit the device, or a device failure.
     pub fn probe_depths(&self, p: &Problem, depths: &[usize]) -> Result<Vec<Report>> {
-        probe::probe_depths(&self.ctx, p, depths, self.device_name(), self.opts())
+        let top = depths.iter().copied().max().unwrap_or(0);
+        self.profiled("probe of several depths", top, || probe::probe_depths(&self.ctx, p, depths, self.device_name(), self.opts()))
     }
 
     /// [`GpuBackend::probe_depths`] for several networks at once, one list of reports per
@@ -218,6 +241,11 @@ impl GpuBackend {
     /// # Errors
     /// As [`GpuBackend::probe_depths`].
     pub fn probe_depths_many(&self, ps: &[&Problem], depths: &[usize]) -> Result<Vec<Vec<Report>>> {
+        let top = depths.iter().copied().max().unwrap_or(0);
+        self.profiled(&format!("{} networks", ps.len()), top * ps.len(), || self.probe_depths_many_unprofiled(ps, depths))
+    }
+
+    fn probe_depths_many_unprofiled(&self, ps: &[&Problem], depths: &[usize]) -> Result<Vec<Vec<Report>>> {
         let drawn: Vec<usize> = (0..ps.len()).filter(|&i| ps[i].net.weights_are_streamable()).collect();
         let together: Vec<&Problem> = drawn.iter().map(|&i| ps[i]).collect();
         let mut out: Vec<Option<Vec<Report>>> = vec![None; ps.len()];
@@ -229,7 +257,7 @@ impl GpuBackend {
         }
         for (i, slot) in out.iter_mut().enumerate() {
             if slot.is_none() {
-                *slot = Some(self.probe_depths(ps[i], depths)?);
+                *slot = Some(probe::probe_depths(&self.ctx, ps[i], depths, self.device_name(), self.opts())?);
             }
         }
         Ok(out.into_iter().flatten().collect())
@@ -249,9 +277,48 @@ impl GpuBackend {
         probe::log2_weight_norms(&self.ctx, p, self.opts())
     }
 
+    /// Device bytes a probe of `p` at `depths` allocates (one pass of as many depths as one
+    /// stacked buffer holds).
+    ///
+    /// # Errors
+    /// Invalid depths, or a job that cannot fit the device at all.
+    pub fn memory_needed(&self, p: &Problem, depths: &[usize]) -> Result<u64> {
+        probe::memory_needed(&self.ctx, p, depths, self.keep_budget)
+    }
+
     /// Philox4x32-10 words for the given counters under `seed`, computed by the shader (the
     /// bit-identity test against `crate::rng`).
     pub fn philox_words(&self, counters: &[[u32; 4]], seed: u64) -> Result<Vec<[u32; 4]>> {
         probe::philox_words(&self.ctx, counters, seed)
+    }
+}
+
+impl crate::backend::Backend for GpuBackend {
+    fn name(&self) -> &'static str {
+        "gpu"
+    }
+
+    fn device_name(&self) -> String {
+        GpuBackend::device_name(self)
+    }
+
+    fn probe(&self, p: &Problem) -> Result<Report> {
+        GpuBackend::probe(self, p)
+    }
+
+    fn probe_depths(&self, p: &Problem, depths: &[usize]) -> Result<Vec<Report>> {
+        GpuBackend::probe_depths(self, p, depths)
+    }
+
+    fn probe_depths_many(&self, ps: &[&Problem], depths: &[usize]) -> Result<Vec<Vec<Report>>> {
+        GpuBackend::probe_depths_many(self, ps, depths)
+    }
+
+    fn batches_networks(&self) -> bool {
+        true
+    }
+
+    fn memory_needed(&self, p: &Problem, depths: &[usize]) -> Result<u64> {
+        GpuBackend::memory_needed(self, p, depths)
     }
 }

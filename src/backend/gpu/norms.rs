@@ -16,11 +16,12 @@
 //! into the backend's cache under (seed, layer, shape), as the CPU's does, so a sweep over σ_w²
 //! and activations norms each G once. Orthogonal and stored weights are normed on the host.
 
-use crate::backend::CpuBackend;
+use crate::backend::norms::NormCache;
 use crate::error::Result;
 use crate::model::{InitKind, Params as NetParams, Problem};
 
-use super::context::{grid, Context, Params, Recorder, MAX_WORKGROUPS_PER_DIM};
+use super::context::{Context, Params, MAX_WORKGROUPS_PER_DIM};
+use super::recorder::{grid, Recorder};
 
 /// Relative accuracy asked of θ = ‖W‖₂² (so ‖W‖₂ to half of it) by the GPU's Lanczos.
 pub const GPU_SPECTRAL_NORM_RTOL: f64 = 1e-6;
@@ -50,7 +51,7 @@ struct Job {
 ///
 /// # Errors
 /// [`crate::Error::Device`] when the device fails (with the layers and shapes).
-pub(super) fn device_norms(ctx: &Context, p: &Problem, cache: &CpuBackend) -> Result<Vec<Option<f64>>> {
+pub(super) fn device_norms(ctx: &Context, p: &Problem, cache: &NormCache) -> Result<Vec<Option<f64>>> {
     let net = &p.net;
     let big_l = net.depth();
     let mut out = vec![None; big_l + 1];
@@ -224,9 +225,10 @@ fn lanczos_chunk(ctx: &Context, seed: u64, jobs: &[Job], z: &Sizes, uniform_scal
             rec.dispatch(&ctx.lz_norm, first, &bufs, (cu.div_ceil(64), 1, 1));
             rec.dispatch(&ctx.lz_next, first, &bufs, m_groups);
         }
-        rec.flush(&what)?;
+        // The tridiagonal matrices come back in the submission that wrote them: one wait.
+        let back = rec.flush_read(&[(&tri, 0, (c * z.steps * 2 * 4) as u64)], &what)?;
         k = k1;
-        let t: Vec<f32> = bytemuck::pod_collect_to_vec(&ctx.read(&tri, 0, (c * z.steps * 2 * 4) as u64, &what)?);
+        let t: Vec<f32> = bytemuck::pod_collect_to_vec(&back[0]);
         for (j, th) in theta.iter_mut().enumerate() {
             if th.is_some() {
                 continue;

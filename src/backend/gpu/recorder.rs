@@ -1,0 +1,264 @@
+//! The recorder: dispatches recorded into one compute pass, each with its own parameter
+//! slot and a cached bind group, submitted as one bounded piece of work with the readbacks
+//! it needs copied in the same submission (one wait); and the [`Profile`] of what the
+//! device was asked to do.
+
+use super::context::{Context, Kernel, Params, MAX_NETS, MAX_WORKGROUPS_PER_DIM, PARAM_SLOT, PARAM_SLOTS};
+use crate::error::{Error, Result};
+
+/// What the device was asked to do, counted since the context was built (for
+/// `GRADSCOPE_PROFILE=1` and the tests of the submission model): these counts carry over
+/// to any GPU, unlike timings on a software adapter.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Profile {
+    /// `queue.submit` calls.
+    pub submissions: u64,
+    /// Blocking waits for the device (`device.poll(Wait)`).
+    pub waits: u64,
+    /// Compute dispatches recorded.
+    pub dispatches: u64,
+    /// Bind groups created (dispatches reuse them when kernel and buffers repeat).
+    pub bind_groups: u64,
+    /// Bytes copied back to the host.
+    pub bytes_read: u64,
+    /// Wall time from submit to the end of the wait, summed, and of the last submission.
+    pub submit_seconds: f64,
+    pub last_submit_seconds: f64,
+    /// The work per submission (multiply-adds) the recorder aims at now.
+    pub work_per_submit: f64,
+}
+
+impl Profile {
+    /// The counts of `self` since `before` (the budget as it is now).
+    pub fn since(&self, before: &Profile) -> Profile {
+        Profile {
+            submissions: self.submissions - before.submissions,
+            waits: self.waits - before.waits,
+            dispatches: self.dispatches - before.dispatches,
+            bind_groups: self.bind_groups - before.bind_groups,
+            bytes_read: self.bytes_read - before.bytes_read,
+            submit_seconds: self.submit_seconds - before.submit_seconds,
+            last_submit_seconds: self.last_submit_seconds,
+            work_per_submit: self.work_per_submit,
+        }
+    }
+
+    /// One line for `GRADSCOPE_PROFILE=1`, per layer of `layers` (forward layers of all
+    /// networks probed).
+    pub fn line(&self, what: &str, layers: usize) -> String {
+        let per = |v: f64| v / layers.max(1) as f64;
+        format!(
+            "profile ({what}): {} submissions, {} blocking waits, {} dispatches ({:.1} per layer), {} bind groups created, {} bytes read back ({:.0} per layer), {:.3} s in submissions (last {:.1} ms), work per submission now {:.2e} multiply-adds; device time per kernel family: not measured (no timestamp queries)",
+            self.submissions,
+            self.waits,
+            self.dispatches,
+            per(self.dispatches as f64),
+            self.bind_groups,
+            self.bytes_read,
+            per(self.bytes_read as f64),
+            self.submit_seconds,
+            1e3 * self.last_submit_seconds,
+            self.work_per_submit
+        )
+    }
+}
+
+/// Records dispatches into one compute pass, each with its own parameter slot, and submits
+/// them as one bounded piece of work (so no submission can trip an OS GPU watchdog).
+pub struct Recorder<'c> {
+    ctx: &'c Context,
+    encoder: Option<wgpu::CommandEncoder>,
+    pass: Option<wgpu::ComputePass<'static>>,
+    params: Vec<Params>,
+    /// Bind groups by (kernel, networks, buffers): a probe binds the same few buffer sets on
+    /// every layer, so it creates each once.
+    bind_groups: std::collections::HashMap<(usize, usize, Vec<wgpu::Buffer>), wgpu::BindGroup>,
+    /// The staging buffer the next submission copies its readbacks into.
+    slot: usize,
+    /// Work recorded since the last submit, in multiply-adds (a rough cost measure).
+    pub work: f64,
+    /// Layers touched since the last submit.
+    pub layers: usize,
+}
+
+impl<'c> Recorder<'c> {
+    pub fn new(ctx: &'c Context) -> Self {
+        Recorder { ctx, encoder: None, pass: None, params: Vec::new(), bind_groups: Default::default(), slot: 0, work: 0.0, layers: 0 }
+    }
+
+    /// The work per submission (multiply-adds) aimed at now: [`FIRST_WORK_PER_SUBMIT`](super::context::FIRST_WORK_PER_SUBMIT),
+    /// then rescaled from measured submissions toward [`SUBMIT_TARGET`](super::context::SUBMIT_TARGET).
+    pub fn work_budget(&self) -> f64 {
+        self.ctx.profile().work_per_submit
+    }
+
+    /// True when the next layer should go into a fresh submission.
+    pub fn full(&self, layer_budget: usize) -> bool {
+        self.params.len() + 16 * MAX_NETS > PARAM_SLOTS || self.work >= self.work_budget() || self.layers >= layer_budget
+    }
+
+    /// Records one dispatch of `k` with `params` and `buffers` bound in `k.bindings` order.
+    /// The grid's z dimension is the network index, so `groups.2` must be 1.
+    pub fn dispatch(&mut self, k: &Kernel, params: Params, buffers: &[&wgpu::Buffer], groups: (u32, u32, u32)) {
+        assert_eq!(groups.2, 1, "{}: workgroup_id.z is the network index; dispatch_nets runs several", k.name);
+        self.dispatch_nets(k, &[params], buffers, (groups.0, groups.1));
+    }
+
+    /// Records one dispatch of `k` over `params.len()` networks (workgroup_id.z = network,
+    /// each reading its own parameter slot) with `buffers` bound in `k.bindings` order.
+    pub fn dispatch_nets(&mut self, k: &Kernel, params: &[Params], buffers: &[&wgpu::Buffer], groups: (u32, u32)) {
+        debug_assert_eq!(buffers.len(), k.bindings.len(), "{}", k.name);
+        debug_assert!(params.len() <= MAX_NETS);
+        if groups.0 == 0 || groups.1 == 0 || params.is_empty() {
+            return;
+        }
+        let slot = self.params.len() as u64;
+        self.params.extend_from_slice(params);
+        let key = (k as *const Kernel as usize, params.len(), buffers.iter().map(|b| (*b).clone()).collect::<Vec<_>>());
+        if !self.bind_groups.contains_key(&key) {
+            let mut entries = vec![wgpu::BindGroupEntry {
+                binding: 0,
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: &self.ctx.params,
+                    offset: 0,
+                    size: wgpu::BufferSize::new(PARAM_SLOT * params.len() as u64),
+                }),
+            }];
+            for (&b, buf) in k.bindings.iter().zip(buffers) {
+                entries.push(wgpu::BindGroupEntry { binding: b, resource: buf.as_entire_binding() });
+            }
+            let bg = self.ctx.device.create_bind_group(&wgpu::BindGroupDescriptor { label: Some(k.name), layout: &k.layout, entries: &entries });
+            self.ctx.count(|p| p.bind_groups += 1);
+            self.bind_groups.insert(key.clone(), bg);
+        }
+        let bg = &self.bind_groups[&key];
+        self.ctx.count(|p| p.dispatches += 1);
+        if self.pass.is_none() {
+            let dev = &self.ctx.device;
+            let enc = self.encoder.get_or_insert_with(|| dev.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("gradscope") }));
+            let pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("gradscope"), timestamp_writes: None }).forget_lifetime();
+            self.pass = Some(pass);
+        }
+        let pass = self.pass.as_mut().unwrap();
+        pass.set_pipeline(&k.pipeline);
+        pass.set_bind_group(0, bg, &[(slot * PARAM_SLOT) as u32]);
+        pass.dispatch_workgroups(groups.0, groups.1, params.len() as u32);
+    }
+
+    /// Records a copy of `bytes` bytes (multiples of 4, as the offsets) between buffers,
+    /// ordered after every dispatch recorded so far and before every later one.
+    pub fn copy(&mut self, src: &wgpu::Buffer, src_off: u64, dst: &wgpu::Buffer, dst_off: u64, bytes: u64) {
+        drop(self.pass.take());
+        let dev = &self.ctx.device;
+        let enc = self.encoder.get_or_insert_with(|| dev.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("gradscope") }));
+        enc.copy_buffer_to_buffer(src, src_off, dst, dst_off, bytes);
+    }
+
+    /// Submits what was recorded with copies of the `reads` (buffer, offset, bytes; offsets
+    /// multiples of 4) into the staging buffer at its end, all in one submission, waits once
+    /// and returns the bytes of each read; device errors name `what`.
+    pub fn flush_read(&mut self, reads: &[(&wgpu::Buffer, u64, u64)], what: &dyn Fn() -> String) -> Result<Vec<Vec<u8>>> {
+        match self.submit_read(reads, what) {
+            Some(f) => self.finish(f),
+            None => Ok(reads.iter().map(|_| Vec::new()).collect()),
+        }
+    }
+
+    /// [`Recorder::flush_read`] without the wait: the submission runs while the host goes
+    /// on, and [`Recorder::finish`] takes its readbacks (at most two in flight: the staging
+    /// buffers alternate). None when nothing was recorded.
+    pub fn submit_read(&mut self, reads: &[(&wgpu::Buffer, u64, u64)], what: &dyn Fn() -> String) -> Option<InFlight> {
+        drop(self.pass.take());
+        let lens: Vec<(u64, u64)> = reads.iter().map(|r| (r.2, r.2.div_ceil(4) * 4)).collect();
+        let total: u64 = lens.iter().map(|l| l.1).sum();
+        let staging = (total > 0).then(|| self.ctx.staging(self.slot, total));
+        self.slot ^= 1;
+        if let Some(st) = &staging {
+            let mut at = 0;
+            for (&(buf, off, _), &(_, size)) in reads.iter().zip(&lens) {
+                if size > 0 {
+                    self.copy(buf, off, st, at, size);
+                }
+                at += size;
+            }
+        }
+        let work = std::mem::take(&mut self.work);
+        self.layers = 0;
+        let enc = self.encoder.take()?;
+        let mut bytes = vec![0u8; self.params.len() * PARAM_SLOT as usize];
+        for (i, p) in self.params.iter().enumerate() {
+            let o = i * PARAM_SLOT as usize;
+            bytes[o..o + std::mem::size_of::<Params>()].copy_from_slice(bytemuck::bytes_of(p));
+        }
+        if !bytes.is_empty() {
+            self.ctx.queue.write_buffer(&self.ctx.params, 0, &bytes);
+        }
+        let start = std::time::Instant::now();
+        let index = self.ctx.queue.submit([enc.finish()]);
+        self.ctx.count(|p| p.submissions += 1);
+        self.params.clear();
+        let rx = staging.as_ref().map(|st| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            st.slice(..total).map_async(wgpu::MapMode::Read, move |r| {
+                let _ = tx.send(r);
+            });
+            rx
+        });
+        Some(InFlight { index, staging, total, lens, rx, start, work, what: what() })
+    }
+
+    /// Waits for `f`'s submission (once) and returns the bytes of each of its reads.
+    pub fn finish(&self, f: InFlight) -> Result<Vec<Vec<u8>>> {
+        let what = || f.what.clone();
+        self.ctx.wait_for(Some(f.index), &what)?;
+        self.ctx.learn(f.work, f.start.elapsed().as_secs_f64());
+        let (Some(st), Some(rx)) = (f.staging, f.rx) else { return Ok(f.lens.iter().map(|_| Vec::new()).collect()) };
+        let fail = |e: String| Error::Device(format!("reading back results after {} failed: {e}", f.what));
+        match rx.try_recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(fail(e.to_string())),
+            Err(_) => return Err(fail("the mapping did not complete".into())),
+        }
+        let out = {
+            let view = st.slice(..f.total).get_mapped_range().map_err(|e| fail(e.to_string()))?;
+            let mut at = 0usize;
+            f.lens
+                .iter()
+                .map(|&(len, size)| {
+                    let v = view[at..at + len as usize].to_vec();
+                    at += size as usize;
+                    v
+                })
+                .collect()
+        };
+        st.unmap();
+        self.ctx.count(|p| p.bytes_read += f.total);
+        Ok(out)
+    }
+}
+
+/// A submitted piece of work whose readbacks the host has not taken yet
+/// ([`Recorder::submit_read`], [`Recorder::finish`]).
+pub struct InFlight {
+    index: wgpu::SubmissionIndex,
+    staging: Option<wgpu::Buffer>,
+    total: u64,
+    /// Bytes asked for and bytes copied (a multiple of 4) per read.
+    lens: Vec<(u64, u64)>,
+    rx: Option<std::sync::mpsc::Receiver<std::result::Result<(), wgpu::BufferAsyncError>>>,
+    start: std::time::Instant,
+    work: f64,
+    what: String,
+}
+
+/// Workgroup counts for `n` items of `per_group` each, as a 2-D grid when one dimension of
+/// at most [`MAX_WORKGROUPS_PER_DIM`] would not do (kernels rebuild the linear index).
+pub fn grid(n: u64, per_group: u64) -> (u32, u32, u32) {
+    let groups = n.div_ceil(per_group);
+    if groups <= MAX_WORKGROUPS_PER_DIM as u64 {
+        (groups as u32, 1, 1)
+    } else {
+        let y = groups.div_ceil(MAX_WORKGROUPS_PER_DIM as u64);
+        (MAX_WORKGROUPS_PER_DIM, y as u32, 1)
+    }
+}

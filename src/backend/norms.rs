@@ -1,0 +1,125 @@
+//! The spectral norms ‖W^l‖₂ on the host, through a cache both engines share.
+//!
+//! Gaussian-family weights are W = std·G with G the stream's standard-normal matrix, and
+//! their norm is *defined* as log2 std + log2 ‖G‖₂ with ‖G‖₂ cached per (seed, layer,
+//! shape): the value is the same whichever configuration normed G first (a resumed or
+//! sharded sweep equals an uninterrupted one bit for bit), and a sweep over σ_w² and
+//! activations runs one Lanczos per layer, not one per configuration. The GPU's Lanczos
+//! (`backend::gpu`) fills the same cache.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use ndarray::{Array1, Array2};
+
+use crate::linalg::spectral_norm;
+use crate::model::{Init, InitKind, Network, Params, Problem};
+use crate::rng::Stream;
+
+/// Entries the cache holds at most (about 0.5 GB of keys); beyond, norms are recomputed.
+const MAX_ENTRIES: usize = 10_000_000;
+
+/// log2 ‖G‖₂ of the standard-normal matrices G already normed, keyed by (seed, layer,
+/// n_out, n_in); clones share one cache.
+#[derive(Debug, Clone, Default)]
+pub struct NormCache {
+    map: Arc<Mutex<HashMap<(u64, usize, usize, usize), f64>>>,
+}
+
+impl NormCache {
+    /// log2 ‖G‖₂ of the stream's standard-normal matrix for (seed, layer, shape), if normed.
+    pub fn cached_unit_norm(&self, seed: u64, l: usize, n_out: usize, n_in: usize) -> Option<f64> {
+        self.map.lock().ok().and_then(|c| c.get(&(seed, l, n_out, n_in)).copied())
+    }
+
+    /// Records log2 ‖G‖₂ of the stream's standard-normal matrix for (seed, layer, shape).
+    pub fn cache_unit_norm(&self, seed: u64, l: usize, n_out: usize, n_in: usize, v: f64) {
+        if let Ok(mut c) = self.map.lock() {
+            if c.len() < MAX_ENTRIES {
+                c.insert((seed, l, n_out, n_in), v);
+            }
+        }
+    }
+
+    /// Draws the stream's standard-normal matrix G for (seed, layer, shape), norms it and
+    /// caches log2 ‖G‖₂; returns both.
+    fn norm_unit_matrix(&self, seed: u64, l: usize, n_out: usize, n_in: usize) -> (Array2<f64>, f64) {
+        let unit_init = Init { kind: InitKind::Gaussian, sigma_w2: Some(n_in as f64), sigma_b2: 0.0 };
+        let g = unit_init.weights(&Stream::new(seed), l, n_out, n_in);
+        let v = spectral_norm(g.view()).log2();
+        self.cache_unit_norm(seed, l, n_out, n_in, v);
+        (g, v)
+    }
+
+    /// log2 ‖W^l‖₂ of `net`'s layer l, whose weights are `w`.
+    pub fn log2_weight_norm(&self, net: &Network, l: usize, w: &Array2<f64>) -> f64 {
+        let (n_out, n_in) = w.dim();
+        let unit = match &net.params {
+            Params::Generated { init, seed } => init.normal_std(n_in, n_out).filter(|s| *s > 0.0).map(|s| (s, *seed)),
+            _ => None,
+        };
+        let Some((std, seed)) = unit else { return spectral_norm(w.view()).log2() };
+        let g = self.cached_unit_norm(seed, l, n_out, n_in).unwrap_or_else(|| self.norm_unit_matrix(seed, l, n_out, n_in).1);
+        g + std.log2()
+    }
+
+    /// `(W^l, b^l, log2 ‖W^l‖₂)`. On a cache miss for gaussian-family weights the unit
+    /// matrix G is drawn once, normed, and scaled into W = std·G (the very operations of
+    /// `Init::weights`, so W is bit-identical), saving a second draw.
+    pub fn layer_with_norm<'n>(&self, net: &'n Network, l: usize) -> (Cow<'n, Array2<f64>>, Cow<'n, Array1<f64>>, f64) {
+        let (n_out, n_in) = (net.widths[l], net.widths[l - 1]);
+        if let Params::Generated { init, seed } = &net.params {
+            if let Some(std) = init.normal_std(n_in, n_out).filter(|s| *s > 0.0) {
+                if self.cached_unit_norm(*seed, l, n_out, n_in).is_none() {
+                    let (mut g, v) = self.norm_unit_matrix(*seed, l, n_out, n_in);
+                    if std != 1.0 {
+                        g.mapv_inplace(|x| x * std);
+                    }
+                    return (Cow::Owned(g), Cow::Owned(init.biases(&Stream::new(*seed), l, n_out)), v + std.log2());
+                }
+            }
+        }
+        let (w, b) = net.layer(l);
+        let v = self.log2_weight_norm(net, l, &w);
+        (w, b, v)
+    }
+
+    /// log2 ‖W^l‖₂ for l = 1..=L of `p` (index 0 unused): `known[l]` where another source
+    /// (the GPU's Lanczos) gave it, else by the f64 Lanczos through the cache, spread over
+    /// the host's cores. Stops early, leaving zeros, once `cancel` is set.
+    pub fn host_norms(&self, p: &Problem, known: &[Option<f64>], cancel: &AtomicBool) -> Vec<f64> {
+        let big_l = p.net.depth();
+        let next = AtomicUsize::new(1);
+        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(big_l).max(1);
+        let mut out = vec![0.0; big_l + 1];
+        let parts: Vec<Vec<(usize, f64)>> = std::thread::scope(|sc| {
+            let hs: Vec<_> = (0..threads)
+                .map(|_| {
+                    sc.spawn(|| {
+                        let mut mine = Vec::new();
+                        loop {
+                            let l = next.fetch_add(1, Ordering::Relaxed);
+                            if l > big_l || cancel.load(Ordering::Relaxed) {
+                                break;
+                            }
+                            if let Some(v) = known[l] {
+                                mine.push((l, v));
+                                continue;
+                            }
+                            let (w, _) = p.net.layer(l);
+                            mine.push((l, self.log2_weight_norm(&p.net, l, &w)));
+                        }
+                        mine
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap_or_default()).collect()
+        });
+        for (l, v) in parts.into_iter().flatten() {
+            out[l] = v;
+        }
+        out
+    }
+}
