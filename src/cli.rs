@@ -50,6 +50,9 @@ pub enum Command {
     /// Train by SGD (f64, CPU) and record every per-layer statistic, the update size, cost and
     /// accuracy along the way into a resumable folder (docs/MATH.md, "Training").
     Train(crate::train::cli::TrainArgs),
+    /// The singular values of the input–output Jacobian per example, exact at any depth
+    /// (QR-accumulated product; the free-probability prediction beside them).
+    Spectrum(crate::spectrum::SpectrumArgs),
 }
 
 pub use crate::backend::BackendChoice;

@@ -14,6 +14,7 @@ pub mod model;
 pub mod rng;
 pub mod stats;
 pub mod theory;
+pub mod spectrum;
 
 pub use error::{Error, Result};
 pub mod export;

@@ -44,6 +44,7 @@ fn main() -> ExitCode {
         Command::Theory(a) => gradscope::theory::run_theory(&a),
         Command::Reproduce(a) => gradscope::theory::run_reproduce(&a),
         Command::Train(a) => gradscope::train::cli::run_train(&a),
+        Command::Spectrum(a) => gradscope::spectrum::run_spectrum(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

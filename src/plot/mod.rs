@@ -161,3 +161,21 @@ fn write_figure(svg: &str, size: (u32, u32), format: Format, path: &Path) -> Res
     };
     crate::export::write_atomic(path, &bytes)
 }
+
+// For figures drawn outside this module (the spectrum's histogram and the isometry figure):
+// the shared canvas, fonts, line chart and writer.
+pub(crate) use self::figure::{DrawResult, FONT, Fonts};
+pub(crate) use self::lines::{Dash, Line, LineChart, draw_lines};
+
+/// Draws a figure of `size` pixels with `draw` and writes it to `path` (SVG or PNG by its
+/// extension), atomically.
+pub(crate) fn draw_to_path(
+    path: &Path,
+    size: (u32, u32),
+    draw: impl FnOnce(&plotters::drawing::DrawingArea<plotters::prelude::SVGBackend, plotters::coord::Shift>) -> DrawResult,
+) -> Result<()> {
+    let format = Format::from_path(path)?;
+    check_size(size)?;
+    let svg = figure::draw_svg(size, draw).map_err(|e| Error::file(path, format!("cannot draw the plot: {e}")))?;
+    write_figure(&svg, size, format, path)
+}

@@ -55,7 +55,7 @@ pub struct TheoryArgs {
 /// `gradscope reproduce NAME`: a published result beside theory and measurement.
 #[derive(Debug, Clone, Args)]
 pub struct ReproduceArgs {
-    /// critical-line, decay-rate, nielsen, he-vs-xavier, hanin or nielsen-training.
+    /// critical-line, decay-rate, nielsen, he-vs-xavier, hanin, nielsen-training or isometry.
     pub name: String,
     /// Number of seeds to measure (1..=N) and average [default: decay-rate 6, hanin 300, the others 1].
     #[arg(long)]
@@ -83,6 +83,9 @@ pub struct ReproduceArgs {
     pub labels: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = TextOrJson::Text)]
     pub format: TextOrJson,
+    /// isometry: also draw the figure (spread of log10 s against depth) to FILE.svg/.png.
+    #[arg(long, value_name = "FILE")]
+    pub plot: Option<PathBuf>,
 }
 
 /// What `gradscope theory --format json` prints: exactly these keys (null where a quantity
@@ -272,7 +275,14 @@ pub fn reproduce_options(a: &ReproduceArgs) -> Result<ReproduceOptions> {
     if data != NielsenData::Synthetic && a.name != "nielsen" && a.name != "nielsen-training" {
         return Err(Error::arg("--inputs/--images", "only the nielsen reproduction takes data"));
     }
-    Ok(ReproduceOptions { seeds, depth: a.depth, width: a.width, batch: a.batch, data })
+    if let Some(p) = &a.plot {
+        if a.name != "isometry" {
+            return Err(Error::arg("--plot", "only the isometry reproduction draws a figure"));
+        }
+        crate::plot::Format::from_path(p)?;
+        crate::export::check_writable(p, "--plot")?;
+    }
+    Ok(ReproduceOptions { seeds, depth: a.depth, width: a.width, batch: a.batch, data, plot: a.plot.clone() })
 }
 
 /// Runs `gradscope reproduce NAME`.

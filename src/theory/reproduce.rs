@@ -19,7 +19,7 @@ use super::hanin::{Estimate, bootstrap, moment_ratio, relu_he_alive, relu_he_mom
 use super::predict::{fitted_log10_ratio, fitted_log10_ratio_of, predict};
 
 /// The reproductions `gradscope reproduce` knows.
-pub const REPRODUCTIONS: &[&str] = &["critical-line", "decay-rate", "nielsen", "he-vs-xavier", "hanin", "nielsen-training"];
+pub const REPRODUCTIONS: &[&str] = &["critical-line", "decay-rate", "nielsen", "he-vs-xavier", "hanin", "nielsen-training", "isometry"];
 
 /// Nielsen's per-hidden-layer ‖∂C/∂b^l‖ for [784, 30, 30, 30, 10] on the first 1000 MNIST
 /// training images, before training: epoch 0 of `fig/norms_during_training_3_layers.json`
@@ -68,11 +68,13 @@ pub struct ReproduceOptions {
     pub width: Option<usize>,
     pub batch: Option<usize>,
     pub data: NielsenData,
+    /// isometry: also draw its figure to this .svg/.png.
+    pub plot: Option<PathBuf>,
 }
 
 impl Default for ReproduceOptions {
     fn default() -> Self {
-        ReproduceOptions { seeds: 1, depth: None, width: None, batch: None, data: NielsenData::Synthetic }
+        ReproduceOptions { seeds: 1, depth: None, width: None, batch: None, data: NielsenData::Synthetic, plot: None }
     }
 }
 
@@ -133,6 +135,7 @@ pub fn reproduce(name: &str, opt: &ReproduceOptions) -> Result<Reproduction> {
         "he-vs-xavier" => he_vs_xavier_table(opt),
         "hanin" => hanin_table(opt),
         "nielsen-training" => crate::train::nielsen::nielsen_training(opt),
+        "isometry" => crate::spectrum::isometry::isometry_table(opt, opt.plot.as_deref()),
         _ => Err(Error::arg("NAME", format!("unknown reproduction '{name}' (expected one of: {})", REPRODUCTIONS.join(", ")))),
     }
 }

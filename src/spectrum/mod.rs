@@ -1,0 +1,273 @@
+//! The singular values of the input–output Jacobian `J_x` (or of ∂z^L/∂z^l), exact in the
+//! log domain at any depth: `gradscope spectrum` and `gradscope reproduce isometry`.
+//!
+//! The chain `J_x = Σ′(z^L) W^L ⋯ Σ′(z^1) W^1` is multiplied onto an orthonormal frame one
+//! layer at a time and re-orthonormalised by a QR after every layer (Benettin et al. 1980;
+//! Eckmann & Ruelle 1985): `Σ′(z^l) W^l Q_{l-1} = Q_l R_l`, so `J_x = Q_L T_L` with
+//! `T_L = R_L ⋯ R_1`. T is kept with one power-of-two exponent per row, so its entries never
+//! under- or overflow, and its singular values (those of J) come from a one-sided Jacobi SVD
+//! that works with those exponents. Units whose σ′ is exactly 0 (relu's dead units) are
+//! dropped from the frame, so J's exact zero singular values come out as exact zeros.
+
+pub(crate) mod linalg;
+pub mod output;
+pub mod predict;
+mod cli;
+pub mod plot;
+pub mod isometry;
+
+pub use cli::{SpectrumArgs, run_spectrum};
+
+use ndarray::{Array1, Array2, Axis, s};
+use serde::Serialize;
+
+use crate::backend::assemble::{pow2, renormalise_rows};
+use crate::backend::cpu::{check_memory, forward_step};
+use crate::error::{Error, Result};
+use crate::model::Problem;
+use crate::stats::LOG10_2;
+
+/// Which derivative to take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Chain {
+    /// `J_x = ∂a^L/∂a^0 = Σ′(z^L) W^L ⋯ Σ′(z^1) W^1`.
+    InputOutput,
+    /// `∂z^L/∂z^l = W^L Σ′(z^{L-1}) ⋯ W^{l+1} Σ′(z^l)`, for 1 ≤ l < L.
+    FromLayer(usize),
+}
+
+impl Chain {
+    /// The layer whose space the chain starts in (0 for the input).
+    pub fn start(self) -> usize {
+        match self {
+            Chain::InputOutput => 0,
+            Chain::FromLayer(l) => l,
+        }
+    }
+}
+
+/// One example's spectrum at one depth.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExampleSpectrum {
+    /// Index of the example in the batch.
+    pub example: usize,
+    /// log10 s_1 ≥ … ≥ log10 s_k, all min(n_L, n_start) of them; −∞ for an exact zero.
+    #[serde(serialize_with = "crate::spectrum::output::finite_or_null_seq")]
+    pub log10_singular_values: Vec<f64>,
+}
+
+/// The spectra of every example of the chain ending at layer `depth`.
+#[derive(Debug, Clone, Serialize)]
+pub struct DepthSpectrum {
+    pub depth: usize,
+    pub examples: Vec<ExampleSpectrum>,
+    /// With the determinant check (square chains), per example
+    /// `Σ_l (log10 |det W^l| + Σ_i log10 |σ′(z^l_i)|)` over the chain's factors, which
+    /// equals Σ_i log10 s_i exactly (docs/MATH.md).
+    pub log10_abs_det: Option<Vec<f64>>,
+}
+
+/// log10 |det W| from the LU factorisation's pivots (never the determinant itself, which
+/// leaves f64's range for n in the hundreds).
+pub fn log10_abs_det(w: &Array2<f64>) -> f64 {
+    let n = w.nrows();
+    let m = nalgebra::DMatrix::from_fn(n, n, |i, j| w[[i, j]]);
+    let lu = m.lu();
+    let u = lu.u();
+    (0..n).map(|i| u[(i, i)].abs().log10()).sum()
+}
+
+/// An orthonormal frame and the accumulated triangular factor: the chain so far is
+/// `qtᵀ · diag(2^te) · t`.
+struct Frame {
+    /// Qᵀ, k × n_l (orthonormal rows).
+    qt: Array2<f64>,
+    /// T with its rows renormalised, k × n_start.
+    t: Array2<f64>,
+    /// One exponent per row of T.
+    te: Vec<i64>,
+}
+
+impl Frame {
+    fn identity(n: usize) -> Frame {
+        Frame { qt: Array2::eye(n), t: Array2::eye(n), te: vec![0; n] }
+    }
+
+    /// Multiplies the chain on the left by `diag(d) · W · diag(pre)` (any may be absent) and
+    /// re-orthonormalises: the frame gains the layer, T gains R.
+    fn push(&mut self, pre: Option<ndarray::ArrayView1<f64>>, w: Option<&Array2<f64>>, d: Option<ndarray::ArrayView1<f64>>) {
+        // X = (diag(d) W diag(pre) Q)ᵀ = (Qᵀ diag(pre)) Wᵀ diag(d), k × n_out.
+        let scaled;
+        let qt = match pre {
+            Some(pre) => {
+                scaled = &self.qt * &pre.insert_axis(Axis(0));
+                &scaled
+            }
+            None => &self.qt,
+        };
+        let mut x = match w {
+            Some(w) => qt.dot(&w.t()),
+            None => qt.clone(),
+        };
+        if let Some(d) = d {
+            x *= &d.view().insert_axis(Axis(0));
+        }
+        // A global power of two keeps the QR's entries near 1; every row of R shares it.
+        let top = x.iter().fold(0.0_f64, |m, v| m.max(v.abs()));
+        let shift = if top > 0.0 && top.is_finite() { top.log2().floor() as i64 } else { 0 };
+        if shift != 0 {
+            let f = pow2(-shift.clamp(-1022, 1022));
+            x.mapv_inplace(|v| v * f);
+        }
+        // Units with σ′ = 0 exactly contribute zero rows to Σ′WQ: leave them out, so the
+        // rank they remove is removed exactly rather than left at rounding level.
+        let n_out = x.ncols();
+        let live: Vec<usize> = (0..n_out).filter(|&i| x.column(i).iter().any(|&v| v != 0.0)).collect();
+        let xl = if live.len() == n_out { x } else { x.select(Axis(1), &live) };
+        let (qt_live, r) = linalg::householder_qr_t(xl);
+        let m = qt_live.nrows();
+        self.qt = if live.len() == n_out {
+            qt_live
+        } else {
+            let mut q = Array2::zeros((m, n_out));
+            for (j, &i) in live.iter().enumerate() {
+                q.column_mut(i).assign(&qt_live.column(j));
+            }
+            q
+        };
+        // T ← R T with row exponents: row i of R·diag(2^te) is brought to the scale of its
+        // largest live term, so nothing overflows and only negligible terms underflow.
+        let mut rs = r;
+        let mut me = vec![0i64; m];
+        for (i, mut row) in rs.rows_mut().into_iter().enumerate() {
+            let top = row.iter().zip(&self.te).filter(|(v, _)| **v != 0.0).map(|(_, &e)| e).max();
+            if let Some(mi) = top {
+                me[i] = mi;
+                row.iter_mut().zip(&self.te).filter(|(v, _)| **v != 0.0).for_each(|(v, &e)| *v *= pow2((e - mi).max(-1100)));
+            }
+        }
+        let mut t = Array2::zeros((m, self.t.ncols()));
+        linalg::upper_times_upper(rs.view(), self.t.view(), &mut t.view_mut());
+        me.iter_mut().for_each(|e| *e += shift);
+        renormalise_rows(&mut t, &mut me);
+        self.t = t;
+        self.te = me;
+    }
+
+    /// log10 of the chain's singular values, padded with −∞ to `count` (exact zeros).
+    fn log10_singular_values(&self, count: usize) -> Result<Vec<f64>> {
+        let mut v: Vec<f64> = linalg::graded_jacobi_log2_sv(&self.t, &self.te)?.into_iter().map(|x| x * LOG10_2).collect();
+        v.resize(count, f64::NEG_INFINITY);
+        v.truncate(count);
+        Ok(v)
+    }
+}
+
+/// Bytes one example's frame holds at its peak (Qᵀ, T, the layer product and the QR's copy).
+fn frame_bytes(widths: &[usize], start: usize) -> u64 {
+    let n = *widths.iter().max().unwrap() as u64;
+    let n0 = widths[start] as u64;
+    8 * (4 * n * n0 + n * n)
+}
+
+/// The spectra of the first `examples` examples of `p`, for the chain `chain` ending at each
+/// layer in `depths` (sorted, unique, above the chain's start, at most L): one pass over the
+/// layers serves every depth, as the chain of depth d is the prefix of a deeper one.
+///
+/// Cost per layer and example: O(n_l n_{l-1} k) for the product and O(n_l k²) for the QR,
+/// k = the frame's rank (≤ n_start); memory O(n k) per example.
+///
+/// With `det_check`, each depth also carries the chain's log10 |det| from the determinant
+/// identity (square chains only).
+///
+/// # Errors
+/// Out-of-range depths or examples, too little memory, a forward pass that overflows f64,
+/// or `det_check` on a chain whose layers are not all square.
+pub fn measure(p: &Problem, examples: usize, chain: Chain, depths: &[usize], det_check: bool) -> Result<Vec<DepthSpectrum>> {
+    let net = &p.net;
+    let big_l = net.depth();
+    let start = chain.start();
+    if let Chain::FromLayer(l) = chain {
+        if l == 0 || l >= big_l {
+            return Err(Error::arg("--from-layer", format!("must be in 1..{} (the network has L = {big_l} layers), got {l}", big_l.saturating_sub(1).max(1))));
+        }
+    }
+    if examples == 0 || examples > p.batch() {
+        return Err(Error::arg("--examples", format!("must be in 1..={} (the batch), got {examples}", p.batch())));
+    }
+    if depths.is_empty() || depths.windows(2).any(|w| w[0] >= w[1]) || depths[0] <= start || *depths.last().unwrap() > big_l {
+        return Err(Error::Internal(format!("depths {depths:?} must be sorted, unique and in {}..={big_l}", start + 1)));
+    }
+    let top = *depths.last().unwrap();
+    if det_check && net.widths[start..=top].iter().any(|&n| n != net.widths[start]) {
+        return Err(Error::arg("--det-check", format!("needs square layers (every width from n_{start} to n_{top} equal); the widths are {:?}", &net.widths[start..=top])));
+    }
+    let mut log10_det = vec![0.0; examples];
+    let sum_log10 = |d: ndarray::ArrayView1<f64>| d.iter().map(|v| v.abs().log10()).sum::<f64>();
+    check_memory(examples as u64 * frame_bytes(&net.widths[..=top], start), "the spectrum", "lower --examples or the width")?;
+    // The CPU engine's forward pass, one layer at a time, with its per-example exponents.
+    let mut a = p.inputs.slice(s![..examples, ..]).to_owned();
+    let mut ea = vec![0i64; examples];
+    renormalise_rows(&mut a, &mut ea);
+    let mut frames: Vec<Frame> = if start == 0 { (0..examples).map(|_| Frame::identity(net.widths[0])).collect() } else { Vec::new() };
+    let mut out: Vec<DepthSpectrum> = Vec::with_capacity(depths.len());
+    let mut pending: Option<Array2<f64>> = None; // Σ′(z^{l-1}) for ∂z/∂z chains
+    for l in 1..=top {
+        let (w, b) = net.layer(l);
+        let f = forward_step(net.activation_at(l), &w, &b, &a, &ea);
+        if !f.finite {
+            return Err(Error::Numerical(format!("the forward pass overflowed f64 at layer {l}: the Jacobian is undefined there")));
+        }
+        let dsig = f.dsig;
+        (a, ea) = (f.a, f.ea);
+        if l < start {
+            continue;
+        }
+        if l == start {
+            frames = (0..examples).map(|_| Frame::identity(net.widths[start])).collect();
+            pending = Some(dsig);
+            continue;
+        }
+        if det_check {
+            let dw = log10_abs_det(&w);
+            for (xi, s) in log10_det.iter_mut().enumerate() {
+                *s += dw + match chain {
+                    Chain::InputOutput => sum_log10(dsig.row(xi)),
+                    Chain::FromLayer(_) => sum_log10(pending.as_ref().expect("set at the start layer").row(xi)),
+                };
+            }
+        }
+        let recorded = depths.binary_search(&l).is_ok();
+        let count = net.widths[l].min(net.widths[start]);
+        let mut spectra = Vec::new();
+        for (xi, f) in frames.iter_mut().enumerate() {
+            match chain {
+                Chain::InputOutput => {
+                    f.push(None, Some(&w), Some(dsig.row(xi)));
+                    if recorded {
+                        spectra.push(ExampleSpectrum { example: xi, log10_singular_values: f.log10_singular_values(count)? });
+                    }
+                }
+                Chain::FromLayer(_) => {
+                    // ∂z^l/∂z^start = W^l Σ′(z^{l-1}) ⋯. A Σ′ with exact zeros is applied
+                    // as a factor of its own first, so the rank it removes drops exactly.
+                    let d_prev: Array1<f64> = pending.as_ref().expect("set at the start layer").row(xi).to_owned();
+                    if d_prev.iter().any(|&v| v == 0.0) {
+                        f.push(None, None, Some(d_prev.view()));
+                        f.push(None, Some(&w), None);
+                    } else {
+                        f.push(Some(d_prev.view()), Some(&w), None);
+                    }
+                    if recorded {
+                        spectra.push(ExampleSpectrum { example: xi, log10_singular_values: f.log10_singular_values(count)? });
+                    }
+                }
+            }
+        }
+        pending = Some(dsig);
+        if recorded {
+            out.push(DepthSpectrum { depth: l, examples: spectra, log10_abs_det: det_check.then(|| log10_det.clone()) });
+        }
+    }
+    Ok(out)
+}
