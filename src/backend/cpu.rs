@@ -123,14 +123,21 @@ pub fn forward_step(act: Activation, w: &Array2<f64>, b: &Array1<f64>, a_prev: &
     ForwardStep { z, ez, dsig, a, ea, finite }
 }
 
-/// The measured signal of one layer from z^l = ẑ·2^{ez}: the rows are brought to norm ≈ 1
-/// first (exactly, by powers of two), so neither the squares nor the Gram over- or
-/// underflow whatever the scale of z.
+/// The measured signal of one layer from z^l = ẑ·2^{ez}. The mantissas' Gram is used as it
+/// is wherever its diagonal is a normal f64 (the common case: ẑ is O(1) for homogeneous σ
+/// and modest for bounded ones); otherwise the rows are first brought to norm ≈ 1, exactly,
+/// by powers of two, so neither the squares nor the Gram over- or underflow.
 fn measure_signal(z: &Array2<f64>, ez: &[i64]) -> Signal {
-    let mut zr = z.clone();
-    let mut e = ez.to_vec();
-    renormalise_rows(&mut zr, &mut e);
-    let gram = zr.dot(&zr.t());
+    let gram = z.dot(&z.t());
+    let normal = gram.diag().iter().all(|&v| v.is_finite() && v > 1e-290);
+    let (gram, e) = if normal {
+        (gram, ez.to_vec())
+    } else {
+        let mut zr = z.clone();
+        let mut e = ez.to_vec();
+        renormalise_rows(&mut zr, &mut e);
+        (zr.dot(&zr.t()), e)
+    };
     let sq: Vec<f64> = gram.diag().to_vec();
     let e: Vec<f64> = e.iter().map(|&v| v as f64).collect();
     signal(&sq, &e, gram.view(), z.ncols())
