@@ -122,3 +122,23 @@ fn the_gpu_says_it_does_not_measure_the_signal() {
     assert_eq!(r.signal_unmeasured, Some("not measured on this backend"));
     assert!(r.signal.len() == 3 && r.signal.iter().all(|s| s.log10_q.is_nan() && s.c.is_nan()));
 }
+
+#[test]
+fn sweep_profiles_carry_the_measured_q_and_c() {
+    use ndarray_npy::ReadNpyExt;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("s");
+    let o = run(&["sweep", "-o", out.to_str().unwrap(), "--backend", "cpu", "--activations", "tanh", "--sigma-w2", "1", "--sigma-b2", "0.05", "--widths", "12", "--depths", "3,5", "--batch", "3", "-q"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let read = |f: &str| ndarray::Array2::<f64>::read_npy(std::fs::File::open(out.join("profiles").join(format!("{f}.npy"))).unwrap()).unwrap();
+    let (q, c) = (read("log10_q"), read("c"));
+    assert_eq!(q.dim(), (2, 5));
+    // The depth-5 row equals a probe of that network; the depth-3 row is NaN-padded.
+    let p = problem(&[12; 6], Activation::Tanh, Cost::Quadratic, gaussian(1.0, 0.05), 3, 0, TargetSpec::Zeros);
+    let r = CpuBackend::default().probe(&p).unwrap();
+    let row = (0..2).find(|&i| q[(i, 4)].is_finite()).expect("a depth-5 row");
+    for l in 0..5 {
+        assert!((q[(row, l)] - r.signal[l].log10_q).abs() < 1e-12 && (c[(row, l)] - r.signal[l].c).abs() < 1e-12, "layer {}", l + 1);
+    }
+    assert!(q[(1 - row, 4)].is_nan() && q[(1 - row, 2)].is_finite());
+}
