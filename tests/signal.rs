@@ -17,7 +17,8 @@ use common::*;
 fn the_cpu_signal_equals_a_plain_forward_pass() {
     // Bounded, smooth and homogeneous σ; relu at σ_w² = 3 grows z by ~2^0.3 per layer, so
     // the engine's carried exponents are non-zero and must cancel/add exactly.
-    for (act, sw2, sb2) in [(Activation::Tanh, 1.5, 0.1), (Activation::Relu, 3.0, 0.0), (Activation::Sigmoid, 4.0, 0.5)] {
+    // Tanh at σ_w² = 1e200 has |z| ~ 1e100: G_xx G_x'x' alone would overflow to ∞ (c = 0).
+    for (act, sw2, sb2) in [(Activation::Tanh, 1.5, 0.1), (Activation::Relu, 3.0, 0.0), (Activation::Sigmoid, 4.0, 0.5), (Activation::Tanh, 1e200, 0.0)] {
         let p = problem(&[7, 9, 8, 9, 6, 5], act, Cost::Quadratic, gaussian(sw2, sb2), 4, 3, TargetSpec::Zeros);
         let r = CpuBackend::default().probe(&p).unwrap();
         let f = forward_plain(&p);
@@ -28,7 +29,7 @@ fn the_cpu_signal_equals_a_plain_forward_pass() {
             let (q, c) = (theory::log10_q_measured(z.view()), theory::c_measured(z.dot(&z.t()).view()));
             let s = r.signal[l - 1];
             assert!((s.log10_q - q).abs() < 1e-12, "{act:?} layer {l}: log10_q {} against {q}", s.log10_q);
-            assert!((s.c - c).abs() < 1e-12, "{act:?} layer {l}: c {} against {c}", s.c);
+            assert!((s.c - c).abs() < 1e-12 && s.c != 0.0, "{act:?} layer {l}: c {} against {c}", s.c);
         }
     }
     // One example: no pair, so c is NaN while q is measured.

@@ -190,7 +190,8 @@ pub fn c_measured(gram: ArrayView2<f64>) -> f64 {
     let mut s = 0.0;
     for x in 0..b {
         for y in x + 1..b {
-            s += gram[(x, y)] / (gram[(x, x)] * gram[(y, y)]).sqrt();
+            // Two roots, not the root of a product: G_xx G_x'x' overflows past 1e154 each.
+            s += gram[(x, y)] / (gram[(x, x)].sqrt() * gram[(y, y)].sqrt());
         }
     }
     s / (b * (b - 1) / 2) as f64
