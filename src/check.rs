@@ -181,7 +181,7 @@ mod tests {
 
     fn report(cost: f64) -> Report {
         let layers = (1..=3).map(|l| LayerStats::undefined(l, 4, 0.1 * l as f64, -0.2, LayerStatus::Ok)).collect();
-        Report { layers, backend: "cpu".into(), device: "test".into(), overflow_layer: None, log10_cost: cost }
+        Report { layers, backend: "cpu".into(), device: "test".into(), overflow_layer: None, log10_cost: cost, signal: Vec::new(), signal_unmeasured: None }
     }
 
     #[test]

@@ -167,7 +167,8 @@ pub struct ProbeArgs {
     /// code 1 on a failure).
     #[arg(long, help_heading = "Output")]
     pub check: bool,
-    /// Write every per-layer field to FILE.json or FILE.csv.
+    /// Write every per-layer field to FILE.json or FILE.csv, including the forward signal
+    /// log10_q, c and their predictions (measured on the CPU engine only).
     #[arg(long, short = 'o', value_name = "FILE", help_heading = "Output")]
     pub out: Option<PathBuf>,
     /// Also write the network's weights and biases to FILE.npz (w1..wL, b1..bL, float64;

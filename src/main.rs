@@ -114,6 +114,10 @@ fn probe(a: ProbeArgs) -> Result<()> {
     println!("cost C = {}", gradscope::stats::sci(report.log10_cost));
     let mean_field = gradscope::probe::MeanFieldSummary::new(&problem, &report);
     println!("{}", mean_field.line());
+    if let Some(why) = report.signal_unmeasured {
+        println!("forward signal q, c: {why} (rerun with --backend cpu)");
+    }
+    println!("{}", mean_field.xi_line());
     let anatomy = a.anatomy.then(|| gradscope::theory::anatomy(&report, &problem.net));
     if let Some(rows) = &anatomy {
         let keep: Vec<usize> = export::table::rows_to_show(rows.len(), if a.all_layers { usize::MAX } else { 40 });

@@ -228,6 +228,39 @@ pub struct MeanFieldSummary {
     pub fitted_log10_ratio_measured: Option<f64>,
     /// The same for the prediction (½ log10 χ₁ at equal widths).
     pub fitted_log10_ratio_predicted: Option<f64>,
+    /// The forward signal's theory per layer (l = 1..L), placed in each layer's row.
+    #[serde(skip)]
+    pub log10_q_predicted: Option<Vec<f64>>,
+    #[serde(skip)]
+    pub c_predicted: Option<Vec<f64>>,
+    /// c* and ξ_c of the top hidden layer's correlation map (docs/THEORY.md §6).
+    pub c_star: Option<f64>,
+    pub xi_c: Option<f64>,
+    /// ξ_c fitted to the measured `c` profile, and why there is none where there is none.
+    pub xi_c_measured: Option<f64>,
+    pub xi_c_measured_unavailable: Option<String>,
+}
+
+/// The correlation map of the top hidden layer (layer L−1 → L, or layer 1 for L = 1) with
+/// its fixed point and depth scale, where the theory has one.
+fn top_map(p: &Problem) -> Result<(f64, f64)> {
+    let vars = crate::theory::predict::layer_variances(&p.net);
+    let l = p.net.depth().max(2) - 1;
+    let (w, b) = vars[l.min(vars.len() - 1)];
+    let mf = crate::theory::meanfield::MeanField::new(p.net.activation_at(l), w, b)?;
+    Ok((mf.c_star()?, mf.xi_c()?))
+}
+
+/// `xi_c_measured` of a measured profile against the theory's c*, with the noise floor of
+/// the narrowest hidden layer (`theory::signal::c_noise`).
+fn fit_xi_c(p: &Problem, r: &crate::stats::Report, c_star: Option<f64>) -> std::result::Result<f64, String> {
+    if let Some(why) = r.signal_unmeasured {
+        return Err(why.into());
+    }
+    let c_star = c_star.ok_or("no c* from the theory to fit against")?;
+    let n = p.net.widths[1..].iter().copied().min().unwrap_or(1);
+    let c: Vec<f64> = r.signal.iter().map(|s| s.c).collect();
+    crate::theory::signal::xi_c_measured(&c, c_star, crate::theory::signal::c_noise(n)).map(|f| f.xi_c_measured).map_err(|e| e.to_string())
 }
 
 impl MeanFieldSummary {
@@ -238,7 +271,15 @@ impl MeanFieldSummary {
             Ok(v) => (Some(v), None),
             Err(e) => (None, Some(e.to_string())),
         };
+        let (c_star, xi_c) = top_map(p).map_or((None, None), |(c, x)| (Some(c), Some(x)));
+        let xi_fit = fit_xi_c(p, r, c_star);
         MeanFieldSummary {
+            log10_q_predicted: crate::theory::signal::log10_q_predicted(p).ok(),
+            c_predicted: crate::theory::signal::c_predicted(p).ok(),
+            c_star,
+            xi_c,
+            xi_c_measured: xi_fit.as_ref().ok().copied(),
+            xi_c_measured_unavailable: xi_fit.err(),
             fitted_log10_ratio_measured: crate::theory::fitted_log10_ratio(r, fit_from, fit_to),
             fitted_log10_ratio_predicted: pred.as_deref().and_then(|v| crate::theory::predict::fitted_log10_ratio_of(v, fit_from, fit_to)),
             log10_grad_b_rms_predicted: pred,
@@ -265,5 +306,22 @@ impl MeanFieldSummary {
             ),
             _ => "mean field: too few layers to fit a per-layer ratio".into(),
         }
+    }
+
+    /// One line on the correlation depth scale, theory beside measurement.
+    pub fn xi_line(&self) -> String {
+        let f = |v: Option<f64>| v.map_or_else(|| "n/a".to_string(), |v| format!("{v:.4}"));
+        let measured = match (&self.xi_c_measured, &self.xi_c_measured_unavailable) {
+            (Some(v), _) => format!("{v:.2}"),
+            (None, Some(why)) => format!("n/a ({why})"),
+            (None, None) => "n/a".into(),
+        };
+        format!("forward signal: c* = {}, ξ_c = {} predicted, xi_c_measured = {measured} (trainable to ≈ 6ξ_c layers)", f(self.c_star), f(self.xi_c))
+    }
+
+    /// The predicted `log10_q` and `c` of layer l (1-based), NaN where there is none.
+    pub fn signal_predicted(&self, l: usize) -> (f64, f64) {
+        let at = |v: &Option<Vec<f64>>| v.as_ref().and_then(|v| v.get(l - 1).copied()).unwrap_or(f64::NAN);
+        (at(&self.log10_q_predicted), at(&self.c_predicted))
     }
 }

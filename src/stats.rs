@@ -145,6 +145,25 @@ pub struct Report {
     /// log10 of the batch cost C = (1/B) Σ_x C_x (null when it over- or underflows f64).
     #[serde(serialize_with = "finite_or_null")]
     pub log10_cost: f64,
+    /// The measured forward signal of layers 1..L (docs/MATH.md, "The forward signal,
+    /// measured"); the exporters place it in each layer's row.
+    #[serde(skip)]
+    pub signal: Vec<Signal>,
+    /// Why `signal` is NaN throughout, where the engine does not measure it.
+    #[serde(skip)]
+    pub signal_unmeasured: Option<&'static str>,
+}
+
+/// One layer's measured forward signal: `log10_q = log10 (1/B) Σ_x ‖z^l_x‖² / n_l` and `c`,
+/// the mean over pairs x < x' of the correlation of z^l_x and z^l_x' (NaN for B = 1).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Signal {
+    pub log10_q: f64,
+    pub c: f64,
+}
+
+impl Signal {
+    pub const NAN: Signal = Signal { log10_q: f64::NAN, c: f64::NAN };
 }
 
 pub const LOG10_2: f64 = std::f64::consts::LOG10_2;

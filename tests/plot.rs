@@ -36,6 +36,8 @@ fn report(depth: usize) -> Report {
         device: "test".into(),
         overflow_layer: None,
         log10_cost: -1.0,
+        signal: Vec::new(),
+        signal_unmeasured: None,
     }
 }
 

@@ -11,7 +11,7 @@ use ndarray::{Array2, ArrayView1, ArrayView2, ArrayViewMut1, Zip};
 
 use crate::error::Result;
 use crate::model::{Cost, Network};
-use crate::stats::{log2_sum_exp2, LayerStats, LayerStatus, Report, LOG10_2};
+use crate::stats::{log2_sum_exp2, LayerStats, LayerStatus, Report, Signal, LOG10_2};
 
 /// 2^k as an f64, exactly, for |k| ≤ 1022 (beyond: 0 or +∞, which callers avoid).
 #[inline]
@@ -190,6 +190,23 @@ impl LayerSums<'_> {
     }
 }
 
+/// One layer's measured forward signal from what an engine sums of z^l = ẑ·2^{e}: the
+/// squared row norms `sq[x] = ‖ẑ_x‖²` with their exponents `ez[x]`, and the B×B Gram of the
+/// mantissas `gram[(x, x')] = ẑ_x·ẑ_x'`. The correlation is scale-free, so each pair's
+/// exponents cancel and only the mantissas are needed; the length is summed in log2 so it
+/// is exact at any depth.
+///
+/// ```text
+/// log10_q = log10 Σ_x 2^{2 e_x} ‖ẑ_x‖² − log10 (B n_l)
+/// c       = mean_{x<x'} G_xx' / √(G_xx G_x'x')
+/// ```
+pub(crate) fn signal(sq: &[f64], ez: &[f64], gram: ArrayView2<f64>, width: usize) -> Signal {
+    let bsz = sq.len();
+    let t = sq.iter().zip(ez).map(|(&s, &e)| 2.0 * e + s.log2());
+    let log10_q = (log2_sum_exp2(t) - ((bsz * width) as f64).log2()) * LOG10_2;
+    Signal { log10_q, c: crate::theory::signal::c_measured(gram) }
+}
+
 /// What every report of one network shares, beside the gradients: its spectral norms and
 /// per-example max |σ′| (both indexed by layer, index 0 unused), and where it was computed.
 pub(crate) struct Assembly<'a> {
@@ -198,9 +215,23 @@ pub(crate) struct Assembly<'a> {
     pub maxd: &'a [Vec<f64>],
     pub backend: &'static str,
     pub device: String,
+    /// The measured signal of layers 1..L (index l−1), or None where the engine does not
+    /// measure it (then every report says so and carries NaN).
+    pub signal: Option<&'a [Signal]>,
 }
 
+/// Why a report's signal is NaN when the engine measures none.
+pub(crate) const SIGNAL_UNMEASURED: &str = "not measured on this backend";
+
 impl Assembly<'_> {
+    /// The signal of layers 1..=depth, NaN from `overflow_layer` up, and why it is absent.
+    fn signal_of(&self, depth: usize, overflow_layer: Option<usize>) -> (Vec<Signal>, Option<&'static str>) {
+        match self.signal {
+            None => (vec![Signal::NAN; depth], Some(SIGNAL_UNMEASURED)),
+            Some(s) => ((1..=depth).map(|l| if overflow_layer.is_none_or(|ol| l < ol) { s.get(l - 1).copied().unwrap_or(Signal::NAN) } else { Signal::NAN }).collect(), None),
+        }
+    }
+
     /// Layers 1..=depth with their weight norm and max σ′ (NaN at and above an overflow)
     /// and undefined gradient fields.
     fn shells(&self, depth: usize, overflow_layer: Option<usize>, status: LayerStatus) -> Vec<LayerStats> {
@@ -252,7 +283,8 @@ impl Assembly<'_> {
                 }
             }
         }
-        Report { layers, backend: self.backend.into(), device: self.device.clone(), overflow_layer: None, log10_cost }
+        let (signal, signal_unmeasured) = self.signal_of(depth, None);
+        Report { layers, backend: self.backend.into(), device: self.device.clone(), overflow_layer: None, log10_cost, signal, signal_unmeasured }
     }
 
     /// The reports of depths `ds` when the forward pass overflowed at layer `ol`: the
@@ -270,6 +302,8 @@ impl Assembly<'_> {
             device: self.device.clone(),
             overflow_layer: Some(ol),
             log10_cost: f64::NAN,
+            signal: self.signal_of(d, Some(ol)).0,
+            signal_unmeasured: self.signal_of(d, Some(ol)).1,
         }));
         Ok(out)
     }

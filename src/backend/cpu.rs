@@ -19,12 +19,12 @@ use std::borrow::Cow;
 
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Axis, Zip};
 
-use super::assemble::{add_scaled, output_error, pow2, renormalise_rows, scale2, top_exponent, Assembly, Grad, LayerSums};
+use super::assemble::{add_scaled, output_error, pow2, renormalise_rows, scale2, signal, top_exponent, Assembly, Grad, LayerSums};
 use super::norms::NormCache;
 use super::plan::{self, CpuPlan};
 use crate::error::{Error, Result};
 use crate::model::{Activation, Cost, Network, Problem};
-use crate::stats::Report;
+use crate::stats::{Report, Signal};
 
 /// The CPU backend and its memory policy.
 #[derive(Debug, Clone)]
@@ -123,6 +123,26 @@ pub fn forward_step(act: Activation, w: &Array2<f64>, b: &Array1<f64>, a_prev: &
     ForwardStep { z, ez, dsig, a, ea, finite }
 }
 
+/// The measured signal of one layer from z^l = ẑ·2^{ez}. The mantissas' Gram is used as it
+/// is wherever its diagonal is a normal f64 (the common case: ẑ is O(1) for homogeneous σ
+/// and modest for bounded ones); otherwise the rows are first brought to norm ≈ 1, exactly,
+/// by powers of two, so neither the squares nor the Gram over- or underflow.
+fn measure_signal(z: &Array2<f64>, ez: &[i64]) -> Signal {
+    let gram = z.dot(&z.t());
+    let normal = gram.diag().iter().all(|&v| v.is_finite() && v > 1e-290);
+    let (gram, e) = if normal {
+        (gram, ez.to_vec())
+    } else {
+        let mut zr = z.clone();
+        let mut e = ez.to_vec();
+        renormalise_rows(&mut zr, &mut e);
+        (zr.dot(&zr.t()), e)
+    };
+    let sq: Vec<f64> = gram.diag().to_vec();
+    let e: Vec<f64> = e.iter().map(|&v| v as f64).collect();
+    signal(&sq, &e, gram.view(), z.ncols())
+}
+
 /// What the backward pass needs of layer l: σ′(z^l) and â^{l-1} with its exponents.
 struct LayerKeep {
     dsig: Array2<f64>,
@@ -150,6 +170,8 @@ struct ForwardPass {
     keep: Vec<LayerKeep>,
     top: (Array2<f64>, Vec<i64>),
     overflow_layer: Option<usize>,
+    /// The measured signal of layers 1..L (index l−1), NaN from an overflow up.
+    signal: Vec<Signal>,
 }
 
 impl CpuBackend {
@@ -201,8 +223,8 @@ impl CpuBackend {
         let q = plan::prefix(p, *ds.last().unwrap());
         let pl = CpuPlan::new(&q.net.widths, q.batch(), matches!(q.net.params, crate::model::Params::Generated { .. }), self.cache_budget);
         let mut fw = self.forward(&q, &ds, pl);
-        let (log2_wnorm, maxd) = (std::mem::take(&mut fw.log2_wnorm), std::mem::take(&mut fw.maxd));
-        let asm = Assembly { net: &q.net, log2_wnorm: &log2_wnorm, maxd: &maxd, backend: "cpu", device: Self::device_name() };
+        let (log2_wnorm, maxd, sig) = (std::mem::take(&mut fw.log2_wnorm), std::mem::take(&mut fw.maxd), std::mem::take(&mut fw.signal));
+        let asm = Assembly { net: &q.net, log2_wnorm: &log2_wnorm, maxd: &maxd, backend: "cpu", device: Self::device_name(), signal: Some(&sig) };
         if let Some(ol) = fw.overflow_layer {
             return asm.with_overflow(&ds, ol, |under| self.probe_depths(&plan::prefix(&q, *under.last().unwrap()), under));
         }
@@ -217,7 +239,7 @@ impl CpuBackend {
         let (top, k, bsz) = (net.depth(), pl.k, p.batch());
         let ce = net.cost == Cost::CrossEntropy;
         let last_seg = plan::segments(top, k).next_back().map_or(0, |(s, _)| s);
-        let mut fw = ForwardPass { log2_wnorm: vec![0.0; top + 1], maxd: vec![vec![0.0; bsz]; top + 1], checkpoints: Vec::new(), keep: Vec::new(), top: initial_activations(p), overflow_layer: None };
+        let mut fw = ForwardPass { log2_wnorm: vec![0.0; top + 1], maxd: vec![vec![0.0; bsz]; top + 1], checkpoints: Vec::new(), keep: Vec::new(), top: initial_activations(p), overflow_layer: None, signal: vec![Signal::NAN; top] };
         let (a, ea) = &mut fw.top;
         for l in 1..=top {
             if (l - 1) % k == 0 {
@@ -236,6 +258,7 @@ impl CpuBackend {
                 fw.overflow_layer = Some(l);
                 continue;
             }
+            fw.signal[l - 1] = measure_signal(&f.z, &f.ez);
             if l > last_seg {
                 let w_keep = if pl.keep_w { Some(w.into_owned()) } else { None };
                 let keep_z = ce && ds.binary_search(&l).is_ok();

@@ -1,9 +1,10 @@
-//! CSV: one row per layer, the columns of `stats::FIELDS`; ±inf and nan written as numpy
+//! CSV: one row per layer, the columns of `stats::FIELDS`, then the prediction and the
+//! forward signal (`log10_q`, `log10_q_predicted`, `c`, `c_predicted`); ±inf and nan written as numpy
 //! reads them (`np.genfromtxt(f, delimiter=",", names=True, dtype=None)`).
 
 use serde::Serialize;
 
-use super::{Exporter, RunInfo};
+use super::{signal_fields, Exporter, RunInfo};
 use crate::error::{Error, Result};
 use crate::stats::{FIELDS, Report};
 
@@ -28,6 +29,7 @@ impl Exporter for CsvExporter {
         if info.mean_field.is_some() {
             header.push("log10_grad_b_rms_predicted");
         }
+        header.extend(signal_fields(r, info, 1).map(|(k, _)| k));
         w.write_record(&header).map_err(err)?;
         for st in &r.layers {
             let mut rec = vec![st.layer.to_string(), st.width.to_string()];
@@ -36,6 +38,7 @@ impl Exporter for CsvExporter {
             if info.mean_field.is_some() {
                 rec.push(num(info.predicted(st.layer).unwrap_or(f64::NAN)));
             }
+            rec.extend(signal_fields(r, info, st.layer).map(|(_, v)| num(v)));
             w.write_record(&rec).map_err(err)?;
         }
         w.into_inner().map_err(|e| Error::Internal(format!("CSV: {e}")))

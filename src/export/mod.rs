@@ -35,6 +35,15 @@ impl<C: Serialize> RunInfo<C> {
     }
 }
 
+/// Layer l's (1-based) measured and predicted forward signal, in the order and under the
+/// names of docs/MATH.md: `log10_q`, `log10_q_predicted`, `c`, `c_predicted` (NaN where a
+/// value is absent: no prediction, B = 1, or not measured on this backend).
+pub(crate) fn signal_fields<C: Serialize>(r: &Report, info: &RunInfo<C>, l: usize) -> [(&'static str, f64); 4] {
+    let m = r.signal.get(l - 1).copied().unwrap_or(crate::stats::Signal::NAN);
+    let (qp, cp) = info.mean_field.as_ref().map_or((f64::NAN, f64::NAN), |mf| mf.signal_predicted(l));
+    [("log10_q", m.log10_q), ("log10_q_predicted", qp), ("c", m.c), ("c_predicted", cp)]
+}
+
 /// An output format for one probe's report.
 pub trait Exporter {
     /// Serialises the report to bytes.

@@ -25,7 +25,7 @@ pub fn rows_to_show(depth: usize, max_rows: usize) -> Vec<usize> {
 /// Renders the table; `max_rows` = usize::MAX prints every layer.
 pub fn render(r: &Report, max_rows: usize) -> String {
     let mut s = String::new();
-    let heads = ["layer", "width", "grad_b_mean", "grad_b_rms", "grad_w_mean", "grad_w_rms", "weight_norm", "max_dsigma", "bound", "bound_tight"];
+    let heads = ["layer", "width", "grad_b_mean", "grad_b_rms", "grad_w_mean", "grad_w_rms", "weight_norm", "max_dsigma", "bound", "bound_tight", "q", "c"];
     let _ = writeln!(s, "{:>6} {:>6} {}", heads[0], heads[1], heads[2..].iter().map(|h| format!("{h:>12}")).collect::<String>());
     let depth = r.layers.len();
     let show = rows_to_show(depth, max_rows);
@@ -40,6 +40,9 @@ pub fn render(r: &Report, max_rows: usize) -> String {
         for (_, v) in st.log_fields() {
             let _ = write!(line, "{:>12}", sci(v));
         }
+        // The measured forward signal: q as 10^log10_q, c as a plain correlation.
+        let sig = r.signal.get(l - 1).copied().unwrap_or(crate::stats::Signal::NAN);
+        let _ = write!(line, "{:>12}{:>12}", sci(sig.log10_q), if sig.c.is_nan() { "nan".into() } else { format!("{:.4}", sig.c) });
         if st.status != LayerStatus::Ok {
             let _ = write!(line, "  {}", serde_json::to_value(st.status).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default());
         }

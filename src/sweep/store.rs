@@ -20,7 +20,12 @@ use crate::export::write_atomic;
 use crate::stats::Report;
 
 /// The per-layer fields kept as profiles, one `profiles/<field>.npy` each.
-pub const PROFILE_FIELDS: &[&str] = &["log10_grad_b_rms", "log10_grad_b_mean", "log10_grad_w_rms", "log10_bound", "log10_bound_tight", "log10_grad_b_rms_predicted"];
+/// `log10_q` and `c` are the measured forward signal (NaN where the backend does not
+/// measure it).
+pub const PROFILE_FIELDS: &[&str] = &["log10_grad_b_rms", "log10_grad_b_mean", "log10_grad_w_rms", "log10_bound", "log10_bound_tight", "log10_grad_b_rms_predicted", "log10_q", "c"];
+
+/// Profiles a sweep folder written before they existed may lack; they assemble as NaN.
+const LATER_PROFILES: &[&str] = &["log10_q", "c"];
 
 /// serde for f64 that keeps ±inf and NaN (as the strings "inf", "-inf", "nan") in JSON.
 pub mod nonfinite {
@@ -163,6 +168,9 @@ impl SweepDir {
                 if *field == "log10_grad_b_rms_predicted" {
                     let p = predicted[i].as_deref();
                     flat.extend((0..r.layers.len()).map(|l| p.and_then(|p| p.get(l).copied()).unwrap_or(f64::NAN)));
+                } else if LATER_PROFILES.contains(field) {
+                    let sig = |l: usize| r.signal.get(l).copied().unwrap_or(crate::stats::Signal::NAN);
+                    flat.extend((0..r.layers.len()).map(|l| if *field == "c" { sig(l).c } else { sig(l).log10_q }));
                 } else {
                     flat.extend(r.layers.iter().map(|st| st.log_fields().iter().find(|(n, _)| n == field).unwrap().1));
                 }
@@ -239,7 +247,11 @@ impl SweepDir {
             for (gf, npz_path) in files.values() {
                 let file = fs::File::open(npz_path).map_err(|e| io(npz_path, "cannot open", e))?;
                 let mut z = NpzReader::new(file).map_err(|e| io(npz_path, "corrupt", e))?;
-                let a: ndarray::Array1<f64> = z.by_name(field).map_err(|e| io(npz_path, "corrupt", e))?;
+                let depths: usize = gf.rows.iter().map(|r| r.depth).sum();
+                let a: ndarray::Array1<f64> = match z.by_name(field) {
+                    Err(_) if LATER_PROFILES.contains(field) && !z.names().map_err(|e| io(npz_path, "corrupt", e))?.iter().any(|n| n.trim_end_matches(".npy") == *field) => ndarray::Array1::from_elem(depths, f64::NAN),
+                    r => r.map_err(|e| io(npz_path, "corrupt", e))?,
+                };
                 if a.len() != gf.rows.iter().map(|r| r.depth).sum::<usize>() {
                     return Err(io(npz_path, "corrupt", "profile length differs from its JSON's depths"));
                 }

@@ -779,7 +779,7 @@ fn assemble(ctx: &Context, p: &Problem, ds: &[usize], pl: &Plan, log2_wnorm: &[f
     let (DeviceOut::Overflow { frec, .. } | DeviceOut::Done { frec, .. }) = &dev;
     let bsz = p.batch();
     let maxd: Vec<Vec<f64>> = (0..=*ds.last().unwrap()).map(|l| if l == 0 { Vec::new() } else { (0..bsz).map(|x| frec[(l - 1) * pl.rs + x] as f64).collect() }).collect();
-    let asm = Assembly { net: &p.net, log2_wnorm, maxd: &maxd, backend: "gpu", device: device.to_string() };
+    let asm = Assembly { net: &p.net, log2_wnorm, maxd: &maxd, backend: "gpu", device: device.to_string(), signal: None };
     match dev {
         DeviceOut::Overflow { layer: ol, .. } => asm.with_overflow(ds, ol, |under| probe_depths(ctx, p, under, device.to_string(), opts)),
         DeviceOut::Done { grads, log2_err, log10_cost, .. } => Ok(ds.iter().enumerate().map(|(q, &d)| asm.report(d, &log2_err[q], &grads[q], log10_cost[q])).collect()),
