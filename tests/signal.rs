@@ -142,4 +142,14 @@ fn sweep_profiles_carry_the_measured_q_and_c() {
         assert!((q[(row, l)] - r.signal[l].log10_q).abs() < 1e-12 && (c[(row, l)] - r.signal[l].c).abs() < 1e-12, "layer {}", l + 1);
     }
     assert!(q[(1 - row, 4)].is_nan() && q[(1 - row, 2)].is_finite());
+    // The predictions beside them: the probe's own maps, layer by layer, in both rows.
+    let (qp, cp) = (read("log10_q_predicted"), read("c_predicted"));
+    let (want_q, want_c) = (gradscope::theory::signal::log10_q_predicted(&p).unwrap(), gradscope::theory::signal::c_predicted(&p).unwrap());
+    for l in 0..5 {
+        assert!((qp[(row, l)] - want_q[l]).abs() < 1e-12 && (cp[(row, l)] - want_c[l]).abs() < 1e-12, "predicted, layer {}", l + 1);
+    }
+    for l in 0..3 {
+        assert!((qp[(1 - row, l)] - want_q[l]).abs() < 1e-12 && (cp[(1 - row, l)] - want_c[l]).abs() < 1e-12, "prefix row, layer {}", l + 1);
+    }
+    assert!(qp[(1 - row, 4)].is_nan() && cp[(1 - row, 4)].is_nan() && cp[(row, 4)].is_finite());
 }

@@ -329,6 +329,22 @@ impl SweepPlan {
         out.resize(n, None);
         out
     }
+
+    /// The forward signal's mean-field profiles of one configuration to the deepest depth,
+    /// keyed by field (`log10_q_predicted`, `c_predicted`): layer l's value depends only on
+    /// the layers below it, so every depth reads its prefix. A map that leaves f64's range
+    /// (an unbounded σ deep in chaos) is left out and its profile stays NaN.
+    pub fn signal_predictions(&self, g: &Group) -> std::collections::HashMap<&'static str, Vec<f64>> {
+        let mut out = std::collections::HashMap::new();
+        let Ok(p) = self.problem(g) else { return out };
+        if let Ok(q) = crate::theory::signal::log10_q_predicted(&p) {
+            out.insert("log10_q_predicted", q);
+        }
+        if let Ok(c) = crate::theory::signal::c_predicted(&p) {
+            out.insert("c_predicted", c);
+        }
+        out
+    }
 }
 
 /// One row of `summary.csv`: a (configuration, depth, seed) point.

@@ -21,11 +21,13 @@ use crate::stats::Report;
 
 /// The per-layer fields kept as profiles, one `profiles/<field>.npy` each.
 /// `log10_q` and `c` are the measured forward signal (NaN where the backend does not
-/// measure it).
-pub const PROFILE_FIELDS: &[&str] = &["log10_grad_b_rms", "log10_grad_b_mean", "log10_grad_w_rms", "log10_bound", "log10_bound_tight", "log10_grad_b_rms_predicted", "log10_q", "c"];
+/// measure it); `log10_q_predicted` and `c_predicted` are their mean-field maps
+/// (`theory::signal`), one per configuration, shared by its depths (layer l's value does
+/// not depend on the layers above it).
+pub const PROFILE_FIELDS: &[&str] = &["log10_grad_b_rms", "log10_grad_b_mean", "log10_grad_w_rms", "log10_bound", "log10_bound_tight", "log10_grad_b_rms_predicted", "log10_q", "c", "log10_q_predicted", "c_predicted"];
 
 /// Profiles a sweep folder written before they existed may lack; they assemble as NaN.
-const LATER_PROFILES: &[&str] = &["log10_q", "c"];
+const LATER_PROFILES: &[&str] = &["log10_q", "c", "log10_q_predicted", "c_predicted"];
 
 /// serde for f64 that keeps ±inf and NaN (as the strings "inf", "-inf", "nan") in JSON.
 pub mod nonfinite {
@@ -159,6 +161,7 @@ impl SweepDir {
     /// Writes one finished group: profiles first, then the JSON that marks it done.
     pub fn write_group(&self, plan: &SweepPlan, g: &Group, reports: &[Report], seconds: f64) -> Result<()> {
         let predicted = plan.predictions(g);
+        let signal_predicted = plan.signal_predictions(g);
         let mut npz = NpzWriter::new(std::io::Cursor::new(Vec::new()));
         // Ragged, not padded: row i's layers 1..=depth_i, rows concatenated (the padded
         // table is built once, in `assemble`), so a log grid costs Σ depth_i, not n·max.
@@ -168,6 +171,8 @@ impl SweepDir {
                 if *field == "log10_grad_b_rms_predicted" {
                     let p = predicted[i].as_deref();
                     flat.extend((0..r.layers.len()).map(|l| p.and_then(|p| p.get(l).copied()).unwrap_or(f64::NAN)));
+                } else if let Some(prof) = signal_predicted.get(*field) {
+                    flat.extend((0..r.layers.len()).map(|l| prof.get(l).copied().unwrap_or(f64::NAN)));
                 } else if LATER_PROFILES.contains(field) {
                     let sig = |l: usize| r.signal.get(l).copied().unwrap_or(crate::stats::Signal::NAN);
                     flat.extend((0..r.layers.len()).map(|l| if *field == "c" { sig(l).c } else { sig(l).log10_q }));
