@@ -144,7 +144,8 @@ fn bad_sweeps_are_refused_without_touching_results() {
     assert_eq!(read(&d.join("meta.json")), meta);
     // A TOML file with the flags' names works, and flags override it.
     std::fs::write(&toml, "widths = [8]\ndepths = \"1..4\"\nactivations = [\"relu\"]\nsigma-w2 = [2.0]\n").unwrap();
-    let d2 = tmp.path().join("t");
+    // The folder is made with its parents (the README's `-o runs/depth` in a fresh clone).
+    let d2 = tmp.path().join("runs").join("t");
     ok(&["sweep", "--config", toml.to_str().unwrap(), "-o", d2.to_str().unwrap(), "--activations", "tanh", "-q"]);
     let s = read(&d2.join("summary.csv"));
     assert!(s.lines().skip(1).all(|l| l.starts_with("tanh,gaussian,quadratic,1.41") && l.contains(",2.0,")), "{s}");

@@ -126,11 +126,9 @@ impl SweepDir {
             } else if fs::read_dir(path).map_err(|e| io(path, "cannot list", e))?.next().is_some() {
                 return Err(Error::arg("--out", format!("'{}' is not empty and holds no gradscope sweep; choose an empty or new folder", path.display())));
             }
-        } else if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            if !parent.is_dir() {
-                return Err(Error::arg("--out", format!("folder '{}' does not exist", parent.display())));
-            }
         }
+        // A new folder is made with its parents, as `train --out` does: the README's
+        // `-o runs/depth` must work in a fresh clone, where `runs/` does not exist yet.
         fs::create_dir_all(path.join("points")).map_err(|e| io(path, "cannot create", e))?;
         let dir = SweepDir { path: path.to_path_buf() };
         if !path.join("meta.json").exists() {
