@@ -251,4 +251,10 @@ fn reproduce_isometry_orthogonal_spreads_less_than_gaussian() {
     }
     // relu has exact zeros (dead units) under both inits.
     assert!(rows.iter().filter(|x| x["activation"] == "relu").all(|x| x["zero_fraction"].as_f64().unwrap() > 0.3));
+    // Depths 8 and 16 fit the wide regime (L ≤ n/2); only 48 is at L ≥ n, too few for a slope,
+    // so each configuration's note names the one fitted regime and nothing reads "n/a".
+    let slopes: Vec<&String> = r.notes.iter().filter(|n| n.contains("grows like")).collect();
+    assert_eq!(slopes.len(), 4, "{:?}", r.notes);
+    assert!(slopes.iter().all(|n| n.contains("for L ≤ n/2") && !n.contains("L ≥ n")), "{slopes:?}");
+    assert!(r.notes.iter().all(|n| !n.contains("n/a")), "{:?}", r.notes);
 }
