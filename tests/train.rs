@@ -340,3 +340,14 @@ fn reproduce_nielsen_training_rows_and_labels() {
     assert_eq!(cited[0]["epoch"], 0);
     assert_eq!(cited[0]["published"], serde_json::json!([0.011838, 0.059965, 0.283142]));
 }
+
+/// Nielsen's networks are fixed by his protocol: options the reproductions would silently
+/// ignore are refused in one line with exit code 2.
+#[test]
+fn reproduce_nielsen_refuses_options_it_would_ignore() {
+    let none = tempfile::tempdir().unwrap().path().join("none");
+    assert_bad(&["reproduce", "nielsen-training", "--width", "8", "--batch", "5"], "--width", &none);
+    assert_bad(&["reproduce", "nielsen-training", "--seeds", "3", "--batch", "5"], "--seeds", &none);
+    assert_bad(&["reproduce", "nielsen", "--width", "8", "--batch", "5"], "--width", &none);
+    assert_bad(&["reproduce", "nielsen", "--depth", "8", "--batch", "5"], "--depth", &none);
+}
