@@ -258,3 +258,20 @@ fn reproduce_isometry_orthogonal_spreads_less_than_gaussian() {
     assert!(slopes.iter().all(|n| n.contains("for L ≤ n/2") && !n.contains("L ≥ n")), "{slopes:?}");
     assert!(r.notes.iter().all(|n| !n.contains("n/a")), "{:?}", r.notes);
 }
+
+/// var(λ)/mean(λ)² of m values never exceeds m − 1: past that the terminal table says the
+/// wide-limit prediction cannot be met, and only then.
+#[test]
+fn prediction_beyond_m_minus_1_is_flagged() {
+    let note = "can never exceed m − 1";
+    let run = |w: &str, d: &str| {
+        let o = gradscope(&["spectrum", "-a", "tanh", "--sigma-w2", "1.7610", "--sigma-b2", "0.05", "--width", w, "--depth", d, "--examples", "1"]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stdout).unwrap()
+    };
+    // Width 4, depth 6: predicted 6 × 1.34 ≈ 8 > 3.
+    let past = run("4", "6");
+    assert!(past.contains(&format!("{note} = 3")), "{past}");
+    // Width 32, depth 2: predicted ≈ 2.7 < 31.
+    assert!(!run("32", "2").contains(note));
+}
