@@ -381,7 +381,7 @@ pub fn run_train(a: &TrainArgs) -> Result<()> {
                 println!("{}", progress_line(state.history.last().unwrap()));
             }
             println!(
-                "{} steps in {secs:.2} s: SGD steps {:.3} s, records and writes the rest (values 10^log10, docs/MATH.md names; ratio = first/last hidden layer)",
+                "{} steps in {secs:.2} s: SGD steps {:.3} s, records and writes the rest (values 10^log10, docs/MATH.md names; ratio = the first ‖∂C/∂b‖ shown over the second)",
                 plan.total_steps, state.step_seconds
             );
             if let Some(dir) = dir {
