@@ -158,8 +158,9 @@ fn bad_input_exits_2_with_one_line() {
     let cases: &[(&[&str], &str)] = &[
         (&["--top", "9"], "--top"),
         (&["--top", "0"], "--top"),
-        (&["--from-layer", "5"], "--from-layer"),
-        (&["--from-layer", "0"], "--from-layer"),
+        // The valid range is written inclusively: 5 = L must not look as if it were in it.
+        (&["--from-layer", "5"], "must be in 1..=4"),
+        (&["--from-layer", "0"], "must be in 1..=4"),
         (&["--backend", "gpu"], "CPU backend"),
         (&["--examples", "0"], "--examples"),
         (&["--out", "x.txt"], "--out"),
