@@ -240,6 +240,9 @@ fn bad_input_gets_one_line_exit_2_and_nothing_written() {
     assert_bad(&with(&["--every", "0"]), "--every", &out);
     assert_bad(&with(&["--checkpoint-seconds", "-1"]), "--checkpoint-seconds", &out);
     assert_bad(&with(&["--shuffle", "sometimes"]), "--shuffle", &out);
+    // Drawn inputs or targets that the digits would silently replace.
+    assert_bad(&with(&["--inputs", "sign"]), "--inputs", &out);
+    assert_bad(&with(&["--targets", "gaussian"]), "--targets", &out);
     assert_bad(&["train", "--data", "digits", "--widths", "784,30,10", "--out", o], "64 features", &out);
     assert_bad(&["train", "--data", "digits", "--widths", "64,30,3", "--out", o], "10 columns", &out);
     assert_bad(&["train", "--widths", "64,30,10", "--out", o], "--data", &out);
