@@ -161,7 +161,7 @@ pub fn isometry_table(opt: &ReproduceOptions, plot: Option<&Path>) -> Result<Rep
         title: format!("isometry: the singular values of J_x at the critical point, orthogonal against gaussian weights (width {width})"),
         rows: serde_json::to_value(&rows).map_err(|e| Error::Internal(e.to_string()))?,
         notes,
-        columns: ["σ", "init", "depth", "sd log10 s", "spread", "top s_1", "s_1/rms", "median s", "zeros", "var/mean²", "predicted"].iter().map(|c| c.to_string()).collect(),
+        columns: ["σ", "init", "depth", "sd log10 s", "spread", "top s_1", "s_1/rms", "median s", "zero share", "var/mean²", "predicted"].iter().map(|c| c.to_string()).collect(),
         cells,
     })
 }
