@@ -158,8 +158,9 @@ fn bad_input_exits_2_with_one_line() {
     let cases: &[(&[&str], &str)] = &[
         (&["--top", "9"], "--top"),
         (&["--top", "0"], "--top"),
-        (&["--from-layer", "5"], "--from-layer"),
-        (&["--from-layer", "0"], "--from-layer"),
+        // The valid range is written inclusively: 5 = L must not look as if it were in it.
+        (&["--from-layer", "5"], "must be in 1..=4"),
+        (&["--from-layer", "0"], "must be in 1..=4"),
         (&["--backend", "gpu"], "CPU backend"),
         (&["--examples", "0"], "--examples"),
         (&["--out", "x.txt"], "--out"),
@@ -251,4 +252,27 @@ fn reproduce_isometry_orthogonal_spreads_less_than_gaussian() {
     }
     // relu has exact zeros (dead units) under both inits.
     assert!(rows.iter().filter(|x| x["activation"] == "relu").all(|x| x["zero_fraction"].as_f64().unwrap() > 0.3));
+    // Depths 8 and 16 fit the wide regime (L ≤ n/2); only 48 is at L ≥ n, too few for a slope,
+    // so each configuration's note names the one fitted regime and nothing reads "n/a".
+    let slopes: Vec<&String> = r.notes.iter().filter(|n| n.contains("grows like")).collect();
+    assert_eq!(slopes.len(), 4, "{:?}", r.notes);
+    assert!(slopes.iter().all(|n| n.contains("for L ≤ n/2") && !n.contains("L ≥ n")), "{slopes:?}");
+    assert!(r.notes.iter().all(|n| !n.contains("n/a")), "{:?}", r.notes);
+}
+
+/// var(λ)/mean(λ)² of m values never exceeds m − 1: past that the terminal table says the
+/// wide-limit prediction cannot be met, and only then.
+#[test]
+fn prediction_beyond_m_minus_1_is_flagged() {
+    let note = "can never exceed m − 1";
+    let run = |w: &str, d: &str| {
+        let o = gradscope(&["spectrum", "-a", "tanh", "--sigma-w2", "1.7610", "--sigma-b2", "0.05", "--width", w, "--depth", d, "--examples", "1"]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stdout).unwrap()
+    };
+    // Width 4, depth 6: predicted 6 × 1.34 ≈ 8 > 3.
+    let past = run("4", "6");
+    assert!(past.contains(&format!("{note} = 3")), "{past}");
+    // Width 32, depth 2: predicted ≈ 2.7 < 31.
+    assert!(!run("32", "2").contains(note));
 }

@@ -240,6 +240,9 @@ fn bad_input_gets_one_line_exit_2_and_nothing_written() {
     assert_bad(&with(&["--every", "0"]), "--every", &out);
     assert_bad(&with(&["--checkpoint-seconds", "-1"]), "--checkpoint-seconds", &out);
     assert_bad(&with(&["--shuffle", "sometimes"]), "--shuffle", &out);
+    // Drawn inputs or targets that the digits would silently replace.
+    assert_bad(&with(&["--inputs", "sign"]), "--inputs", &out);
+    assert_bad(&with(&["--targets", "gaussian"]), "--targets", &out);
     assert_bad(&["train", "--data", "digits", "--widths", "784,30,10", "--out", o], "64 features", &out);
     assert_bad(&["train", "--data", "digits", "--widths", "64,30,3", "--out", o], "10 columns", &out);
     assert_bad(&["train", "--widths", "64,30,10", "--out", o], "--data", &out);
@@ -339,4 +342,15 @@ fn reproduce_nielsen_training_rows_and_labels() {
     assert_eq!(cited[0]["network"], "[784, 30, 30, 30, 10]");
     assert_eq!(cited[0]["epoch"], 0);
     assert_eq!(cited[0]["published"], serde_json::json!([0.011838, 0.059965, 0.283142]));
+}
+
+/// Nielsen's networks are fixed by his protocol: options the reproductions would silently
+/// ignore are refused in one line with exit code 2.
+#[test]
+fn reproduce_nielsen_refuses_options_it_would_ignore() {
+    let none = tempfile::tempdir().unwrap().path().join("none");
+    assert_bad(&["reproduce", "nielsen-training", "--width", "8", "--batch", "5"], "--width", &none);
+    assert_bad(&["reproduce", "nielsen-training", "--seeds", "3", "--batch", "5"], "--seeds", &none);
+    assert_bad(&["reproduce", "nielsen", "--width", "8", "--batch", "5"], "--width", &none);
+    assert_bad(&["reproduce", "nielsen", "--depth", "8", "--batch", "5"], "--depth", &none);
 }

@@ -57,7 +57,7 @@ pub fn run_spectrum(a: SpectrumArgs) -> Result<()> {
     let chain = match a.from_layer {
         None => Chain::InputOutput,
         Some(l) if l >= 1 && l < big_l => Chain::FromLayer(l),
-        Some(l) => return Err(Error::arg("--from-layer", format!("must be in 1..{big_l} (the network has L = {big_l} layers; --from-layer l takes ∂z^L/∂z^l), got {l}"))),
+        Some(l) => return Err(Error::arg("--from-layer", format!("must be in 1..={} (the network has L = {big_l} layers; --from-layer l takes ∂z^L/∂z^l), got {l}", big_l - 1))),
     };
     let count = cfg.widths[big_l].min(cfg.widths[chain.start()]);
     if let Some(k) = a.top {

@@ -113,9 +113,15 @@ pub fn isometry_table(opt: &ReproduceOptions, plot: Option<&Path>) -> Result<Rep
             let (x, y): (Vec<f64>, Vec<f64>) = chunk.iter().filter(|r| keep(r.depth) && r.sd_log10 > 0.0).map(|r| ((r.depth as f64).log10(), r.sd_log10.log10())).unzip();
             if x.len() >= 2 { fit_line(&x, &y).map(|(slope, _)| format!("L^{slope:.2}")) } else { None }
         };
-        let wide = fit(&|d| d <= width / 2).unwrap_or_else(|| "n/a".into());
-        let deep = fit(&|d| d >= width).unwrap_or_else(|| "n/a".into());
-        notes.push(format!("{} {}: sd of log10 s grows like {wide} for L ≤ n/2 and {deep} for L ≥ n", chunk[0].activation, chunk[0].init));
+        // A regime with fewer than two depths has no slope; say only what was fitted, so a
+        // short run (--depth below the default) prints no "grows like n/a" lines.
+        let regimes: Vec<String> = [(fit(&|d| d <= width / 2), "L ≤ n/2"), (fit(&|d| d >= width), "L ≥ n")]
+            .into_iter()
+            .filter_map(|(slope, range)| slope.map(|s| format!("{s} for {range}")))
+            .collect();
+        if !regimes.is_empty() {
+            notes.push(format!("{} {}: sd of log10 s grows like {}", chunk[0].activation, chunk[0].init, regimes.join(" and ")));
+        }
     }
     notes.push(format!(
         "var(λ)/mean(λ)² can never exceed n − 1 = {}: the prediction is the wide limit (L ≪ n); the measurement follows it there and \
@@ -155,7 +161,7 @@ pub fn isometry_table(opt: &ReproduceOptions, plot: Option<&Path>) -> Result<Rep
         title: format!("isometry: the singular values of J_x at the critical point, orthogonal against gaussian weights (width {width})"),
         rows: serde_json::to_value(&rows).map_err(|e| Error::Internal(e.to_string()))?,
         notes,
-        columns: ["σ", "init", "depth", "sd log10 s", "spread", "top s_1", "s_1/rms", "median s", "zeros", "var/mean²", "predicted"].iter().map(|c| c.to_string()).collect(),
+        columns: ["σ", "init", "depth", "sd log10 s", "spread", "top s_1", "s_1/rms", "median s", "zero share", "var/mean²", "predicted"].iter().map(|c| c.to_string()).collect(),
         cells,
     })
 }

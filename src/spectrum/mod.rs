@@ -189,7 +189,7 @@ pub fn measure(p: &Problem, examples: usize, chain: Chain, depths: &[usize], det
     let start = chain.start();
     if let Chain::FromLayer(l) = chain {
         if l == 0 || l >= big_l {
-            return Err(Error::arg("--from-layer", format!("must be in 1..{} (the network has L = {big_l} layers), got {l}", big_l.saturating_sub(1).max(1))));
+            return Err(Error::arg("--from-layer", format!("must be in 1..={} (the network has L = {big_l} layers), got {l}", big_l.saturating_sub(1))));
         }
     }
     if examples == 0 || examples > p.batch() {

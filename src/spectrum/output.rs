@@ -223,6 +223,15 @@ pub fn table(d: &DepthSpectrum, prediction: &std::result::Result<SpectrumPredict
                 Some(_) => {}
                 None => s.push_str("note: the inputs' q¹ does not reach q* (within 1%) in this chain; the prediction assumes q = q* throughout\n"),
             }
+            // Over m values λ ≥ 0, var/mean² ≤ m − 1 (all the mass on one value): a prediction
+            // above that cannot be met by any spectrum, so the measurement is not a miss.
+            let m = d.examples.first().map_or(0, |e| e.log10_singular_values.len());
+            if m > 0 && p.var_over_mean2 > (m - 1) as f64 {
+                s.push_str(&format!(
+                    "note: var/mean² of {m} values can never exceed m − 1 = {}: the prediction is the wide limit (L ≪ n) and this chain is past it\n",
+                    m - 1
+                ));
+            }
         }
         Err(why) => s.push_str(&format!("prediction: unavailable ({why})\n")),
     }

@@ -60,10 +60,10 @@ pub struct ReproduceArgs {
     /// Number of seeds to measure (1..=N) and average [default: decay-rate 6, hanin 300, the others 1].
     #[arg(long)]
     pub seeds: Option<u64>,
-    /// Override the reproduction's depth (L).
+    /// Override the reproduction's depth (L); not nielsen (nielsen-training: the deep case).
     #[arg(long)]
     pub depth: Option<usize>,
-    /// Override the reproduction's width.
+    /// Override the reproduction's width; not nielsen or nielsen-training (width 30).
     #[arg(long)]
     pub width: Option<usize>,
     /// Override the reproduction's batch size (nielsen: number of examples used).
@@ -263,6 +263,18 @@ pub fn reproduce_options(a: &ReproduceArgs) -> Result<ReproduceOptions> {
     }
     if a.width == Some(0) {
         return Err(Error::arg("--width", "must be ≥ 1"));
+    }
+    // Nielsen's networks are fixed by his protocol (hidden width 30, and for nielsen 784,30,30,30,10;
+    // nielsen-training runs seed 1 only): refuse what they would silently ignore.
+    let nielsen = a.name == "nielsen" || a.name == "nielsen-training";
+    if nielsen && a.width.is_some() {
+        return Err(Error::arg("--width", format!("{} uses Nielsen's hidden width 30 (his protocol); leave --width out", a.name)));
+    }
+    if a.name == "nielsen" && a.depth.is_some() {
+        return Err(Error::arg("--depth", "nielsen uses Nielsen's network 784,30,30,30,10; leave --depth out (nielsen-training takes --depth for its deep case)"));
+    }
+    if a.name == "nielsen-training" && a.seeds.is_some_and(|s| s != 1) {
+        return Err(Error::arg("--seeds", "nielsen-training runs one initialisation (seed 1)"));
     }
     if a.batch == Some(0) {
         return Err(Error::arg("--batch", "must be ≥ 1"));

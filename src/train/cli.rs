@@ -205,6 +205,14 @@ fn load_data(a: &TrainArgs, inputs: &InputSpec, targets: &TargetSpec, net: &Netw
     if sources > 1 && !(a.data.as_deref().is_some_and(|d| d.starts_with("teacher")) && !files && a.images.is_none()) {
         return Err(Error::arg("--data", "give one source of data: --data, --images/--labels or --inputs/--targets files"));
     }
+    // Drawn inputs feed only the teacher, and drawn targets nothing: refuse what would be ignored.
+    let teacher = a.data.as_deref().is_some_and(|d| d.starts_with("teacher"));
+    if matches!(inputs, InputSpec::Sign) && !teacher {
+        return Err(Error::arg("--inputs", "sign draws the inputs of --data teacher:D only; the other data bring their own"));
+    }
+    if matches!(targets, TargetSpec::Gaussian | TargetSpec::Uniform) {
+        return Err(Error::arg("--targets", "training targets come from the data (or a .npy file with --inputs FILE), not drawn"));
+    }
     let d = match (&a.data, &a.images, &a.labels, inputs, targets) {
         (_, Some(i), Some(l), _, _) => data::idx(i, l, a.examples.unwrap_or(usize::MAX))?,
         (_, _, _, InputSpec::File(x), TargetSpec::File(y)) => data::npy(x, y)?,
@@ -381,7 +389,7 @@ pub fn run_train(a: &TrainArgs) -> Result<()> {
                 println!("{}", progress_line(state.history.last().unwrap()));
             }
             println!(
-                "{} steps in {secs:.2} s: SGD steps {:.3} s, records and writes the rest (values 10^log10, docs/MATH.md names; ratio = first/last hidden layer)",
+                "{} steps in {secs:.2} s: SGD steps {:.3} s, records and writes the rest (values 10^log10, docs/MATH.md names; ratio = the first ‖∂C/∂b‖ shown over the second)",
                 plan.total_steps, state.step_seconds
             );
             if let Some(dir) = dir {
