@@ -564,10 +564,13 @@ fn draw_heatmap(
         let pts: Vec<(f64, f64)> = trainable.iter().filter(|(w, _)| (x0..=x1).contains(w)).map(|&(w, d)| (w, depth_y(d))).collect();
         let segments: Vec<Vec<(f64, f64)>> = pts.windows(2).filter(|p| p[0].1 < top || p[1].1 < top).map(|p| p.to_vec()).collect();
         if !segments.is_empty() {
-            let style = ShapeStyle::from(&WHITE).stroke_width(3);
-            cc.draw_series(segments.into_iter().map(move |seg| PathElement::new(seg, style)))?
+            // White with a black edge: visible on every viridis colour and, in the legend,
+            // on its white background, so the legend shows the line as drawn.
+            let (edge, line) = (ShapeStyle::from(&BLACK).stroke_width(5), ShapeStyle::from(&WHITE).stroke_width(3));
+            cc.draw_series(segments.iter().map(move |seg| PathElement::new(seg.clone(), edge)))?;
+            cc.draw_series(segments.into_iter().map(move |seg| PathElement::new(seg, line)))?
                 .label("trainable depth ≈ 6ξ_c")
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], ShapeStyle::from(&BLACK).stroke_width(3)));
+                .legend(move |(x, y)| EmptyElement::at((x, y)) + PathElement::new(vec![(0, 0), (24, 0)], edge) + PathElement::new(vec![(1, 0), (23, 0)], line));
             labelled = true;
         }
         if labelled {
