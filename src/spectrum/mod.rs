@@ -15,8 +15,10 @@ pub mod predict;
 mod cli;
 pub mod plot;
 pub mod isometry;
+pub mod device;
 
 pub use cli::{SpectrumArgs, run_spectrum};
+pub use device::SpectrumSplit;
 
 use ndarray::{Array1, Array2, Axis, s};
 use serde::Serialize;
@@ -79,9 +81,9 @@ pub fn log10_abs_det(w: &Array2<f64>) -> f64 {
 
 /// An orthonormal frame and the accumulated triangular factor: the chain so far is
 /// `qtᵀ · diag(2^te) · t`.
-struct Frame {
+pub(crate) struct Frame {
     /// Qᵀ, k × n_l (orthonormal rows).
-    qt: Array2<f64>,
+    pub(crate) qt: Array2<f64>,
     /// T with its rows renormalised, k × n_start.
     t: Array2<f64>,
     /// One exponent per row of T.
@@ -89,7 +91,7 @@ struct Frame {
 }
 
 impl Frame {
-    fn identity(n: usize) -> Frame {
+    pub(crate) fn identity(n: usize) -> Frame {
         Frame { qt: Array2::eye(n), t: Array2::eye(n), te: vec![0; n] }
     }
 
@@ -105,10 +107,17 @@ impl Frame {
             }
             None => &self.qt,
         };
-        let mut x = match w {
+        let x = match w {
             Some(w) => qt.dot(&w.t()),
             None => qt.clone(),
         };
+        self.absorb(x, d);
+    }
+
+    /// The second half of [`Frame::push`], given the product `x = (W diag(pre) Q)ᵀ`
+    /// (k × n_out) however it was computed (here, or by the GPU): multiplies by `diag(d)`
+    /// and re-orthonormalises.
+    pub(crate) fn absorb(&mut self, mut x: Array2<f64>, d: Option<ndarray::ArrayView1<f64>>) {
         if let Some(d) = d {
             x *= &d.view().insert_axis(Axis(0));
         }
@@ -155,7 +164,7 @@ impl Frame {
     }
 
     /// log10 of the chain's singular values, padded with −∞ to `count` (exact zeros).
-    fn log10_singular_values(&self, count: usize) -> Result<Vec<f64>> {
+    pub(crate) fn log10_singular_values(&self, count: usize) -> Result<Vec<f64>> {
         let mut v: Vec<f64> = linalg::graded_jacobi_log2_sv(&self.t, &self.te)?.into_iter().map(|x| x * LOG10_2).collect();
         v.resize(count, f64::NEG_INFINITY);
         v.truncate(count);
@@ -164,26 +173,15 @@ impl Frame {
 }
 
 /// Bytes one example's frame holds at its peak (Qᵀ, T, the layer product and the QR's copy).
-fn frame_bytes(widths: &[usize], start: usize) -> u64 {
+pub(crate) fn frame_bytes(widths: &[usize], start: usize) -> u64 {
     let n = *widths.iter().max().unwrap() as u64;
     let n0 = widths[start] as u64;
     8 * (4 * n * n0 + n * n)
 }
 
-/// The spectra of the first `examples` examples of `p`, for the chain `chain` ending at each
-/// layer in `depths` (sorted, unique, above the chain's start, at most L): one pass over the
-/// layers serves every depth, as the chain of depth d is the prefix of a deeper one.
-///
-/// Cost per layer and example: O(n_l n_{l-1} k) for the product and O(n_l k²) for the QR,
-/// k = the frame's rank (≤ n_start); memory O(n k) per example.
-///
-/// With `det_check`, each depth also carries the chain's log10 |det| from the determinant
-/// identity (square chains only).
-///
-/// # Errors
-/// Out-of-range depths or examples, too little memory, a forward pass that overflows f64,
-/// or `det_check` on a chain whose layers are not all square.
-pub fn measure(p: &Problem, examples: usize, chain: Chain, depths: &[usize], det_check: bool) -> Result<Vec<DepthSpectrum>> {
+/// Checks [`measure`]'s arguments (shared with the GPU engine's spectrum); returns the
+/// deepest depth.
+pub(crate) fn validate(p: &Problem, examples: usize, chain: Chain, depths: &[usize], det_check: bool) -> Result<usize> {
     let net = &p.net;
     let big_l = net.depth();
     let start = chain.start();
@@ -202,6 +200,26 @@ pub fn measure(p: &Problem, examples: usize, chain: Chain, depths: &[usize], det
     if det_check && net.widths[start..=top].iter().any(|&n| n != net.widths[start]) {
         return Err(Error::arg("--det-check", format!("needs square layers (every width from n_{start} to n_{top} equal); the widths are {:?}", &net.widths[start..=top])));
     }
+    Ok(top)
+}
+
+/// The spectra of the first `examples` examples of `p`, for the chain `chain` ending at each
+/// layer in `depths` (sorted, unique, above the chain's start, at most L): one pass over the
+/// layers serves every depth, as the chain of depth d is the prefix of a deeper one.
+///
+/// Cost per layer and example: O(n_l n_{l-1} k) for the product and O(n_l k²) for the QR,
+/// k = the frame's rank (≤ n_start); memory O(n k) per example.
+///
+/// With `det_check`, each depth also carries the chain's log10 |det| from the determinant
+/// identity (square chains only).
+///
+/// # Errors
+/// Out-of-range depths or examples, too little memory, a forward pass that overflows f64,
+/// or `det_check` on a chain whose layers are not all square.
+pub fn measure(p: &Problem, examples: usize, chain: Chain, depths: &[usize], det_check: bool) -> Result<Vec<DepthSpectrum>> {
+    let net = &p.net;
+    let start = chain.start();
+    let top = validate(p, examples, chain, depths, det_check)?;
     let mut log10_det = vec![0.0; examples];
     let sum_log10 = |d: ndarray::ArrayView1<f64>| d.iter().map(|v| v.abs().log10()).sum::<f64>();
     check_memory(examples as u64 * frame_bytes(&net.widths[..=top], start), "the spectrum", "lower --examples or the width")?;
