@@ -9,32 +9,22 @@ use crate::error::Result;
 use crate::model::Problem;
 
 /// Where a GPU spectrum's time went, and what the device was given.
-#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct SpectrumSplit {
-    /// Wall time from recording a layer's work to its results on the host: weight draws,
-    /// the forward pass and the frame products on the device, the frames' upload and the
-    /// products' readback.
+    /// Wall time of the layer products: the frames and weights converted to f32 and
+    /// uploaded, the products on the device, their readback and conversion to f64.
     pub device_seconds: f64,
-    /// Host time in f64: the frames to f32 and the products back, the QR and T ← R T after
-    /// every layer, the SVDs of T at the depths asked for, and the determinant check's LU.
+    /// Everything else, on the host in f64: the forward pass (and drawing the weights),
+    /// the QR and T ← R T after every layer, the SVD of T at the depths asked for, and
+    /// the determinant check's LU.
     pub host_seconds: f64,
-    /// Multiply-adds of the frame products on the device (Σ over layers and examples of
+    /// Multiply-adds of the products on the device (Σ over layers and examples of
     /// k·n_{l-1}·n_l).
     pub product_madds: f64,
     /// Submissions (one per layer, more where a layer's products exceed the work one
     /// submission may hold).
     pub submissions: usize,
 }
-
-impl SpectrumSplit {
-    pub(crate) fn add(&mut self, o: &SpectrumSplit) {
-        self.device_seconds += o.device_seconds;
-        self.host_seconds += o.host_seconds;
-        self.product_madds += o.product_madds;
-        self.submissions += o.submissions;
-    }
-}
-
 
 /// A spectrum computed on the GPU: the spectra, the adapter's name and the split.
 pub struct GpuSpectrum {
