@@ -30,12 +30,13 @@ pub struct SpectrumArgs {
     #[arg(long, value_name = "k", help_heading = "Spectrum")]
     pub top: Option<usize>,
     /// Also check Σ_i log10 s_i against Σ_l (log10 |det W^l| + Σ_i log10 |σ′(z^l_i)|), which
-    /// holds exactly for square layers (one LU per layer; exit code 1 beyond 1e-9 relative).
+    /// holds exactly for square layers (one LU per layer; exit code 1 beyond 1e-9 relative,
+    /// 1e-6 with --backend gpu).
     #[arg(long, help_heading = "Spectrum")]
     pub det_check: bool,
-    /// cpu (the f64 reference), or gpu: the forward pass and the layer products in f32 on
-    /// the device, the QR after each layer and the final SVD on the host in f64. auto is
-    /// the CPU (the host's QR is most of the work either way).
+    /// cpu (the f64 reference), or gpu: the layer products (the O(n²k) part) in f32 on the
+    /// device; the forward pass, the QR after each layer and the final SVD on the host in
+    /// f64. auto is the CPU (the host's QR is a large part of the work either way).
     #[arg(long, value_enum, default_value_t = BackendChoice::Auto, help_heading = "Output")]
     pub backend: BackendChoice,
     /// GPU adapter to use: a case-insensitive substring of its name (see `gradscope devices`).
@@ -104,7 +105,7 @@ pub fn run_spectrum(a: SpectrumArgs) -> Result<()> {
     let seconds = t0.elapsed().as_secs_f64();
     let engine = match &gpu {
         Some(g) => format!(
-            "backend gpu ({}), {seconds:.2} s: device {:.2} s (forward pass and layer products, f32), host {:.2} s (QR and SVD, f64)",
+            "backend gpu ({}), {seconds:.2} s: device {:.2} s (layer products, f32, with their transfers), host {:.2} s (forward pass, QR and SVD, f64)",
             g.device, g.split.device_seconds, g.split.host_seconds
         ),
         None => format!("backend cpu (f64), {seconds:.2} s"),
