@@ -165,6 +165,8 @@ fn bad_input_exits_2_with_one_line() {
         (&["--from-layer", "5"], "must be in 1..=4"),
         (&["--from-layer", "0"], "must be in 1..=4"),
         (&["--check"], "--backend gpu"),
+        (&["--check", "--backend", "cpu"], "--backend gpu"),
+        (&["--backend", "cpu", "--adapter", "llvmpipe"], "--adapter"),
         (&["--examples", "0"], "--examples"),
         (&["--out", "x.txt"], "--out"),
         (&["--plot", "x.pdf"], "--plot"),

@@ -39,7 +39,8 @@ pub struct SpectrumArgs {
     /// f64. auto is the CPU (the host's QR is a large part of the work either way).
     #[arg(long, value_enum, default_value_t = BackendChoice::Auto, help_heading = "Output")]
     pub backend: BackendChoice,
-    /// GPU adapter to use: a case-insensitive substring of its name (see `gradscope devices`).
+    /// GPU adapter to use: a case-insensitive substring of its name (see `gradscope
+    /// devices`); with --backend auto, naming one runs on it.
     #[arg(long, value_name = "NAME", help_heading = "Output")]
     pub adapter: Option<String>,
     /// With --backend gpu: also run the f64 CPU engine and compare every log10 s_i within
@@ -60,9 +61,13 @@ pub struct SpectrumArgs {
 /// # Errors
 /// Bad flags (exit code 2), a failed `--det-check` ([`Error::CheckFailed`], exit code 1).
 pub fn run_spectrum(a: SpectrumArgs) -> Result<()> {
-    let on_gpu = a.backend == BackendChoice::Gpu;
+    // auto is the CPU here (README, "The spectrum on the GPU"), unless an adapter is named.
+    let on_gpu = a.backend == BackendChoice::Gpu || (a.backend == BackendChoice::Auto && a.adapter.is_some());
     if a.check && !on_gpu {
         return Err(Error::arg("--check", "compares the GPU spectrum with the CPU reference; add --backend gpu"));
+    }
+    if a.backend == BackendChoice::Cpu && a.adapter.is_some() {
+        return Err(Error::arg("--adapter", "names a GPU adapter, but --backend cpu was asked for"));
     }
     let (mut cfg, stored) = a.net.request().validate()?;
     let big_l = cfg.widths.len() - 1;
@@ -97,16 +102,17 @@ pub fn run_spectrum(a: SpectrumArgs) -> Result<()> {
     }
     let t0 = Instant::now();
     let problem = cfg.problem(stored)?;
-    let gpu = if on_gpu { Some(measure_gpu(a.adapter.clone(), &problem, a.examples, chain, &[big_l], a.det_check)?) } else { None };
-    let spectra = match &gpu {
-        Some(g) => g.spectra.clone(),
-        None => measure(&problem, a.examples, chain, &[big_l], a.det_check)?,
+    let (spectra, gpu) = if on_gpu {
+        let g = measure_gpu(a.adapter.clone(), &problem, a.examples, chain, &[big_l], a.det_check)?;
+        (g.spectra, Some((g.device, g.split)))
+    } else {
+        (measure(&problem, a.examples, chain, &[big_l], a.det_check)?, None)
     };
     let seconds = t0.elapsed().as_secs_f64();
     let engine = match &gpu {
-        Some(g) => format!(
-            "backend gpu ({}), {seconds:.2} s: device {:.2} s (layer products, f32, with their transfers), host {:.2} s (forward pass, QR and SVD, f64)",
-            g.device, g.split.device_seconds, g.split.host_seconds
+        Some((device, split)) => format!(
+            "backend gpu ({device}), {seconds:.2} s: device {:.2} s (layer products, f32, with their transfers), host {:.2} s (forward pass, QR and SVD, f64)",
+            split.device_seconds, split.host_seconds
         ),
         None => format!("backend cpu (f64), {seconds:.2} s"),
     };
@@ -142,7 +148,7 @@ pub fn run_spectrum(a: SpectrumArgs) -> Result<()> {
             check_failed = Some(format!("{} singular value(s) differ from the CPU engine's beyond the tolerance", c.mismatches.len()));
         }
     }
-    // The identity holds to rounding in f64; the GPU's f32 products and σ′ earn more.
+    // The identity holds to rounding in f64; the GPU's f32 products earn more.
     let det_tol = if gpu.is_some() { device::GPU_DET_RTOL } else { 1e-9 };
     let mut det_failed = None;
     if let Some(want) = &d.log10_abs_det {
