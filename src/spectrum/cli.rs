@@ -36,8 +36,9 @@ pub struct SpectrumArgs {
     pub det_check: bool,
     /// cpu (the f64 reference), or gpu: the layer products (the O(n²k) part) in f32 on the
     /// device; the forward pass, the QR after each layer and the final SVD on the host in
-    /// f64. auto is the CPU (the host's QR is a large part of the work either way).
-    #[arg(long, value_enum, default_value_t = BackendChoice::Auto, help_heading = "Output")]
+    /// f64. auto (the default) is the CPU here: the host's QR is a large part of the work
+    /// either way.
+    #[arg(long, value_enum, default_value_t = BackendChoice::Auto, hide_possible_values = true, help_heading = "Output")]
     pub backend: BackendChoice,
     /// GPU adapter to use: a case-insensitive substring of its name (see `gradscope
     /// devices`); with --backend auto, naming one runs on it.
