@@ -442,3 +442,20 @@ fn gpu_check_passes_from_the_command_line() {
     assert!(out.lines().any(|l| l.starts_with("PASS: 32 singular values compared")), "{out}");
     assert_eq!(out.matches("det check, example").count(), 2, "{out}");
 }
+
+/// `--check`'s comparison fails what it should: a value beyond the tolerance, and an exact
+/// zero on one side only (a unit on the other side of relu's kink); both −∞ agree.
+#[test]
+fn check_comparison_flags_what_differs() {
+    use gradscope::spectrum::ExampleSpectrum;
+    let ds = |v: Vec<f64>| DepthSpectrum { depth: 10, examples: vec![ExampleSpectrum { example: 0, log10_singular_values: v }], log10_abs_det: None };
+    let tol = SpectrumTolerance::f32_vs_f64();
+    let allowed = tol.allowed(10);
+    let cpu = ds(vec![1.0, -3.0, f64::NEG_INFINITY]);
+    let close = compare(&ds(vec![1.0 + 0.5 * allowed, -3.0, f64::NEG_INFINITY]), &cpu, 10, &tol);
+    assert!(close.passed() && close.compared == 3 && close.worst == Some((0, 1)), "{}", close.summary(3));
+    let far = compare(&ds(vec![1.0, -3.0 - 2.0 * allowed, f64::NEG_INFINITY]), &cpu, 10, &tol);
+    assert!(!far.passed() && far.mismatches.len() == 1 && far.mismatches[0].index == 2, "{}", far.summary(3));
+    let kink = compare(&ds(vec![1.0, -3.0, -40.0]), &cpu, 10, &tol);
+    assert!(!kink.passed() && kink.mismatches[0].abs == f64::INFINITY, "{}", kink.summary(3));
+}
