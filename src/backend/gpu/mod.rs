@@ -8,10 +8,12 @@
 mod buffers;
 mod context;
 mod norms;
+pub mod params;
 mod probe;
 mod recorder;
 
-pub use context::{Context, MatmulPath, Params, MAX_NETS, PARAM_SLOT};
+pub use context::{Context, Kernel, MatmulPath, MAX_NETS, PARAM_SLOT};
+pub use params::{Family, MatmulParams, ParamBlock, PointwiseParams, ReduceParams, SpectralParams, WeightsParams};
 pub use recorder::Profile;
 pub use norms::GPU_SPECTRAL_NORM_RTOL;
 pub use probe::batch_mismatch;

@@ -3,7 +3,8 @@
 //! it needs copied in the same submission (one wait); and the [`Profile`] of what the
 //! device was asked to do.
 
-use super::context::{Context, Kernel, Params, MAX_NETS, MAX_WORKGROUPS_PER_DIM, PARAM_SLOT, PARAM_SLOTS};
+use super::context::{Context, Kernel, MAX_NETS, MAX_WORKGROUPS_PER_DIM, PARAM_SLOT, PARAM_SLOTS};
+use super::params::ParamBlock;
 use crate::error::{Error, Result};
 
 /// What the device was asked to do, counted since the context was built (for
@@ -69,7 +70,8 @@ pub struct Recorder<'c> {
     ctx: &'c Context,
     encoder: Option<wgpu::CommandEncoder>,
     pass: Option<wgpu::ComputePass<'static>>,
-    params: Vec<Params>,
+    /// The parameter slots recorded, PARAM_SLOT bytes each, written to the device at submit.
+    params: Vec<u8>,
     /// Bind groups by (kernel, networks, buffers): a probe binds the same few buffer sets on
     /// every layer, so it creates each once.
     bind_groups: std::collections::HashMap<(usize, usize, Vec<wgpu::Buffer>), wgpu::BindGroup>,
@@ -94,27 +96,35 @@ impl<'c> Recorder<'c> {
 
     /// True when the next layer should go into a fresh submission.
     pub fn full(&self, layer_budget: usize) -> bool {
-        self.params.len() + 16 * MAX_NETS > PARAM_SLOTS || self.work >= self.work_budget() || self.layers >= layer_budget
+        self.slots() + 16 * MAX_NETS > PARAM_SLOTS || self.work >= self.work_budget() || self.layers >= layer_budget
     }
 
-    /// Records one dispatch of `k` with `params` and `buffers` bound in `k.bindings` order.
-    /// The grid's z dimension is the network index, so `groups.2` must be 1.
-    pub fn dispatch(&mut self, k: &Kernel, params: Params, buffers: &[&wgpu::Buffer], groups: (u32, u32, u32)) {
+    fn slots(&self) -> usize {
+        self.params.len() / PARAM_SLOT as usize
+    }
+
+    /// Records one dispatch of `k` with `params` (its family's block) and `buffers` bound in
+    /// `k.bindings` order. The grid's z dimension is the network index, so `groups.2` must be 1.
+    pub fn dispatch<P: ParamBlock>(&mut self, k: &Kernel<P>, params: P, buffers: &[&wgpu::Buffer], groups: (u32, u32, u32)) {
         assert_eq!(groups.2, 1, "{}: workgroup_id.z is the network index; dispatch_nets runs several", k.name);
         self.dispatch_nets(k, &[params], buffers, (groups.0, groups.1));
     }
 
     /// Records one dispatch of `k` over `params.len()` networks (workgroup_id.z = network,
     /// each reading its own parameter slot) with `buffers` bound in `k.bindings` order.
-    pub fn dispatch_nets(&mut self, k: &Kernel, params: &[Params], buffers: &[&wgpu::Buffer], groups: (u32, u32)) {
+    pub fn dispatch_nets<P: ParamBlock>(&mut self, k: &Kernel<P>, params: &[P], buffers: &[&wgpu::Buffer], groups: (u32, u32)) {
         debug_assert_eq!(buffers.len(), k.bindings.len(), "{}", k.name);
         debug_assert!(params.len() <= MAX_NETS);
         if groups.0 == 0 || groups.1 == 0 || params.is_empty() {
             return;
         }
-        let slot = self.params.len() as u64;
-        self.params.extend_from_slice(params);
-        let key = (k as *const Kernel as usize, params.len(), buffers.iter().map(|b| (*b).clone()).collect::<Vec<_>>());
+        let slot = self.slots() as u64;
+        for p in params {
+            let at = self.params.len();
+            self.params.resize(at + PARAM_SLOT as usize, 0);
+            self.params[at..at + std::mem::size_of::<P>()].copy_from_slice(bytemuck::bytes_of(p));
+        }
+        let key = (k as *const Kernel<P> as usize, params.len(), buffers.iter().map(|b| (*b).clone()).collect::<Vec<_>>());
         if !self.bind_groups.contains_key(&key) {
             let mut entries = vec![wgpu::BindGroupEntry {
                 binding: 0,
@@ -185,13 +195,8 @@ impl<'c> Recorder<'c> {
         let work = std::mem::take(&mut self.work);
         self.layers = 0;
         let enc = self.encoder.take()?;
-        let mut bytes = vec![0u8; self.params.len() * PARAM_SLOT as usize];
-        for (i, p) in self.params.iter().enumerate() {
-            let o = i * PARAM_SLOT as usize;
-            bytes[o..o + std::mem::size_of::<Params>()].copy_from_slice(bytemuck::bytes_of(p));
-        }
-        if !bytes.is_empty() {
-            self.ctx.queue.write_buffer(&self.ctx.params, 0, &bytes);
+        if !self.params.is_empty() {
+            self.ctx.queue.write_buffer(&self.ctx.params, 0, &self.params);
         }
         let start = std::time::Instant::now();
         let index = self.ctx.queue.submit([enc.finish()]);
