@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 use wgpu::util::DeviceExt;
 
 use super::params::{MatmulParams, ParamBlock, PointwiseParams, ReduceParams, SpectralParams, WeightsParams};
-use super::recorder::Profile;
+use super::params::Family;
+use super::recorder::{DeviceTimes, Profile};
 use crate::backend::shaders::{self, Tiling};
 use crate::error::{Error, Result};
 
@@ -178,20 +179,39 @@ pub struct Context {
 }
 
 impl Context {
-    /// Opens `adapter` with every limit it offers and builds all pipelines.
+    /// Opens `adapter` with every limit it offers and builds all pipelines (no timestamp
+    /// queries: [`Context::with_profiling`]).
     ///
     /// # Errors
     /// [`Error::Device`] when the device cannot be created or a shader fails to compile;
     /// [`Error::InvalidArgument`] for a `GRADSCOPE_MATMUL` other than `tiled` or `blocked`.
     pub fn new(adapter: &wgpu::Adapter) -> Result<Context> {
+        Context::with_profiling(adapter, false)
+    }
+
+    /// [`Context::new`], and when `profile` is set and the adapter has
+    /// `wgpu::Features::TIMESTAMP_QUERY`, with that feature, so that every recorder times its
+    /// passes per kernel family ([`Profile::device_seconds`]). Only then: timestamps split the
+    /// work into one pass per run of one family's dispatches, and may cost.
+    ///
+    /// # Errors
+    /// As [`Context::new`].
+    pub fn with_profiling(adapter: &wgpu::Adapter, profile: bool) -> Result<Context> {
         let info = adapter.get_info();
+        let has_timestamps = adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY);
+        let device_times = match (profile, has_timestamps) {
+            (false, _) => DeviceTimes::NotRequested,
+            (true, false) => DeviceTimes::Unsupported,
+            (true, true) => DeviceTimes::Measured,
+        };
+        let required_features = if device_times == DeviceTimes::Measured { wgpu::Features::TIMESTAMP_QUERY } else { wgpu::Features::empty() };
         // `required_limits` is exact: ask for what the adapter has, so jobs may use it all.
         let limits = adapter.limits();
         let matmul = MatmulPath::choose(info.device_type)?;
         let tiling = tiling_for(&limits).ok_or_else(|| Error::Device(format!("'{}' offers too little compute (workgroup limits) for any matmul tile", info.name)))?;
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("gradscope"),
-            required_features: wgpu::Features::empty(),
+            required_features,
             required_limits: limits.clone(),
             experimental_features: wgpu::ExperimentalFeatures::disabled(),
             memory_hints: wgpu::MemoryHints::Performance,
@@ -275,7 +295,7 @@ impl Context {
             lz_norm,
             lz_next,
             errors,
-            profile: Mutex::new(Profile { work_per_submit: FIRST_WORK_PER_SUBMIT, ..Default::default() }),
+            profile: Mutex::new(Profile { work_per_submit: FIRST_WORK_PER_SUBMIT, device_times, ..Default::default() }),
             staging: Mutex::new([None, None]),
         })
     }
@@ -287,6 +307,24 @@ impl Context {
 
     pub(super) fn count(&self, f: impl FnOnce(&mut Profile)) {
         f(&mut self.profile.lock().unwrap());
+    }
+
+    /// Whether recorders on this context time their passes.
+    pub fn device_times(&self) -> DeviceTimes {
+        self.profile.lock().unwrap().device_times
+    }
+
+    /// Adds the device time of each timed pass (`stamps`: its start and end ticks, in pass
+    /// order) to its family's total. A pass whose end precedes its start (timestamps are not
+    /// guaranteed monotonic across passes on every driver) counts as zero.
+    pub(super) fn add_device_times(&self, passes: &[Family], stamps: &[u64]) {
+        let ns_per_tick = self.queue.get_timestamp_period() as f64;
+        self.count(|p| {
+            for (fam, t) in passes.iter().zip(stamps.chunks_exact(2)) {
+                p.device_seconds[fam.index()] += 1e-9 * ns_per_tick * t[1].saturating_sub(t[0]) as f64;
+                p.timed_passes += 1;
+            }
+        });
     }
 
     /// Staging buffer `slot` (0 or 1), at least `size` bytes (grown to a power of two).
