@@ -47,6 +47,8 @@ pub struct AdapterRow {
     pub max_compute_workgroup_storage_size: u32,
     /// The layer-product kernels a context on this adapter would use ([`MatmulPath::describe`]).
     pub matmul: String,
+    /// `wgpu::Features::TIMESTAMP_QUERY`: `--profile` can give device time per kernel family.
+    pub timestamp_query: bool,
 }
 
 /// `--profile`: set before the backend is opened, as `GRADSCOPE_PROFILE=1` would be.
@@ -94,6 +96,7 @@ fn row(a: &wgpu::Adapter) -> AdapterRow {
             (Err(e), _) => e.to_string(),
             (_, None) => "none (workgroup limits too small)".into(),
         },
+        timestamp_query: a.features().contains(wgpu::Features::TIMESTAMP_QUERY),
     }
 }
 
