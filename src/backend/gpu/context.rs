@@ -209,35 +209,12 @@ impl Context {
         let limits = adapter.limits();
         let matmul = MatmulPath::choose(info.device_type)?;
         let tiling = tiling_for(&limits).ok_or_else(|| Error::Device(format!("'{}' offers too little compute (workgroup limits) for any matmul tile", info.name)))?;
-        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
-            label: Some("gradscope"),
-            required_features,
-            required_limits: limits.clone(),
-            experimental_features: wgpu::ExperimentalFeatures::disabled(),
-            memory_hints: wgpu::MemoryHints::Performance,
-            trace: wgpu::Trace::Off,
-        }))
-        .map_err(|e| Error::Device(format!("cannot open GPU '{}': {e}", info.name)))?;
-        let errors = Arc::new(Mutex::new(Vec::new()));
-        {
-            let sink = errors.clone();
-            device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
-                sink.lock().unwrap().push(e.to_string());
-            }));
-            let sink = errors.clone();
-            device.set_device_lost_callback(move |reason, msg| {
-                sink.lock().unwrap().push(format!("device lost ({reason:?}): {msg}"));
-            });
-        }
+        let (device, queue, errors) = open_device(adapter, &info, &limits, required_features)?;
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let mut modules = Modules::new();
-        for m in shaders::modules() {
-            let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: Some(m.label),
-                source: wgpu::ShaderSource::Wgsl(m.source.into()),
-            });
-            modules.insert(m.label, module);
-        }
+        let modules: Modules = shaders::modules()
+            .into_iter()
+            .map(|m| (m.label, device.create_shader_module(wgpu::ShaderModuleDescriptor { label: Some(m.label), source: wgpu::ShaderSource::Wgsl(m.source.into()) })))
+            .collect();
         use Access::{Read as R, ReadWrite as W};
         let opts = wgpu::PipelineCompilationOptions::default();
         // Every tile entry is written before it is read: no zero-fill of workgroup memory.
@@ -452,6 +429,30 @@ impl Context {
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
         })
     }
+}
+
+/// The device and queue of `adapter` with `limits` and `features`, its uncaptured errors and
+/// loss sent to the returned sink (wgpu's default handler would panic).
+fn open_device(adapter: &wgpu::Adapter, info: &wgpu::AdapterInfo, limits: &wgpu::Limits, features: wgpu::Features) -> Result<(wgpu::Device, wgpu::Queue, Arc<Mutex<Vec<String>>>)> {
+    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+        label: Some("gradscope"),
+        required_features: features,
+        required_limits: limits.clone(),
+        experimental_features: wgpu::ExperimentalFeatures::disabled(),
+        memory_hints: wgpu::MemoryHints::Performance,
+        trace: wgpu::Trace::Off,
+    }))
+    .map_err(|e| Error::Device(format!("cannot open GPU '{}': {e}", info.name)))?;
+    let errors = Arc::new(Mutex::new(Vec::new()));
+    let sink = errors.clone();
+    device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+        sink.lock().unwrap().push(e.to_string());
+    }));
+    let sink = errors.clone();
+    device.set_device_lost_callback(move |reason, msg| {
+        sink.lock().unwrap().push(format!("device lost ({reason:?}): {msg}"));
+    });
+    Ok((device, queue, errors))
 }
 
 type Modules = std::collections::HashMap<&'static str, wgpu::ShaderModule>;
