@@ -90,6 +90,9 @@ fn probe(a: ProbeArgs) -> Result<()> {
     }
     request_profile(a.profile);
     let (engine, why) = Engine::select(a.backend, a.adapter.clone())?;
+    if a.profile && engine.name() != "gpu" {
+        eprintln!("gradscope: --profile: the {} backend has no device to profile (it profiles --backend gpu)", engine.name());
+    }
     if a.check && engine.name() != "gpu" {
         return Err(Error::arg("--check", "compares the GPU backend with the CPU reference; add --backend gpu"));
     }
@@ -242,6 +245,9 @@ fn sweep(a: SweepArgs) -> Result<()> {
         );
     }
     request_profile(a.profile);
+    if a.profile && plan.backend == "cpu" {
+        eprintln!("gradscope: --profile: the cpu backend has no device to profile (it profiles --backend gpu)");
+    }
     let opts = gradscope::sweep::RunOptions { out: out.clone(), shard, progress: !a.quiet, adapter: a.adapter.clone() };
     let s = gradscope::sweep::run(&plan, &opts)?;
     println!(

@@ -23,7 +23,8 @@ pub enum Family {
 
 impl Family {
     /// Every family, in the order the profile lists them.
-    pub const ALL: [Family; 5] = [Family::Matmul, Family::Pointwise, Family::Reduce, Family::Weights, Family::Spectral];
+    pub const ALL: [Family; Family::COUNT] = [Family::Matmul, Family::Pointwise, Family::Reduce, Family::Weights, Family::Spectral];
+    pub const COUNT: usize = 5;
 
     /// The family's module label in [`crate::backend::shaders::modules`] (also its name in
     /// the profile).

@@ -44,7 +44,7 @@ pub struct Profile {
     /// Whether device times are measured, and the seconds per kernel family (indexed as
     /// [`Family::ALL`]) between the timestamps of its passes.
     pub device_times: DeviceTimes,
-    pub device_seconds: [f64; 5],
+    pub device_seconds: [f64; Family::COUNT],
     /// Compute passes timed.
     pub timed_passes: u64,
 }
