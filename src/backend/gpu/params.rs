@@ -89,18 +89,21 @@ param_block! {
     MatmulParams, Family::Matmul, {
         /// Rows of lhs and out: B forward, B per active depth backward.
         batch: u32,
-        /// Columns of W (n_{l-1}) and their row stride (floats, a multiple of 4).
+        /// Columns of W (n_{l-1}).
         n_in: u32,
+        /// Their row stride (floats, a multiple of 4).
         s_in: u32,
-        /// Rows of W (n_l) and their row stride.
+        /// Rows of W (n_l).
         n_out: u32,
+        /// Their row stride.
         s_out: u32,
         /// FLAG_SCALED (rows carry exponents), FLAG_BIAS (b^l ≠ 0): forward only.
         flags: u32,
-        /// This network's first row of lhs, out and the exponents; first vec4 of W; first
-        /// float of b^l in the bias buffer (forward).
+        /// This network's first row of lhs, out and the exponents.
         row0: u32,
+        /// Its first vec4 of W.
         w0: u32,
+        /// Its first float of b^l in the bias buffer (forward).
         bias0: u32,
     }
 }
@@ -109,32 +112,39 @@ param_block! {
     /// shaders/pointwise.wgsl: `forward_post` (σ, σ′, renormalisation, the forward record)
     /// and `backward_post` (δ = g ⊙ σ′ renormalised, the backward records).
     PointwiseParams, Family::Pointwise, {
-        /// B, n_l and its row stride.
+        /// B, examples.
         batch: u32,
+        /// n_l.
         n_out: u32,
+        /// Its row stride (floats, a multiple of 4).
         s_out: u32,
         /// FLAG_* bits.
         flags: u32,
-        /// This network's first per-example row (a, z, σ′, exponents) and first stacked row
-        /// (δ̂, g and their exponents).
+        /// This network's first per-example row (a, z, σ′, exponents).
         row0: u32,
+        /// Its first stacked row (δ̂, g and their exponents).
         srow0: u32,
-        /// Forward: the activation id (`activation_id`), the leaky-relu slope, and σ's
-        /// slopes at 0 right and left of it (FLAG_TANGENT).
+        /// Forward: the activation id (`activation_id`).
         activation: u32,
+        /// Forward: the leaky-relu slope.
         alpha: f32,
+        /// Forward, FLAG_TANGENT: σ's slope at 0 right of it.
         slope_right: f32,
+        /// Forward, FLAG_TANGENT: σ's slope at 0 left of it.
         slope_left: f32,
-        /// Forward: offsets (floats) of layer l's record and of layer l+1's (FLAG_REC_NEXT).
+        /// Forward: offset (floats) of layer l's record.
         rec: u32,
+        /// Forward, FLAG_REC_NEXT: offset of layer l+1's record.
         rec_next: u32,
-        /// Backward: active depths at this layer (the joining one last), the offset of the
-        /// first one's backward record and floats per record; the joining depth's output
-        /// error ê and its exponents.
+        /// Backward: active depths at this layer, the joining one (if any) last.
         blocks: u32,
+        /// Backward: offset of the first active depth's backward record.
         brec: u32,
+        /// Backward: floats per backward record.
         bstride: u32,
+        /// Backward, FLAG_JOIN: offset of the joining depth's output error ê.
         err: u32,
+        /// Backward, FLAG_JOIN: offset of its exponents.
         err_e: u32,
     }
 }
@@ -143,19 +153,26 @@ param_block! {
     /// shaders/reduce.wgsl: the batch-mean and Gram partial sums of one layer, per active
     /// depth (workgroup_id.y).
     ReduceParams, Family::Reduce, {
-        /// B, n_{l-1} and n_l's row strides, n_l.
+        /// B, examples.
         batch: u32,
+        /// Row stride (floats) of â^{l-1}.
         s_in: u32,
+        /// n_l.
         n_out: u32,
+        /// Its row stride.
         s_out: u32,
-        /// First row of â^{l-1}; first stacked row of δ̂.
+        /// This network's first row of â^{l-1}.
         row0: u32,
+        /// Its first stacked row of δ̂.
         srow0: u32,
-        /// Offset of layer l's forward record; of the first active depth's backward record
-        /// and floats per record; where the Gram partials start after the batch-mean ones.
+        /// Offset (floats) of layer l's forward record.
         rec: u32,
+        /// Offset of the first active depth's backward record.
         brec: u32,
+        /// Floats per backward record.
         bstride: u32,
+        /// Where the Gram partials start after 2B in a backward record (after the batch-mean
+        /// partials).
         gram0: u32,
     }
 }
@@ -164,18 +181,23 @@ param_block! {
     /// shaders/weights.wgsl: `draw_weights` (W^l from Philox, zero padded) and the test
     /// kernel `philox_words`.
     WeightsParams, Family::Weights, {
-        /// Real columns and rows of W, its row stride and padded rows.
+        /// Real columns of W.
         n_in: u32,
+        /// Real rows of W.
         n_out: u32,
+        /// Its row stride (floats, a multiple of 4).
         s_in: u32,
+        /// Its rows with padding.
         rows: u32,
-        /// The layer (Philox counter word 2), DIST_NORMAL (0) or DIST_UNIFORM (1), the std
-        /// (normal) or half-width (uniform).
+        /// The layer l (Philox counter word 2).
         layer: u32,
+        /// DIST_NORMAL (0) or DIST_UNIFORM (1).
         dist: u32,
+        /// The std (normal) or half-width a (uniform).
         scale: f32,
-        /// Philox key = seed.
+        /// Philox key = seed, low word.
         key_lo: u32,
+        /// High word.
         key_hi: u32,
         /// First vec4 of W in the output buffer.
         w0: u32,
@@ -189,17 +211,21 @@ param_block! {
     SpectralParams, Family::Spectral, {
         /// Layers in the chunk (C).
         layers: u32,
-        /// W's columns, rows and row stride.
+        /// Columns of W.
         n_in: u32,
+        /// Rows of W.
         n_out: u32,
+        /// Its row stride (floats).
         s_in: u32,
-        /// Floats per matrix, per Lanczos vector (a multiple of 4, ≥ n_in and n_out) and per
-        /// layer's basis (kmax + 1 vectors).
+        /// Floats per matrix.
         mat_floats: u32,
+        /// Floats per Lanczos vector (a multiple of 4, ≥ n_in and n_out).
         vec_floats: u32,
+        /// Floats of one layer's basis (kmax + 1 vectors).
         basis_floats: u32,
-        /// The most steps (KMAX) and this step k.
+        /// The most steps (KMAX).
         kmax: u32,
+        /// This step, k.
         step: u32,
         /// 0: A = WᵀW (vectors of n_in); 1: A = WWᵀ (vectors of n_out).
         op: u32,
