@@ -21,7 +21,8 @@ use std::time::Instant;
 use ndarray::{Array2, ArrayView2};
 
 use super::buffers::{binding_limit, round4};
-use super::context::{Context, Params};
+use super::context::Context;
+use super::params::MatmulParams;
 use super::recorder::{InFlight, Recorder};
 use crate::error::{Error, Result};
 use crate::model::Problem;
@@ -120,14 +121,14 @@ impl<'a> Products<'a> {
         }
         ctx.queue.write_buffer(&self.qa, 0, bytemuck::cast_slice(&v));
         let what = move || format!("the spectrum's products at layer {l} ({rows} frame rows, {n_in} → {n_out})");
-        let sizes = Params { n_in: n_in as u32, n_out: n_out as u32, s_in: s_in as u32, s_out: s_out as u32, layer: l as u32, ..Default::default() };
+        let sizes = MatmulParams { n_in: n_in as u32, n_out: n_out as u32, s_in: s_in as u32, s_out: s_out as u32, ..Default::default() };
         let mut flights: Vec<InFlight> = Vec::new();
         let mut r0 = 0;
         for q in qts {
             let k = q.nrows();
             // z = a Wᵀ with a = this frame's rows (row0..), no bias and zero exponents.
             let (mm, groups) = ctx.mm_forward_on(ctx.matmul, n_out, k);
-            self.rec.dispatch(mm, Params { batch: k as u32, row0: r0 as u32, ..sizes }, &[&self.qa, &self.w, &self.bias, &self.ezero, &self.y], groups);
+            self.rec.dispatch(mm, MatmulParams { batch: k as u32, row0: r0 as u32, ..sizes }, &[&self.qa, &self.w, &self.bias, &self.ezero, &self.y], groups);
             let madds = (k * n_in * n_out) as f64;
             self.rec.work += madds;
             self.split.product_madds += madds;
