@@ -8,6 +8,8 @@
 
 pub mod cli;
 pub mod data;
+#[cfg(feature = "gpu")]
+pub mod gpu;
 pub mod history;
 pub mod nielsen;
 pub mod sgd;
@@ -44,6 +46,24 @@ impl TrainPlan {
     /// ⌈n / B⌉: Nielsen's `network2.py` keeps the last, smaller batch.
     pub fn steps_per_epoch(&self) -> u64 {
         self.data.len().div_ceil(self.batch) as u64
+    }
+
+    /// The positions in its epoch's order of the examples of step `t` (0-based).
+    pub fn batch_range(&self, t: u64) -> std::ops::Range<usize> {
+        let k = (t % self.steps_per_epoch()) as usize;
+        k * self.batch..((k + 1) * self.batch).min(self.data.len())
+    }
+}
+
+/// The rows `idx` of the data: in order (no shuffle) a batch is a run of rows, so a view,
+/// not a copy.
+pub fn batch_rows<'a>(data: &'a Dataset, idx: &[usize]) -> (CowArray<'a, f64, ndarray::Ix2>, CowArray<'a, f64, ndarray::Ix2>) {
+    let contiguous = idx.windows(2).all(|w| w[1] == w[0] + 1);
+    if contiguous {
+        let r = idx[0]..idx[0] + idx.len();
+        (CowArray::from(data.x.slice(s![r.clone(), ..])), CowArray::from(data.y.slice(s![r, ..])))
+    } else {
+        (CowArray::from(data.x.select(Axis(0), idx)), CowArray::from(data.y.select(Axis(0), idx)))
     }
 }
 
@@ -120,16 +140,8 @@ pub fn train(plan: &TrainPlan, state: &mut TrainState, on_record: &mut dyn FnMut
         if order.as_ref().is_none_or(|o| o.0 != epoch) {
             order = Some((epoch, data::order(n, epoch, plan.shuffle)));
         }
-        let k = (t % spe) as usize;
-        let idx = &order.as_ref().unwrap().1[k * plan.batch..((k + 1) * plan.batch).min(n)];
-        // In order (no shuffle), a batch is a run of rows: a view, not a copy.
-        let contiguous = idx.windows(2).all(|w| w[1] == w[0] + 1);
-        let (xb, yb) = if contiguous {
-            let r = idx[0]..idx[0] + idx.len();
-            (CowArray::from(plan.data.x.slice(s![r.clone(), ..])), CowArray::from(plan.data.y.slice(s![r, ..])))
-        } else {
-            (CowArray::from(plan.data.x.select(Axis(0), idx)), CowArray::from(plan.data.y.select(Axis(0), idx)))
-        };
+        let idx = &order.as_ref().unwrap().1[plan.batch_range(t)];
+        let (xb, yb) = batch_rows(&plan.data, idx);
         let g = sgd::gradients(&plan.net, &state.weights, xb.view(), yb.view()).map_err(|d| {
             Error::Numerical(format!(
                 "training diverged at step {} (epoch {epoch}): the {} pass left the range of f64 at layer {} (the cost is NaN or infinite); lower --lr",

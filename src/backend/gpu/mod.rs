@@ -10,6 +10,7 @@ mod context;
 mod norms;
 mod probe;
 mod recorder;
+pub mod train;
 
 pub use context::{Context, MatmulPath, Params, MAX_NETS, PARAM_SLOT};
 pub use recorder::Profile;
