@@ -16,6 +16,17 @@ use crate::error::{Error, Result};
 use crate::export::write_atomic;
 use crate::model::{InputSpec, Network, Params, TargetSpec};
 
+/// `--check`'s tolerance on ‖W_f32 − W_f64‖_F / ‖W_f64‖_F (and the same for b and for the
+/// batch cost) over the first checked steps.
+///
+/// Why 1e-4: the trajectories start 2^-24 ≈ 6e-8 apart (the f32 rounding of the draw), and
+/// each f32 step adds the update's own rounding (ε₃₂ ≈ 6e-8 of W) and η‖∂C/∂W‖ times the
+/// gradient's relative error (f32 sums over n_{l-1} and B products, σ and σ′ to a few ulp:
+/// ~1e-6 at these widths). Over ten steps that stays near 1e-7 – 1e-6 unless the dynamics
+/// amplify it (measured: README.md, "Training on the GPU"); 1e-4 leaves two decades for wider
+/// and deeper networks, while a wrong index, sign or factor in any kernel is off by O(1).
+pub const CHECK_RTOL: f64 = 1e-4;
+
 /// `gradscope train`: the network flags of `probe`, the data, the optimiser, the records.
 #[derive(Debug, Args)]
 #[command(mut_arg("batch", |a| a.help("Examples per SGD step (mini-batch size B; the last batch of an epoch may be smaller)")))]
@@ -66,9 +77,13 @@ pub struct TrainArgs {
     pub backend: BackendChoice,
     /// With --backend gpu: the CPU takes the first STEPS steps (default 10) beside the device
     /// and each step's relative difference of the weights and the batch cost is printed;
-    /// exit 1 beyond 1e-4.
+    /// exit 1 beyond --check-rtol.
     #[arg(long, value_name = "STEPS", num_args = 0..=1, default_missing_value = "10", help_heading = "Output")]
     pub check: Option<u64>,
+    /// --check's tolerance on the relative difference of weights, biases and batch cost
+    /// (why 1e-4: README.md, "Training on the GPU").
+    #[arg(long, value_name = "R", default_value_t = CHECK_RTOL, requires = "check", help_heading = "Output")]
+    pub check_rtol: f64,
     /// Folder for meta.json, history.csv, history.npy and checkpoint.npz (created; an
     /// existing one holding the same run resumes from its checkpoint).
     #[arg(long, short = 'o', value_name = "DIR", help_heading = "Output")]
@@ -133,6 +148,9 @@ pub fn plan(a: &TrainArgs) -> Result<(TrainPlan, TrainConfig)> {
         Some(_) if !gpu => return Err(Error::arg("--check", "compares the GPU's training with the CPU's; it needs --backend gpu")),
         Some(0) => return Err(Error::arg("--check", "must be ≥ 1 step")),
         _ => {}
+    }
+    if !(a.check_rtol.is_finite() && a.check_rtol > 0.0) {
+        return Err(Error::arg("--check-rtol", format!("must be finite and > 0, got {}", a.check_rtol)));
     }
     if !(a.lr.is_finite() && a.lr >= 0.0) {
         return Err(Error::arg("--lr", format!("must be finite and ≥ 0, got {}", a.lr)));
@@ -341,6 +359,16 @@ fn progress_line(rec: &ndarray::Array2<f64>) -> String {
 /// Bad input (nothing written), a diverged run (the history so far kept), a write failure.
 pub fn run_train(a: &TrainArgs) -> Result<()> {
     let (plan, config) = plan(a)?;
+    // The device is opened, and the run held against its limits, before the weights are
+    // drawn or anything is written.
+    #[cfg(feature = "gpu")]
+    let gpu = if a.backend == BackendChoice::Gpu {
+        let g = crate::backend::gpu::GpuBackend::new(&crate::backend::gpu::GpuOptions { adapter: None, allow_software: true })?;
+        crate::backend::gpu::train::fits(&g, &plan.net.widths, plan.batch, plan.data.len())?;
+        Some(g)
+    } else {
+        None
+    };
     let mut state = TrainState::start(&plan);
     let mut create = false;
     if let Some(dir) = &a.out {
@@ -359,14 +387,7 @@ pub fn run_train(a: &TrainArgs) -> Result<()> {
             create = true;
         }
     }
-    // The device is opened and filled before anything is written: a run that will not fit
-    // fails with nothing on disk.
-    #[cfg(feature = "gpu")]
-    let gpu = if a.backend == BackendChoice::Gpu {
-        Some(crate::backend::gpu::GpuBackend::new(&crate::backend::gpu::GpuOptions { adapter: None, allow_software: true })?)
-    } else {
-        None
-    };
+    // Filled before anything is written: an allocation that fails leaves nothing on disk.
     #[cfg(feature = "gpu")]
     let mut dev = gpu.as_ref().map(|g| super::gpu::trainer(g, &plan, &state)).transpose()?;
     #[cfg(feature = "gpu")]
@@ -432,7 +453,7 @@ pub fn run_train(a: &TrainArgs) -> Result<()> {
     let res = match dev.as_mut() {
         Some(d) => {
             let check = a.check.unwrap_or(0);
-            super::gpu::train_gpu(&plan, &mut state, d, check, super::gpu::CHECK_RTOL, &mut |r| println!("{}", r.line()), &mut on_record)
+            super::gpu::train_gpu(&plan, &mut state, d, check, a.check_rtol, &mut |r| println!("{}", r.line()), &mut on_record)
         }
         None => train(&plan, &mut state, &mut on_record),
     };

@@ -16,18 +16,6 @@ use crate::backend::gpu::train::{OutOfRange, Trainer};
 use crate::backend::gpu::GpuBackend;
 use crate::error::{Error, Result};
 
-/// `--check`'s tolerance on ‖W_f32 − W_f64‖_F / ‖W_f64‖_F (and the same for b and for the
-/// batch cost) over the first checked steps.
-///
-/// Why 1e-4: the trajectories start 2^-24 ≈ 6e-8 apart (the f32 rounding of the draw). A
-/// step's gradient in f32 carries relative error of order √(n_{l-1}) ε₃₂ per product and a
-/// few ε₃₂ per σ, σ′ (the probe's own f32 tolerance is ~1e-5 per layer of a deep network,
-/// docs/MATH.md); η∂C/∂W is itself a fraction η‖∂C/∂W‖/‖W‖ of W, so after t steps the
-/// weights part by about t·(ε₃₂ + η‖∂C/∂W‖/‖W‖·1e-5). Ten steps of the digits network
-/// [64, 32, 32, 10] measured 1e-7 – 1e-6 (BENCHMARKS.md); 1e-4 leaves two decades for
-/// other widths and σ while a wrong index, sign or factor in any kernel is off by O(1).
-pub const CHECK_RTOL: f64 = 1e-4;
-
 /// Where the f32 and f64 trajectories stand after one checked step.
 #[derive(Debug, Clone)]
 pub struct CheckRow {

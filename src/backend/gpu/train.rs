@@ -152,6 +152,33 @@ impl TrainMemory {
     }
 }
 
+/// The device memory of a run, or why it will not fit: each buffer must fit one binding of
+/// the adapter (wgpu reports no total; an allocation beyond the device's memory fails
+/// before the first step, in [`Trainer::new`]).
+///
+/// # Errors
+/// [`Error::OutOfMemory`] naming the largest buffer, the weights' total and the limit.
+pub fn fits(gpu: &GpuBackend, widths: &[usize], batch: usize, examples: usize) -> Result<TrainMemory> {
+    let ctx = gpu.context();
+    let memory = TrainMemory::of(widths, batch, examples);
+    let limit = ctx.limits.max_storage_buffer_binding_size.min(ctx.limits.max_buffer_size);
+    if memory.largest > limit {
+        return Err(Error::OutOfMemory {
+            what: format!(
+                "training on '{}': {} ({:.1} MiB; the weights are {:.1} MiB in all, Σ_l n_l·n_(l-1) ≈ L·N² f32)",
+                ctx.info.name,
+                memory.largest_what,
+                memory.largest as f64 / 1048576.0,
+                memory.weights as f64 / 1048576.0
+            ),
+            needed_mib: memory.largest.div_ceil(1 << 20),
+            available_mib: limit >> 20,
+            hint: "that is the most one GPU binding may hold; lower the widths, --examples or --batch, or use --backend cpu".into(),
+        });
+    }
+    Ok(memory)
+}
+
 /// A network being trained on the device.
 pub struct Trainer<'c> {
     ctx: &'c Context,
@@ -223,16 +250,7 @@ impl<'c> Trainer<'c> {
         let ctx = gpu.context();
         let widths = net.widths.clone();
         let big_l = widths.len() - 1;
-        let memory = TrainMemory::of(&widths, batch, x.nrows());
-        let limit = ctx.limits.max_storage_buffer_binding_size.min(ctx.limits.max_buffer_size);
-        if memory.largest > limit {
-            return Err(Error::OutOfMemory {
-                what: format!("training on '{}': {} ({} MiB of L·N² = {} MiB of weights)", ctx.info.name, memory.largest_what, memory.largest >> 20, memory.weights >> 20),
-                needed_mib: memory.largest.div_ceil(1 << 20),
-                available_mib: limit >> 20,
-                hint: "that is the most one GPU binding may hold; lower the widths, --examples or --batch, or use --backend cpu".into(),
-            });
-        }
+        let memory = fits(gpu, &widths, batch, x.nrows())?;
         let s: Vec<usize> = widths.iter().map(|&n| round4(n)).collect();
         let smax = *s.iter().max().unwrap();
         let bp = round4(batch);
