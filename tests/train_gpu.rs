@@ -206,3 +206,37 @@ fn train_shader_validates_with_naga() {
         assert!(module.entry_points.iter().any(|e| e.name == ep), "{ep}");
     }
 }
+
+/// A GPU run killed mid-way resumes from its checkpoint (the f32 weights, stored as f64 and
+/// uploaded unchanged) and ends with the same history and weights, bit for bit, as a run
+/// never interrupted.
+#[test]
+fn killed_gpu_run_resumes_to_the_uninterrupted_result() {
+    if common::gpu("killed_gpu_run_resumes_to_the_uninterrupted_result").is_none() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let (a, b) = (t.path().join("a"), t.path().join("b"));
+    let args = |d: &Path| -> Vec<String> {
+        ["train", "--data", "digits", "--examples", "300", "--eval-examples", "50", "--widths", "64,16,10", "--cost", "cross-entropy", "--batch", "5", "--steps", "600", "--every", "5", "--lr", "0.3", "--l2", "1", "--checkpoint-seconds", "0", "--backend", "gpu", "-q", "--out", s(d)]
+            .iter()
+            .map(|v| v.to_string())
+            .collect()
+    };
+    ok(&args(&a).iter().map(String::as_str).collect::<Vec<_>>());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gradscope")).args(args(&b)).env("XDG_RUNTIME_DIR", "/tmp").stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let csv = b.join("history.csv");
+    let t0 = std::time::Instant::now();
+    while std::fs::read_to_string(&csv).map(|s| s.lines().count()).unwrap_or(0) <= 2 * 10 && t0.elapsed().as_secs() < 120 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let out = ok(&args(&b).iter().map(String::as_str).collect::<Vec<_>>());
+    let line = out.lines().find(|l| l.starts_with("resuming")).unwrap_or_else(|| panic!("no resume line: {out}"));
+    let step: u64 = line.split("at step ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+    assert!(step > 0 && step < 600, "killed at step {step}: the kill should land mid-run");
+    for f in ["history.npy", "history.csv", "checkpoint.npz"] {
+        assert_eq!(std::fs::read(a.join(f)).unwrap(), std::fs::read(b.join(f)).unwrap(), "{f}");
+    }
+}
