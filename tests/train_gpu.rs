@@ -240,3 +240,18 @@ fn killed_gpu_run_resumes_to_the_uninterrupted_result() {
         assert_eq!(std::fs::read(a.join(f)).unwrap(), std::fs::read(b.join(f)).unwrap(), "{f}");
     }
 }
+
+/// The workgroup-tiled layer products (the default on hardware GPUs), forced on whatever
+/// adapter runs the tests: `--check` passes on widths and a batch that are not multiples of
+/// the tiles.
+#[test]
+fn tiled_matmul_path_passes_check() {
+    if common::gpu("tiled_matmul_path_passes_check").is_none() {
+        return;
+    }
+    let args = ["train", "--data", "digits", "--widths", "64,100,70,10", "--cost", "cross-entropy", "--batch", "70", "--steps", "4", "--backend", "gpu", "--check", "4", "-q"];
+    let o = Command::new(env!("CARGO_BIN_EXE_gradscope")).args(args).env("XDG_RUNTIME_DIR", "/tmp").env("GRADSCOPE_MATMUL", "tiled").output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}{out}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(out.lines().filter(|l| l.starts_with("check step")).count(), 4, "{out}");
+}
