@@ -74,10 +74,16 @@ fn finite(v: f32) -> bool {
 @group(0) @binding(2) var<storage, read> g_order: array<u32>;
 @group(0) @binding(3) var<storage, read_write> g_dst: array<f32>;
 
+// The linear index of a 64-wide invocation in a grid that may wrap into y (`grid` in
+// src/backend/gpu/recorder.rs).
+fn flat(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return gid.x + gid.y * nwg.x * 64u;
+}
+
 @compute @workgroup_size(64)
 fn gather(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
     T = TPS[wid.z].p;
-    let k = gid.x + gid.y * nwg.x * 64u;
+    let k = flat(gid, nwg);
     if (k >= T.batch * T.s_in) {
         return;
     }
@@ -95,7 +101,7 @@ fn gather(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
 @compute @workgroup_size(64)
 fn output_error(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
     T = TPS[wid.z].p;
-    let k = gid.x + gid.y * nwg.x * 64u;
+    let k = flat(gid, nwg);
     if (k >= T.batch * T.s_out) {
         return;
     }

@@ -2,33 +2,17 @@
 //! `probe`, learning on the digits, resuming after a kill, bad input and divergence.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 use gradscope::backend::cpu::{backprop_plain, cost_plain};
 use gradscope::model::{Activation, Cost, TargetSpec};
 use gradscope::train::sgd::{Weights, apply, gradients, log10_norm};
-use ndarray::{Array1, Array2, Array3};
-use ndarray_npy::{ReadNpyExt, WriteNpyExt};
+use ndarray::{Array1, Array2};
+use ndarray_npy::WriteNpyExt;
 
 mod common;
 
-fn gradscope(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_gradscope")).args(args).env("XDG_RUNTIME_DIR", "/tmp").output().unwrap()
-}
-
-fn ok(args: &[&str]) -> String {
-    let o = gradscope(args);
-    assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn read_history(dir: &Path) -> Array3<f64> {
-    Array3::<f64>::read_npy(std::fs::File::open(dir.join("history.npy")).unwrap()).unwrap()
-}
+use common::{assert_bad, gradscope, ok, read_history, s};
 
 fn col(name: &str) -> usize {
     gradscope::train::history::field(name)
@@ -195,17 +179,6 @@ fn killed_run_resumes_to_the_uninterrupted_result() {
     assert_eq!(std::fs::read(a.join("history.npy")).unwrap(), std::fs::read(b.join("history.npy")).unwrap());
     assert_eq!(std::fs::read(a.join("history.csv")).unwrap(), std::fs::read(b.join("history.csv")).unwrap());
     assert_eq!(std::fs::read(a.join("checkpoint.npz")).unwrap(), std::fs::read(b.join("checkpoint.npz")).unwrap());
-}
-
-fn assert_bad(args: &[&str], needle: &str, dir: &Path) {
-    let o = gradscope(args);
-    let e = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "{args:?}: exit {:?}, stderr {e}", o.status.code());
-    assert!(e.contains(needle), "{args:?}: stderr lacks '{needle}': {e}");
-    if !e.contains("Usage:") {
-        assert_eq!(e.trim_end().lines().count(), 1, "{args:?}: more than one line: {e}");
-    }
-    assert!(!dir.exists(), "{args:?}: wrote {}", dir.display());
 }
 
 fn idx_files(dir: &Path, labels: &[u8], truncate: usize) -> (PathBuf, PathBuf) {

@@ -7,34 +7,18 @@
 #![cfg(feature = "gpu")]
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use gradscope::train::cli::CHECK_RTOL;
-use ndarray::{Array1, Array2, Array3};
-use ndarray_npy::{NpzReader, ReadNpyExt};
+use ndarray::{Array1, Array2};
+use ndarray_npy::NpzReader;
 
 mod common;
 
-fn gradscope(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_gradscope")).args(args).env("XDG_RUNTIME_DIR", "/tmp").output().unwrap()
-}
-
-fn ok(args: &[&str]) -> String {
-    let o = gradscope(args);
-    assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+use common::{assert_bad, gradscope, ok, read_history, s};
 
 fn col(name: &str) -> usize {
     gradscope::train::history::field(name)
-}
-
-fn history(dir: &Path) -> Array3<f64> {
-    Array3::<f64>::read_npy(std::fs::File::open(dir.join("history.npy")).unwrap()).unwrap()
 }
 
 /// W^l and b^l of a run's checkpoint.
@@ -76,7 +60,7 @@ fn gpu_steps_agree_with_cpu_within_f32_tolerance() {
         assert!(rw <= CHECK_RTOL && rb <= CHECK_RTOL, "layer {}: W {rw:e}, b {rb:e}", l + 1);
         assert!(rw > 0.0, "layer {}: bit-identical to the f64 run: not trained in f32?", l + 1);
     }
-    let (hc, hg) = (history(&c), history(&g));
+    let (hc, hg) = (read_history(&c), read_history(&g));
     assert_eq!(hc.shape(), hg.shape());
     for f in STATS.iter().chain(&["log10_update_w"]) {
         for r in 0..hc.shape()[0] {
@@ -101,7 +85,7 @@ fn check_beyond_tolerance_exits_1_and_keeps_the_history() {
     assert_eq!(o.status.code(), Some(1), "{e}");
     assert_eq!(e.trim_end().lines().count(), 1, "{e}");
     assert!(e.contains("at step 1") && e.contains("beyond the tolerance 1e-12"), "{e}");
-    assert_eq!(history(&dir).shape()[0], 1, "the step-0 record is kept");
+    assert_eq!(read_history(&dir).shape()[0], 1, "the step-0 record is kept");
 }
 
 /// `--lr 0` on the GPU: every recorded statistic is constant, bit for bit, the update is
@@ -116,7 +100,7 @@ fn lr_zero_keeps_every_statistic_constant_on_gpu() {
     let base = ["train", "--data", "digits", "--widths", "64,24,10", "--activation", "tanh", "--lr", "0", "--batch", "32", "--steps", "6", "--every", "2", "-q"];
     ok(&base.iter().copied().chain(["--out", s(&c)]).collect::<Vec<_>>());
     ok(&base.iter().copied().chain(["--out", s(&g), "--backend", "gpu"]).collect::<Vec<_>>());
-    let h = history(&g);
+    let h = read_history(&g);
     assert_eq!(h.shape()[0], 4);
     for r in 1..4 {
         for l in 0..2 {
@@ -145,7 +129,7 @@ fn deep_sigmoid_updates_survive_below_f32_range() {
     let (c, g) = (t.path().join("cpu"), t.path().join("gpu"));
     ok(&base.iter().copied().chain(["--out", s(&c)]).collect::<Vec<_>>());
     ok(&base.iter().copied().chain(["--out", s(&g), "--backend", "gpu"]).collect::<Vec<_>>());
-    let (hc, hg) = (history(&c), history(&g));
+    let (hc, hg) = (read_history(&c), read_history(&g));
     let u = col("log10_update_w");
     for r in 1..hc.shape()[0] {
         assert!(hg[(r, 0, u)] < -40.0, "record {r}: layer 1's update 10^{}", hg[(r, 0, u)]);
@@ -153,15 +137,6 @@ fn deep_sigmoid_updates_survive_below_f32_range() {
             assert!((hg[(r, l, u)] - hc[(r, l, u)]).abs() <= 1e-5, "record {r} layer {}: gpu 10^{} cpu 10^{}", l + 1, hg[(r, l, u)], hc[(r, l, u)]);
         }
     }
-}
-
-fn assert_bad(args: &[&str], needle: &str, dir: &Path) {
-    let o = gradscope(args);
-    let e = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "{args:?}: exit {:?}, stderr {e}", o.status.code());
-    assert!(e.contains(needle), "{args:?}: stderr lacks '{needle}': {e}");
-    assert_eq!(e.trim_end().lines().count(), 1, "{args:?}: more than one line: {e}");
-    assert!(!dir.exists(), "{args:?}: wrote {}", dir.display());
 }
 
 /// Bad input and a network one binding cannot hold: exit 2, one line, nothing written. A run
@@ -192,7 +167,7 @@ fn bad_input_and_f32_overflow_on_gpu() {
     assert_eq!(r.status.code(), Some(2), "{e}");
     assert_eq!(e.trim_end().lines().count(), 1, "{e}");
     assert!(e.contains("diverged at step") && e.contains("range of f32") && e.contains("at layer"), "{e}");
-    assert!(history(&dir).shape()[0] >= 2, "the records before the divergence are kept");
+    assert!(read_history(&dir).shape()[0] >= 2, "the records before the divergence are kept");
 }
 
 /// shaders/train.wgsl parses and validates with naga (no GPU needed) and has its entry points.

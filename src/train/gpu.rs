@@ -11,7 +11,7 @@
 use ndarray::ArrayView2;
 
 use super::sgd::{self, Weights};
-use super::{batch_rows, data, record, TrainPlan, TrainState};
+use super::{batch_rows, data, record, record_start, TrainPlan, TrainState};
 use crate::backend::gpu::train::{OutOfRange, Trainer};
 use crate::backend::gpu::GpuBackend;
 use crate::error::{Error, Result};
@@ -119,14 +119,9 @@ pub fn train_gpu(
     on_check: &mut dyn FnMut(&CheckRow),
     on_record: &mut dyn FnMut(&TrainState) -> Result<()>,
 ) -> Result<()> {
-    let big_l = plan.net.depth();
     let mut cpu = (check > 0).then(|| state.weights.clone());
     state.weights = rounded(&state.weights);
-    if state.history.is_empty() {
-        let r = record(plan, state, &vec![f64::NAN; big_l])?;
-        state.history.push(r);
-        on_record(state)?;
-    }
+    record_start(plan, state, on_record)?;
     let spe = plan.steps_per_epoch();
     let n = plan.data.len();
     let first = state.step;

@@ -116,6 +116,19 @@ pub fn record(plan: &TrainPlan, state: &TrainState, update: &[f64]) -> Result<Ar
     Ok(history::record_rows(state.step, epoch, &report, update, acc))
 }
 
+/// The record of step 0 (`log10_update_w` NaN: no step taken), unless the history has one.
+///
+/// # Errors
+/// As [`record`], or an error of `on_record`.
+pub fn record_start(plan: &TrainPlan, state: &mut TrainState, on_record: &mut dyn FnMut(&TrainState) -> Result<()>) -> Result<()> {
+    if state.history.is_empty() {
+        let r = record(plan, state, &vec![f64::NAN; plan.net.depth()])?;
+        state.history.push(r);
+        on_record(state)?;
+    }
+    Ok(())
+}
+
 /// Trains from `state` to `plan.total_steps`, recording at step 0 (when nothing is recorded
 /// yet), every `plan.every` steps and after the last; `on_record` sees the state after each
 /// record (to write checkpoints and print progress).
@@ -124,12 +137,7 @@ pub fn record(plan: &TrainPlan, state: &TrainState, update: &[f64]) -> Result<Ar
 /// [`Error::Numerical`] when a step leaves the range of f64 (naming the step and the layer;
 /// the records before it are in `state`), or an error of `on_record`.
 pub fn train(plan: &TrainPlan, state: &mut TrainState, on_record: &mut dyn FnMut(&TrainState) -> Result<()>) -> Result<()> {
-    let big_l = plan.net.depth();
-    if state.history.is_empty() {
-        let r = record(plan, state, &vec![f64::NAN; big_l])?;
-        state.history.push(r);
-        on_record(state)?;
-    }
+    record_start(plan, state, on_record)?;
     let spe = plan.steps_per_epoch();
     let n = plan.data.len();
     let mut order: Option<(u64, Vec<usize>)> = None;

@@ -1,9 +1,13 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+use std::path::Path;
+use std::process::{Command, Output};
 use std::sync::Arc;
 
 use gradscope::model::{Activation, Cost, Init, InitKind, InputSpec, Network, Params, Problem, StoredParams, TargetSpec};
+use ndarray::Array3;
+use ndarray_npy::ReadNpyExt;
 
 /// A generated problem: widths, activation, cost, init (σ_w², σ_b²), batch, seed.
 pub fn problem(widths: &[usize], act: Activation, cost: Cost, init: Init, batch: usize, seed: u64, targets: TargetSpec) -> Problem {
@@ -67,4 +71,40 @@ pub fn gpu(test: &str) -> Option<gradscope::backend::gpu::GpuBackend> {
             None
         }
     }
+}
+
+// ---- The binary, as the CLI tests run it ----
+
+/// Runs the gradscope binary (lavapipe's XDG_RUNTIME_DIR noise silenced).
+pub fn gradscope(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_gradscope")).args(args).env("XDG_RUNTIME_DIR", "/tmp").output().unwrap()
+}
+
+/// Runs it and returns stdout, failing the test on a non-zero exit.
+pub fn ok(args: &[&str]) -> String {
+    let o = gradscope(args);
+    assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A path as &str.
+pub fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// DIR/history.npy of a train run.
+pub fn read_history(dir: &Path) -> Array3<f64> {
+    Array3::<f64>::read_npy(std::fs::File::open(dir.join("history.npy")).unwrap()).unwrap()
+}
+
+/// Exit 2, one line naming `needle` (clap's usage errors excepted), and nothing at `dir`.
+pub fn assert_bad(args: &[&str], needle: &str, dir: &Path) {
+    let o = gradscope(args);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{args:?}: exit {:?}, stderr {e}", o.status.code());
+    assert!(e.contains(needle), "{args:?}: stderr lacks '{needle}': {e}");
+    if !e.contains("Usage:") {
+        assert_eq!(e.trim_end().lines().count(), 1, "{args:?}: more than one line: {e}");
+    }
+    assert!(!dir.exists(), "{args:?}: wrote {}", dir.display());
 }

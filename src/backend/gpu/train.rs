@@ -16,7 +16,7 @@ use ndarray::{Array1, Array2};
 
 use super::buffers::round4;
 use super::context::{Context, Kernel, Params, FLAG_BIAS, FLAG_DSIG, FLAG_JOIN, PARAM_SLOT};
-use super::probe::activation_id;
+use super::probe::{activation_id, padded as padded_rows};
 use super::recorder::{grid, InFlight, Recorder};
 use super::GpuBackend;
 use crate::error::{Error, Result};
@@ -227,16 +227,6 @@ pub struct OutOfRange {
     pub pass: &'static str,
 }
 
-fn padded_rows(m: &Array2<f64>, rows: usize, stride: usize) -> Vec<f32> {
-    let mut out = vec![0f32; rows * stride];
-    for (i, r) in m.rows().into_iter().enumerate() {
-        for (j, v) in r.iter().enumerate() {
-            out[i * stride + j] = *v as f32;
-        }
-    }
-    out
-}
-
 impl<'c> Trainer<'c> {
     /// Allocates everything and uploads `w`, `b` (rounded to f32) and the data `x`, `y`
     /// (n × n_0, n × n_L); learning rate `lr`, decay `ηλ/n`, batches of at most `batch`.
@@ -355,16 +345,7 @@ impl<'c> Trainer<'c> {
         self.rec.dispatch(&k.gather, tp(TrainParams { s_in: s[big_l] as u32, offset: offset as u32, ..base }), &[&self.y_all, &self.order, &self.y], gy);
         for l in 1..=big_l {
             let (kind, alpha) = self.acts[l - 1];
-            let p = Params {
-                batch: batch as u32,
-                n_in: n[l - 1] as u32,
-                n_out: n[l] as u32,
-                s_in: s[l - 1] as u32,
-                s_out: s[l] as u32,
-                layer: l as u32,
-                flags: FLAG_BIAS,
-                ..Default::default()
-            };
+            let p = Params { flags: FLAG_BIAS, ..self.layer_params(l, batch) };
             let (mm, groups) = self.ctx.mm_forward_on(self.ctx.matmul, n[l], batch);
             self.rec.dispatch(mm, p, &[&self.a[l - 1], &self.w[l - 1], &self.b[l - 1], &self.zeros_e, &self.z], groups);
             let post = Params { kind, alpha, flags: 0, rec: ((l - 1) * 6 * bmax) as u32, ..p };
@@ -379,19 +360,7 @@ impl<'c> Trainer<'c> {
             let top = l == big_l;
             let flags = if top { FLAG_JOIN | if self.quadratic { FLAG_DSIG } else { 0 } } else { 0 };
             let brec = (l - 1) * 2 * bmax;
-            let p = Params {
-                batch: batch as u32,
-                n_in: n[l - 1] as u32,
-                n_out: n[l] as u32,
-                s_in: s[l - 1] as u32,
-                s_out: s[l] as u32,
-                layer: l as u32,
-                flags,
-                blocks: 1,
-                brec: brec as u32,
-                bstride: (2 * bmax) as u32,
-                ..Default::default()
-            };
+            let p = Params { flags, blocks: 1, brec: brec as u32, bstride: (2 * bmax) as u32, ..self.layer_params(l, batch) };
             self.rec.dispatch(&self.ctx.backward_post, p, &[&self.g, &self.dsig[l - 1], &self.d, &self.e_io, &self.brec, &self.err, &self.zeros_e], grid(batch as u64, 1));
             if l > 1 {
                 let (mm, groups) = self.ctx.mm_backward_on(self.ctx.matmul, n[l - 1], batch);
@@ -413,6 +382,12 @@ impl<'c> Trainer<'c> {
             self.layer_done(2 * batch * n[l - 1] * n[l])?;
         }
         Ok(())
+    }
+
+    /// The probe's parameter block of layer l: its sizes and strides, one network at row 0.
+    fn layer_params(&self, l: usize, batch: usize) -> Params {
+        let (n, s) = (&self.widths, &self.s);
+        Params { batch: batch as u32, n_in: n[l - 1] as u32, n_out: n[l] as u32, s_in: s[l - 1] as u32, s_out: s[l] as u32, layer: l as u32, ..Default::default() }
     }
 
     /// Counts a layer's work and submits when the budget is reached.
