@@ -2,7 +2,6 @@
 //! `probe`, learning on the digits, resuming after a kill, bad input and divergence.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use gradscope::backend::cpu::{backprop_plain, cost_plain};
 use gradscope::model::{Activation, Cost, TargetSpec};
@@ -153,32 +152,13 @@ const PINNED_DIGITS_ACCURACY: f64 = 1796.0 / 1797.0;
 fn killed_run_resumes_to_the_uninterrupted_result() {
     let t = tempfile::tempdir().unwrap();
     let (a, b) = (t.path().join("a"), t.path().join("b"));
-    let args = |d: &PathBuf| -> Vec<String> {
+    let args = |d: &Path| -> Vec<String> {
         ["train", "--data", "digits", "--examples", "300", "--eval-examples", "50", "--widths", "64,16,10", "--cost", "cross-entropy", "--init", "nielsen", "--batch", "5", "--steps", "1500", "--every", "5", "--lr", "0.3", "--l2", "1", "--checkpoint-seconds", "0", "-q", "--out", s(d)]
             .iter()
             .map(|v| v.to_string())
             .collect()
     };
-    ok(&args(&a).iter().map(String::as_str).collect::<Vec<_>>());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gradscope")).args(args(&b)).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-    let ck = b.join("history.csv");
-    let t0 = std::time::Instant::now();
-    loop {
-        let lines = std::fs::read_to_string(&ck).map(|s| s.lines().count()).unwrap_or(0);
-        if lines > 3 * 10 || t0.elapsed().as_secs() > 120 {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let out = ok(&args(&b).iter().map(String::as_str).collect::<Vec<_>>());
-    let line = out.lines().find(|l| l.starts_with("resuming")).unwrap_or_else(|| panic!("no resume line: {out}"));
-    let step: u64 = line.split("at step ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
-    assert!(step > 0 && step < 1500, "killed at step {step}: the kill should land mid-run");
-    assert_eq!(std::fs::read(a.join("history.npy")).unwrap(), std::fs::read(b.join("history.npy")).unwrap());
-    assert_eq!(std::fs::read(a.join("history.csv")).unwrap(), std::fs::read(b.join("history.csv")).unwrap());
-    assert_eq!(std::fs::read(a.join("checkpoint.npz")).unwrap(), std::fs::read(b.join("checkpoint.npz")).unwrap());
+    common::assert_resumes_to_the_uninterrupted_result(&args, &a, &b, 3 * 10, 1500);
 }
 
 fn idx_files(dir: &Path, labels: &[u8], truncate: usize) -> (PathBuf, PathBuf) {

@@ -198,22 +198,7 @@ fn killed_gpu_run_resumes_to_the_uninterrupted_result() {
             .map(|v| v.to_string())
             .collect()
     };
-    ok(&args(&a).iter().map(String::as_str).collect::<Vec<_>>());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gradscope")).args(args(&b)).env("XDG_RUNTIME_DIR", "/tmp").stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
-    let csv = b.join("history.csv");
-    let t0 = std::time::Instant::now();
-    while std::fs::read_to_string(&csv).map(|s| s.lines().count()).unwrap_or(0) <= 2 * 10 && t0.elapsed().as_secs() < 120 {
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let out = ok(&args(&b).iter().map(String::as_str).collect::<Vec<_>>());
-    let line = out.lines().find(|l| l.starts_with("resuming")).unwrap_or_else(|| panic!("no resume line: {out}"));
-    let step: u64 = line.split("at step ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
-    assert!(step > 0 && step < 600, "killed at step {step}: the kill should land mid-run");
-    for f in ["history.npy", "history.csv", "checkpoint.npz"] {
-        assert_eq!(std::fs::read(a.join(f)).unwrap(), std::fs::read(b.join(f)).unwrap(), "{f}");
-    }
+    common::assert_resumes_to_the_uninterrupted_result(&args, &a, &b, 2 * 10, 600);
 }
 
 /// The workgroup-tiled layer products (the default on hardware GPUs), forced on whatever

@@ -108,3 +108,29 @@ pub fn assert_bad(args: &[&str], needle: &str, dir: &Path) {
     }
     assert!(!dir.exists(), "{args:?}: wrote {}", dir.display());
 }
+
+/// A train run `args(b)` killed once its history.csv has more than `lines` lines, then run again,
+/// resumes from its checkpoint (mid-run: before step `total`) and ends with the same
+/// history and weights, bit for bit, as `args(a)` never interrupted.
+pub fn assert_resumes_to_the_uninterrupted_result(args: &dyn Fn(&Path) -> Vec<String>, a: &Path, b: &Path, lines: usize, total: u64) {
+    let run = |d: &Path| {
+        let v = args(d);
+        ok(&v.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    run(a);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gradscope")).args(args(b)).env("XDG_RUNTIME_DIR", "/tmp").stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let csv = b.join("history.csv");
+    let t0 = std::time::Instant::now();
+    while std::fs::read_to_string(&csv).map(|s| s.lines().count()).unwrap_or(0) <= lines && t0.elapsed().as_secs() < 120 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let out = run(b);
+    let line = out.lines().find(|l| l.starts_with("resuming")).unwrap_or_else(|| panic!("no resume line: {out}"));
+    let step: u64 = line.split("at step ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+    assert!(step > 0 && step < total, "killed at step {step}: the kill should land mid-run");
+    for f in ["history.npy", "history.csv", "checkpoint.npz"] {
+        assert_eq!(std::fs::read(a.join(f)).unwrap(), std::fs::read(b.join(f)).unwrap(), "{f}");
+    }
+}
