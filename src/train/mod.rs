@@ -2,9 +2,10 @@
 //! along the way by the same log-domain engine as `probe`, plus `log10_update_w`, the cost
 //! and the accuracy (docs/MATH.md, "Training").
 //!
-//! The step ([`sgd`]) is a batched f64 forward/backward pass; a record hands the current
-//! weights to the CPU engine as stored parameters (as `probe --weights` does), so `--lr 0`
-//! reproduces `probe` on the same weights exactly.
+//! The step ([`sgd`]) is a batched f64 forward/backward pass, or with `--backend gpu` an f32
+//! one on the device ([`gpu`]); a record hands the current weights to the CPU engine as
+//! stored parameters (as `probe --weights` does), so `--lr 0` reproduces `probe` on the same
+//! weights exactly, on either backend.
 
 pub mod cli;
 pub mod data;
