@@ -10,6 +10,7 @@ mod context;
 mod norms;
 mod probe;
 mod recorder;
+mod spectrum;
 pub mod train;
 
 pub use context::{Context, MatmulPath, Params, MAX_NETS, PARAM_SLOT};
@@ -266,6 +267,18 @@ impl GpuBackend {
 
     fn opts(&self) -> probe::Opts<'_> {
         probe::Opts { keep_budget: self.keep_budget, norms: &self.norms, device_norms: self.device_norms }
+    }
+
+    /// The Jacobian's singular spectrum with the forward pass and the layer products on the
+    /// device in f32 and the QR, T and SVD on the host in f64: the contract of
+    /// [`crate::spectrum::measure`], with where the time went.
+    ///
+    /// # Errors
+    /// As [`crate::spectrum::measure`]; a layer too wide for one buffer binding; a forward
+    /// pass that leaves f32's range; a device failure.
+    pub fn spectrum(&self, p: &Problem, examples: usize, chain: crate::spectrum::Chain, depths: &[usize], det_check: bool) -> Result<(Vec<crate::spectrum::DepthSpectrum>, crate::spectrum::SpectrumSplit)> {
+        let top = depths.last().copied().unwrap_or(0);
+        self.profiled("spectrum", top, || spectrum::spectrum(&self.ctx, p, examples, chain, depths, det_check))
     }
 
     /// log2 ‖W^l‖₂ for l = 1..=L (index 0 unused) of `p`'s network as a probe finds them:
