@@ -12,6 +12,7 @@ pub mod params;
 mod probe;
 mod recorder;
 mod spectrum;
+pub mod train;
 
 pub use context::{Context, Kernel, MatmulPath, MAX_NETS, PARAM_SLOT};
 pub use params::{Family, MatmulParams, ParamBlock, PointwiseParams, ReduceParams, SpectralParams, WeightsParams};

@@ -411,7 +411,7 @@ impl Run<'_> {
 }
 
 /// Rows of an f64 matrix as a padded (rows ≥ bp, stride s) f32 buffer.
-fn padded(m: &Array2<f64>, bp: usize, s: usize) -> Vec<f32> {
+pub(super) fn padded(m: &Array2<f64>, bp: usize, s: usize) -> Vec<f32> {
     let mut out = vec![0f32; bp * s];
     for (x, r) in m.rows().into_iter().enumerate() {
         for (j, v) in r.iter().enumerate() {
