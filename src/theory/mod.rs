@@ -16,7 +16,7 @@ pub mod anatomy;
 pub mod cli;
 pub mod hanin;
 pub mod meanfield;
-mod pair;
+mod fastquad;
 pub mod predict;
 pub mod quadrature;
 pub mod reproduce;

@@ -67,7 +67,7 @@ fn mean_sigma_pair_with(rule: &GaussianQuadrature, act: Activation, q1: f64, q2:
     }
     let (r1, r2) = ((q1 / q2).powf(0.25), (q2 / q1).powf(0.25));
     if act == Activation::Tanh
-        && let Some(v) = super::pair::expect_tanh_pair(rule.legendre(), q, c, r1, r2)
+        && let Some(v) = super::fastquad::expect_tanh_pair(rule.legendre(), q, c, r1, r2)
     {
         return v;
     }
