@@ -192,35 +192,28 @@ fn simd() -> Simd {
 
 /// `out = f(arg)`, slices of one length, a multiple of [`LANES`].
 fn integrand(simd: Simd, kind: Integrand, arg: &[f64], out: &mut [f64]) {
-    match (simd, kind) {
-        // SAFETY: `Simd::best` returned this level, so the CPU has its instructions.
-        #[cfg(target_arch = "x86_64")]
-        (Simd::Avx512, Integrand::Tanh) => unsafe { x86::map_avx512::<0>(arg, out) },
-        #[cfg(target_arch = "x86_64")]
-        (Simd::Avx512, Integrand::TanhSq) => unsafe { x86::map_avx512::<1>(arg, out) },
-        #[cfg(target_arch = "x86_64")]
-        (Simd::Avx512, Integrand::DTanhSq) => unsafe { x86::map_avx512::<2>(arg, out) },
-        #[cfg(target_arch = "x86_64")]
-        (Simd::Avx2, Integrand::Tanh) => unsafe { x86::map_avx2::<0>(arg, out) },
-        #[cfg(target_arch = "x86_64")]
-        (Simd::Avx2, Integrand::TanhSq) => unsafe { x86::map_avx2::<1>(arg, out) },
-        #[cfg(target_arch = "x86_64")]
-        (Simd::Avx2, Integrand::DTanhSq) => unsafe { x86::map_avx2::<2>(arg, out) },
-        (_, Integrand::Tanh) => map_lanes::<0>(arg, out),
-        (_, Integrand::TanhSq) => map_lanes::<1>(arg, out),
-        (_, Integrand::DTanhSq) => map_lanes::<2>(arg, out),
+    match kind {
+        Integrand::Tanh => map::<0>(simd, arg, out),
+        Integrand::TanhSq => map::<1>(simd, arg, out),
+        Integrand::DTanhSq => map::<2>(simd, arg, out),
     }
 }
 
 /// `e = exp(−z²/2)`, slices of one length, a multiple of [`LANES`].
 fn density(simd: Simd, z: &[f64], e: &mut [f64]) {
+    map::<3>(simd, z, e)
+}
+
+/// [`map_lanes`] compiled for the widest level `simd` names.
+fn map<const K: u8>(simd: Simd, x: &[f64], out: &mut [f64]) {
     match simd {
-        // SAFETY: as in `integrand`.
+        // SAFETY: `Simd::best` (or `available`) returned this level, so the CPU has its
+        // instructions.
         #[cfg(target_arch = "x86_64")]
-        Simd::Avx512 => unsafe { x86::map_avx512::<3>(z, e) },
+        Simd::Avx512 => unsafe { x86::map_avx512::<K>(x, out) },
         #[cfg(target_arch = "x86_64")]
-        Simd::Avx2 => unsafe { x86::map_avx2::<3>(z, e) },
-        _ => map_lanes::<3>(z, e),
+        Simd::Avx2 => unsafe { x86::map_avx2::<K>(x, out) },
+        _ => map_lanes::<K>(x, out),
     }
 }
 
