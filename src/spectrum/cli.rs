@@ -135,7 +135,8 @@ pub fn run_spectrum(a: SpectrumArgs) -> Result<()> {
     }
     if let Some(path) = &a.plot {
         let title = format!("{chain_name}: {}, widths {}, init {}, seed {}", cfg.activation, short_widths(&cfg.widths), cfg.init, cfg.seed);
-        super::plot::histogram(d, pred.as_ref().ok(), &title, path)?;
+        let solver = pred.as_ref().ok().and_then(|p| super::density::Solver::new(problem.net.activation, p).ok());
+        super::plot::histogram(d, pred.as_ref().ok(), solver.as_ref(), &title, path)?;
         println!("wrote {}", path.display());
     }
     if let Some(x) = det_failed {
