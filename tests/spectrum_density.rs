@@ -59,7 +59,8 @@ fn predicted_density_integrates_to_one_with_the_closed_form_moments() {
         assert!(kind == InitKind::Orthogonal && act == Activation::Tanh || excess == 0.0, "{what}: spread law");
         let v_rel = ((var - excess) / pred.var_over_mean2 - 1.0).abs();
         assert!(v_rel < 1e-6, "{what}: var/mean² {var} − {excess} vs {} (relative {v_rel:e})", pred.var_over_mean2);
-        assert!(excess < 1e-3 * pred.var_over_mean2, "{what}: the spread moves var/mean² by {excess}");
+        // 6.3e-5 of it for tanh at σ_w² = 1.761, σ_b² = 0.05 (docs/THEORY.md §8).
+        assert!(excess < 1e-4 * pred.var_over_mean2, "{what}: the spread moves var/mean² by {excess}");
     }
 }
 
