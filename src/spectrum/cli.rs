@@ -39,7 +39,8 @@ pub struct SpectrumArgs {
     /// FILE.npy (K × m float64, −inf for exact zeros).
     #[arg(long, short = 'o', value_name = "FILE", help_heading = "Output")]
     pub out: Option<PathBuf>,
-    /// Also draw a histogram of log10 s (all examples) to FILE.svg or FILE.png.
+    /// Also draw a histogram of log10 s (all examples) to FILE.svg or FILE.png, with the
+    /// predicted density (free probability at q*) over it where the theory covers the network.
     #[arg(long, value_name = "FILE", help_heading = "Output")]
     pub plot: Option<PathBuf>,
 }
