@@ -3,11 +3,12 @@
 //! the wide limit at the fixed point q* (every layer's σ′ drawn at q = q*).
 //!
 //! With G(x) = E[1/(x − λ)] and M(x) = x G(x) − 1, the S-transform is
-//! S(z) = (1 + z) / (z M⁻¹(z)) (their eqs. 7–8), and for J = Π_l D_l W_l it multiplies:
-//! S_{JJᵀ} = Π_l S_{W_lᵀW_l} S_{D_l²} (eq. 9). For L equal layers at q*, with
+//! S(z) = (1 + z) / (z M⁻¹(z)), and for J = Π_l D_l W_l it multiplies:
+//! S_{JJᵀ} = Π_l S_{W_lᵀW_l} S_{D_l²} (their §2.3; docs/THEORY.md §8 writes out each
+//! equation, as their numbers could not be checked against the paper here). For L equal layers at q*, with
 //! S_{WᵀW}(z) = 1/σ_w² (orthogonal weights) or 1/(σ_w² (1 + z)) (i.i.d. weights, the
 //! Marchenko–Pastur law), and S_{D²} from the law of d = σ′(√q* ξ)², ξ ~ N(0, 1)
-//! (their eqs. 10–14 give it in closed form for relu and hard-tanh, where d ∈ {0, 1}):
+//! (in closed form for relu and hard-tanh, where d ∈ {0, 1}):
 //! write z = M_{JJᵀ}(x), w = 1 + z = x G(x), and y = M_{D²}⁻¹(z), so that
 //! S_{D²}(z) = (1 + z)/(z y). Then M⁻¹_{JJᵀ}(z) = x reads, after an L-th root,
 //!
