@@ -238,6 +238,7 @@ fn bad_input_gets_one_line_exit_2_and_nothing_written() {
     assert_bad(&with(&["--batch", "5000"]), "larger than the training set (1797 examples)", &out);
     assert_bad(&with(&["--backend", "gpu"]), "CPU backend", &out);
     assert_bad(&with(&["--every", "0"]), "--every", &out);
+    assert_bad(&with(&["--examples", "5000"]), "5000 is more than the data hold", &out);
     assert_bad(&with(&["--checkpoint-seconds", "-1"]), "--checkpoint-seconds", &out);
     assert_bad(&with(&["--shuffle", "sometimes"]), "--shuffle", &out);
     // Drawn inputs or targets that the digits would silently replace.

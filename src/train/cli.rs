@@ -231,10 +231,12 @@ fn load_data(a: &TrainArgs, inputs: &InputSpec, targets: &TargetSpec, net: &Netw
         (Some(d), _, _, _, _) => return Err(Error::arg("--data", format!("unknown data '{d}' (expected digits or teacher:DEPTH)"))),
         _ => return Err(Error::arg("--data", "missing: give --data digits, --data teacher:DEPTH, --images/--labels (IDX) or --inputs X.npy --targets Y.npy")),
     };
-    Ok(match a.examples {
-        Some(k) => d.first(k),
-        None => d,
-    })
+    match a.examples {
+        // Asking for more examples than the data hold would train on fewer than asked, silently.
+        Some(k) if k > d.len() => Err(Error::arg("--examples", format!("{k} is more than the data hold ({}: {} examples)", d.source, d.len()))),
+        Some(k) => Ok(d.first(k)),
+        None => Ok(d),
+    }
 }
 
 /// What meta.json holds.
