@@ -260,6 +260,12 @@ pub struct SweepArgs {
     /// No progress output.
     #[arg(long, short = 'q')]
     pub quiet: bool,
+    /// Also the singular values of J_x = ∂a^L/∂a^0 at every depth, over the first K
+    /// examples (K = 1 if omitted): spectrum_log10_top, _median, _bottom_nonzero and
+    /// spectrum_var_over_mean2 in summary.csv (one QR pass per configuration serves every
+    /// depth; always on the CPU in f64).
+    #[arg(long, value_name = "K", num_args = 0..=1, default_missing_value = "1")]
+    pub spectrum: Option<usize>,
     /// Print, after each batch of configurations on the GPU, what the device was asked to do
     /// and the device time per kernel family where the adapter supports timestamp queries
     /// (as `probe --profile` and GRADSCOPE_PROFILE=1).
@@ -285,6 +291,7 @@ impl SweepArgs {
             depths: self.depths.clone(),
             inputs: self.inputs.clone(),
             targets: self.targets.clone(),
+            spectrum: self.spectrum,
         }
     }
 }

@@ -52,7 +52,8 @@ pub struct SpectrumArgs {
     /// FILE.npy (K × m float64, −inf for exact zeros).
     #[arg(long, short = 'o', value_name = "FILE", help_heading = "Output")]
     pub out: Option<PathBuf>,
-    /// Also draw a histogram of log10 s (all examples) to FILE.svg or FILE.png.
+    /// Also draw a histogram of log10 s (all examples) to FILE.svg or FILE.png, with the
+    /// predicted density (free probability at q*) over it where the theory covers the network.
     #[arg(long, value_name = "FILE", help_heading = "Output")]
     pub plot: Option<PathBuf>,
 }
@@ -184,7 +185,8 @@ pub fn run_spectrum(a: SpectrumArgs) -> Result<()> {
     }
     if let Some(path) = &a.plot {
         let title = format!("{chain_name}: {}, widths {}, init {}, seed {}", cfg.activation, short_widths(&cfg.widths), cfg.init, cfg.seed);
-        super::plot::histogram(d, pred.as_ref().ok(), &title, path)?;
+        let solver = pred.as_ref().ok().and_then(|p| super::density::Solver::new(problem.net.activation, p).ok());
+        super::plot::histogram(d, pred.as_ref().ok(), solver.as_ref(), &title, path)?;
         println!("wrote {}", path.display());
     }
     if let Some(x) = det_failed {

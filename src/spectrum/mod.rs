@@ -12,6 +12,7 @@
 pub(crate) mod linalg;
 pub mod output;
 pub mod predict;
+pub mod density;
 mod cli;
 pub mod plot;
 pub mod isometry;

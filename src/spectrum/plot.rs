@@ -1,20 +1,24 @@
 //! `spectrum --plot`: a histogram of log10 s over the examples, with the predicted
-//! √(mean λ) = χ₁^{L/2} marked where the theory covers the network.
+//! √(mean λ) = χ₁^{L/2} marked and the predicted density of log10 s drawn over it where
+//! the theory covers the network.
 
 use std::path::Path;
 
 use plotters::prelude::*;
 
 use super::DepthSpectrum;
+use super::density::Solver;
 use super::predict::SpectrumPrediction;
 use crate::error::Result;
 use crate::plot::{FONT, Fonts, draw_to_path};
 
-/// Draws the histogram (share of singular values per bin, nonzero values only) to `path`.
+/// Draws the histogram (share of singular values per bin, nonzero values only) to `path`,
+/// with `solver`'s predicted density over it, scaled to the same share per bin of the
+/// nonzero values (ρ(u) · bin width / (1 − the predicted share of exact zeros)).
 ///
 /// # Errors
 /// A bad extension or an unwritable path.
-pub fn histogram(d: &DepthSpectrum, pred: Option<&SpectrumPrediction>, title: &str, path: &Path) -> Result<()> {
+pub fn histogram(d: &DepthSpectrum, pred: Option<&SpectrumPrediction>, solver: Option<&Solver>, title: &str, path: &Path) -> Result<()> {
     let v: Vec<f64> = d.examples.iter().flat_map(|e| e.log10_singular_values.iter().copied()).filter(|x| x.is_finite()).collect();
     let zeros = d.examples.iter().map(|e| e.log10_singular_values.len()).sum::<usize>() - v.len();
     let (lo, hi) = v.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
@@ -26,16 +30,25 @@ pub fn histogram(d: &DepthSpectrum, pred: Option<&SpectrumPrediction>, title: &s
         counts[(((x - lo) / width) as usize).min(bins - 1)] += 1;
     }
     let total = v.len().max(1) as f64;
-    let ymax = counts.iter().copied().max().unwrap_or(1) as f64 / total * 1.1;
     let mark = pred.map(|p| 0.5 * p.log10_mean_lambda);
+    let (x0, x1) = match mark {
+        Some(m) if m.is_finite() => (lo.min(m) - width, hi.max(m) + width),
+        _ => (lo - width, hi + width),
+    };
+    let curve: Vec<(f64, f64)> = match solver {
+        Some(s) if s.zero_mass() < 1.0 => {
+            let grid: Vec<f64> = (0..=400).map(|i| x0 + (x1 - x0) * i as f64 / 400.0).collect();
+            let dens = s.density(&grid);
+            let scale = width / (1.0 - s.zero_mass());
+            grid.iter().zip(&dens.density).filter(|(_, r)| r.is_finite()).map(|(&u, &r)| (u, r * scale)).collect()
+        }
+        _ => Vec::new(),
+    };
+    let ymax = (counts.iter().copied().max().unwrap_or(1) as f64 / total).max(curve.iter().map(|p| p.1).fold(0.0, f64::max)) * 1.1;
     let size = crate::plot::DEFAULT_SIZE;
     let fonts = Fonts::for_size(size);
     draw_to_path(path, size, |root| {
         let area = root.margin((fonts.label * 0.5) as i32, 0, 0, 0).titled(title, (FONT, fonts.caption * 0.8))?;
-        let (x0, x1) = match mark {
-            Some(m) if m.is_finite() => (lo.min(m) - width, hi.max(m) + width),
-            _ => (lo - width, hi + width),
-        };
         let mut cc = ChartBuilder::on(&area)
             .margin((fonts.label * 0.9) as u32)
             .x_label_area_size((fonts.label * 3.2) as u32)
@@ -56,6 +69,20 @@ pub fn histogram(d: &DepthSpectrum, pred: Option<&SpectrumPrediction>, title: &s
         }))?
         .label(label)
         .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 20, y + 6)], fill.mix(0.7).filled()));
+        if !curve.is_empty() {
+            let black = RGBColor(20, 20, 20);
+            let reached = match pred.map(|p| p.q_star_reached_at_layer) {
+                Some(Some(1)) | None => String::new(),
+                Some(Some(l)) => format!("; q within 1% of q* from layer {l} only"),
+                Some(None) => "; q has not reached q* in this chain".into(),
+            };
+            cc.draw_series(std::iter::once(PathElement::new(curve.clone(), black.stroke_width(2))))?
+                .label(match solver.map(|s| s.zero_mass()).filter(|z| *z > 0.0) {
+                    Some(z) => format!("predicted density of the nonzero values (free probability, wide limit, q = q*{reached}; predicted zero share {z:.2})"),
+                    None => format!("predicted density (free probability, wide limit, q = q*{reached})"),
+                })
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], black.stroke_width(2)));
+        }
         if let Some(m) = mark.filter(|m| m.is_finite()) {
             let red = RGBColor(200, 40, 40);
             cc.draw_series(std::iter::once(PathElement::new(vec![(m, 0.0), (m, ymax)], red.stroke_width(3))))?

@@ -8,6 +8,7 @@
 //! probes of the deepest one, not 200.
 
 pub mod grid;
+pub mod spectrum;
 pub mod store;
 
 use std::path::PathBuf;
@@ -39,6 +40,8 @@ pub struct SweepFile {
     pub depths: Option<String>,
     pub inputs: Option<String>,
     pub targets: Option<String>,
+    /// `--spectrum [K]`: the spectrum of J_x at every depth, over the first K examples.
+    pub spectrum: Option<usize>,
 }
 
 impl SweepFile {
@@ -66,6 +69,7 @@ impl SweepFile {
             depths: self.depths.or(other.depths),
             inputs: self.inputs.or(other.inputs),
             targets: self.targets.or(other.targets),
+            spectrum: self.spectrum.or(other.spectrum),
         }
     }
 }
@@ -89,6 +93,11 @@ pub struct SweepPlan {
     pub depths: Vec<usize>,
     pub inputs: String,
     pub targets: String,
+    /// With `--spectrum K`: the summary of J_x's singular values at every depth, averaged
+    /// over the first K examples of the batch. Absent from a sweep without it, so its
+    /// `meta.json` reads as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spectrum: Option<usize>,
 }
 
 /// One configuration with all its depths.
@@ -168,7 +177,18 @@ impl SweepFile {
         if let TargetSpec::File(_) = targets.parse::<TargetSpec>()? {
             return Err(Error::arg("--targets", "a sweep draws its targets (zeros, gaussian or uniform)"));
         }
-        let plan = SweepPlan { activations, inits, sigma_w_given_as, sigma_w2, sigma_b_given_as, sigma_b2, widths, batch, seeds, cost, backend, depths_spec, depths, inputs, targets };
+        let spectrum = self.spectrum;
+        if let Some(k) = spectrum {
+            if k == 0 || k > batch {
+                return Err(Error::arg("--spectrum", format!("takes the number of examples K, in 1..={batch} (the batch), got {k}")));
+            }
+            if backend == "gpu" {
+                // `spectrum --backend gpu` moves only the layer products, which gains little
+                // (BENCHMARKS.md, "Spectrum on the GPU"); a sweep keeps it on the CPU.
+                return Err(Error::arg("--spectrum", "a sweep computes the spectrum on the CPU backend (in f64); use --backend cpu or auto"));
+            }
+        }
+        let plan = SweepPlan { activations, inits, sigma_w_given_as, sigma_w2, sigma_b_given_as, sigma_b2, widths, batch, seeds, cost, backend, depths_spec, depths, inputs, targets, spectrum };
         // Build every group once now: an invalid combination fails here, not mid-sweep.
         for g in plan.groups() {
             plan.init_of(&g)?;
@@ -399,6 +419,20 @@ pub struct SummaryRow {
     pub log10_grad_b_rms_first_predicted: f64,
     #[serde(with = "store::nonfinite")]
     pub slope_log10_grad_b_rms_predicted: f64,
+    /// With `--spectrum K` (docs/MATH.md, "The input–output Jacobian"): log10 s_1, the
+    /// median and the smallest nonzero log10 s of J_x at this depth, and var(λ)/mean(λ)²
+    /// of λ = s², each the mean over the K examples; and the free-probability
+    /// var(λ)/mean(λ)². Absent (not even a column) in a sweep without it.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "spectrum::nonfinite_opt")]
+    pub spectrum_log10_top: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "spectrum::nonfinite_opt")]
+    pub spectrum_log10_median: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "spectrum::nonfinite_opt")]
+    pub spectrum_log10_bottom_nonzero: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "spectrum::nonfinite_opt")]
+    pub spectrum_var_over_mean2: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "spectrum::nonfinite_opt")]
+    pub spectrum_var_over_mean2_predicted: Option<f64>,
 }
 
 /// Least-squares slope of a log10 profile (l = 1..L) against l over layers 1..L−1 (the top
@@ -435,6 +469,11 @@ impl SummaryRow {
             status_first: first.status,
             log10_grad_b_rms_first_predicted: predicted.map_or(f64::NAN, |p| p[0]),
             slope_log10_grad_b_rms_predicted: predicted.map_or(f64::NAN, profile_slope),
+            spectrum_log10_top: None,
+            spectrum_log10_median: None,
+            spectrum_log10_bottom_nonzero: None,
+            spectrum_var_over_mean2: None,
+            spectrum_var_over_mean2_predicted: None,
         }
     }
 }

@@ -106,7 +106,10 @@ fn io(path: &Path, what: &str, e: impl std::fmt::Display) -> Error {
 fn differences(a: &SweepPlan, b: &SweepPlan) -> Vec<String> {
     let (va, vb) = (serde_json::to_value(a).unwrap(), serde_json::to_value(b).unwrap());
     let (oa, ob) = (va.as_object().unwrap(), vb.as_object().unwrap());
-    oa.iter().filter(|(k, v)| ob.get(*k) != Some(v)).map(|(k, _)| k.clone()).collect()
+    let mut d: Vec<String> = oa.iter().filter(|(k, v)| ob.get(*k) != Some(v)).map(|(k, _)| k.clone()).collect();
+    // A key only one side has (an option such as `spectrum` that is left out when unset).
+    d.extend(ob.keys().filter(|k| !oa.contains_key(*k)).cloned());
+    d
 }
 
 fn read_meta(dir: &Path) -> Result<Meta> {
@@ -198,10 +201,22 @@ impl SweepDir {
             }
             npz.add_array(*field, &ndarray::Array1::from(flat)).map_err(|e| Error::Internal(e.to_string()))?;
         }
+        let mut rows: Vec<SummaryRow> = reports.iter().zip(predicted.iter()).map(|(r, p)| SummaryRow::new(plan, g, r, p.as_deref())).collect();
+        let mut seconds = seconds;
+        if let Some((spectra, secs)) = plan.spectra(g)? {
+            seconds += secs;
+            for (row, s) in rows.iter_mut().zip(&spectra) {
+                row.set_spectrum(s);
+            }
+            // Every example's values per depth, ragged like the profiles (depth i's K·m_i
+            // values in a row), so summary columns can be recomputed or binned otherwise.
+            let flat: Vec<f64> = spectra.iter().flat_map(|s| s.log10_singular_values.iter().flatten().copied()).collect();
+            npz.add_array(super::spectrum::SPECTRA_FIELD, &ndarray::Array1::from(flat)).map_err(|e| Error::Internal(e.to_string()))?;
+        }
         let bytes = npz.finish().map_err(|e| Error::Internal(e.to_string()))?.into_inner();
         let json_path = self.group_json(g);
         write_atomic(&json_path.with_extension("npz"), &bytes)?;
-        let gf = GroupFile { group: g.clone(), seconds, device: reports.first().map(|r| r.device.clone()).unwrap_or_default(), rows: reports.iter().zip(predicted.iter()).map(|(r, p)| SummaryRow::new(plan, g, r, p.as_deref())).collect() };
+        let gf = GroupFile { group: g.clone(), seconds, device: reports.first().map(|r| r.device.clone()).unwrap_or_default(), rows };
         let mut v = serde_json::to_vec(&gf).map_err(|e| Error::Internal(e.to_string()))?;
         v.push(b'\n');
         write_atomic(&json_path, &v)
@@ -254,6 +269,9 @@ impl SweepDir {
             Column::F64("log10_grad_b_rms_first_predicted", f(|r| r.log10_grad_b_rms_first_predicted)),
             Column::F64("slope_log10_grad_b_rms_predicted", f(|r| r.slope_log10_grad_b_rms_predicted)),
         ]);
+        if plan.spectrum.is_some() {
+            cols.extend(super::spectrum::spectrum_columns(&rows));
+        }
         write_atomic(&self.path.join("summary.npy"), &table_npy(&cols)?)?;
         if plan.seeds.len() > 1 {
             write_seed_summary(&self.path, &seed_summary(&rows))?;
@@ -286,6 +304,10 @@ impl SweepDir {
             let mut buf = Vec::new();
             all.write_npy(&mut buf).map_err(|e| Error::Internal(e.to_string()))?;
             write_atomic(&prof.join(format!("{field}.npy")), &buf)?;
+        }
+        if let Some(k) = plan.spectrum {
+            let gs: Vec<(&Path, &[SummaryRow])> = files.values().map(|(gf, p)| (p.as_path(), gf.rows.as_slice())).collect();
+            super::spectrum::write_spectra_npy(&self.path.join("spectra.npy"), &gs, k)?;
         }
         let mut meta = read_meta(&self.path)?;
         meta.groups_done = files.len();
