@@ -107,7 +107,9 @@ impl NormCache {
         };
         let mut out = vec![0.0; big_l + 1];
         let r = std::thread::scope(|sc| {
-            let hs: Vec<_> = (0..workers).map(|_| sc.spawn(take)).collect();
+            // Named, so that a profile (`perf report --sort comm`) shows the norms apart.
+            let spawn = |_| std::thread::Builder::new().name("gradscope-norms".into()).spawn_scoped(sc, take).expect("spawn a norm thread");
+            let hs: Vec<_> = (0..workers).map(spawn).collect();
             let r = products();
             let mut parts = take();
             for h in hs {
@@ -147,10 +149,16 @@ impl NormCache {
     /// log2 ‖W^l‖₂ for l = 1..=L of `p` (index 0 unused): `known[l]` where another source
     /// (the GPU's Lanczos) gave it, else by the f64 Lanczos through the cache, spread over
     /// the host's cores. Stops early, leaving zeros, once `cancel` is set.
+    ///
+    /// One thread per layer while there are layers for every core (a norm split over threads
+    /// hands each pass around; layers in parallel need no hand-off); the cores left over
+    /// split each norm. Each layer draws only what its norm needs (G for gaussian weights).
     pub fn host_norms(&self, p: &Problem, known: &[Option<f64>], cancel: &AtomicBool) -> Vec<f64> {
         let big_l = p.net.depth();
         let next = AtomicUsize::new(1);
-        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(big_l).max(1);
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let threads = cores.min(big_l).max(1);
+        let per_norm = (cores / threads).max(1);
         let mut out = vec![0.0; big_l + 1];
         let parts: Vec<Vec<(usize, f64)>> = std::thread::scope(|sc| {
             let hs: Vec<_> = (0..threads)
@@ -166,8 +174,7 @@ impl NormCache {
                                 mine.push((l, v));
                                 continue;
                             }
-                            let (w, _) = p.net.layer(l);
-                            mine.push((l, self.log2_weight_norm(&p.net, l, &w)));
+                            mine.push((l, self.log2_norm_on(&p.net, l, None, per_norm)));
                         }
                         mine
                     })
