@@ -234,14 +234,13 @@ impl CpuBackend {
             let grads = if fw.overflow_layer.is_none() { Some(self.backward(&q, &ds, pl, fw)) } else { None };
             (measured, grads)
         };
-        let ((mut log2_wnorm, maxd, sig, overflow), grads) = if workers == 0 {
+        let ((log2_wnorm, maxd, sig, overflow), grads) = if workers == 0 {
             products()
         } else {
             let (norms, r) = self.norms.beside(&q.net, workers, products);
             let ((_, maxd, sig, overflow), grads) = r;
             ((norms, maxd, sig, overflow), grads)
         };
-        log2_wnorm.resize(q.net.depth() + 1, 0.0);
         let asm = Assembly { net: &q.net, log2_wnorm: &log2_wnorm, maxd: &maxd, backend: "cpu", device: Self::device_name(), signal: Some(&sig) };
         if let Some(ol) = overflow {
             return asm.with_overflow(&ds, ol, |under| self.probe_depths(&plan::prefix(&q, *under.last().unwrap()), under));
