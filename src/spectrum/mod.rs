@@ -15,10 +15,12 @@ pub mod predict;
 mod cli;
 pub mod plot;
 pub mod isometry;
+pub mod device;
 
 pub use cli::{SpectrumArgs, run_spectrum};
+pub use device::SpectrumSplit;
 
-use ndarray::{Array1, Array2, Axis, s};
+use ndarray::{Array2, ArrayView2, Axis, s};
 use serde::Serialize;
 
 use crate::backend::assemble::{pow2, renormalise_rows};
@@ -93,22 +95,23 @@ impl Frame {
         Frame { qt: Array2::eye(n), t: Array2::eye(n), te: vec![0; n] }
     }
 
-    /// Multiplies the chain on the left by `diag(d) · W · diag(pre)` (any may be absent) and
-    /// re-orthonormalises: the frame gains the layer, T gains R.
-    fn push(&mut self, pre: Option<ndarray::ArrayView1<f64>>, w: Option<&Array2<f64>>, d: Option<ndarray::ArrayView1<f64>>) {
-        // X = (diag(d) W diag(pre) Q)ᵀ = (Qᵀ diag(pre)) Wᵀ diag(d), k × n_out.
-        let scaled;
-        let qt = match pre {
-            Some(pre) => {
-                scaled = &self.qt * &pre.insert_axis(Axis(0));
-                &scaled
-            }
-            None => &self.qt,
-        };
-        let mut x = match w {
-            Some(w) => qt.dot(&w.t()),
-            None => qt.clone(),
-        };
+    /// Multiplies the chain on the left by `diag(d)`, the factor of a ∂z/∂z chain that
+    /// precedes W^l. A `d` with exact zeros is a factor of its own (re-orthonormalised
+    /// here), so the rank it removes drops exactly; otherwise it is folded into Qᵀ, which
+    /// the next [`Frame::absorb`] replaces.
+    fn pre(&mut self, d: ndarray::ArrayView1<f64>) {
+        if d.iter().any(|&v| v == 0.0) {
+            let q = self.qt.clone();
+            self.absorb(q, Some(d));
+        } else {
+            self.qt *= &d.insert_axis(Axis(0));
+        }
+    }
+
+    /// Takes the layer product `x = (W Q)ᵀ = Qᵀ Wᵀ` (k × n_out), however it was computed
+    /// (by the CPU or the GPU): multiplies it by `diag(d)` and re-orthonormalises, so the
+    /// frame gains the layer and T gains R.
+    fn absorb(&mut self, mut x: Array2<f64>, d: Option<ndarray::ArrayView1<f64>>) {
         if let Some(d) = d {
             x *= &d.view().insert_axis(Axis(0));
         }
@@ -170,20 +173,9 @@ fn frame_bytes(widths: &[usize], start: usize) -> u64 {
     8 * (4 * n * n0 + n * n)
 }
 
-/// The spectra of the first `examples` examples of `p`, for the chain `chain` ending at each
-/// layer in `depths` (sorted, unique, above the chain's start, at most L): one pass over the
-/// layers serves every depth, as the chain of depth d is the prefix of a deeper one.
-///
-/// Cost per layer and example: O(n_l n_{l-1} k) for the product and O(n_l k²) for the QR,
-/// k = the frame's rank (≤ n_start); memory O(n k) per example.
-///
-/// With `det_check`, each depth also carries the chain's log10 |det| from the determinant
-/// identity (square chains only).
-///
-/// # Errors
-/// Out-of-range depths or examples, too little memory, a forward pass that overflows f64,
-/// or `det_check` on a chain whose layers are not all square.
-pub fn measure(p: &Problem, examples: usize, chain: Chain, depths: &[usize], det_check: bool) -> Result<Vec<DepthSpectrum>> {
+/// Checks [`measure`]'s arguments (shared with the GPU engine's spectrum); returns the
+/// deepest depth.
+pub(crate) fn validate(p: &Problem, examples: usize, chain: Chain, depths: &[usize], det_check: bool) -> Result<usize> {
     let net = &p.net;
     let big_l = net.depth();
     let start = chain.start();
@@ -202,6 +194,36 @@ pub fn measure(p: &Problem, examples: usize, chain: Chain, depths: &[usize], det
     if det_check && net.widths[start..=top].iter().any(|&n| n != net.widths[start]) {
         return Err(Error::arg("--det-check", format!("needs square layers (every width from n_{start} to n_{top} equal); the widths are {:?}", &net.widths[start..=top])));
     }
+    Ok(top)
+}
+
+/// The spectra of the first `examples` examples of `p`, for the chain `chain` ending at each
+/// layer in `depths` (sorted, unique, above the chain's start, at most L): one pass over the
+/// layers serves every depth, as the chain of depth d is the prefix of a deeper one.
+///
+/// Cost per layer and example: O(n_l n_{l-1} k) for the product and O(n_l k²) for the QR,
+/// k = the frame's rank (≤ n_start); memory O(n k) per example.
+///
+/// With `det_check`, each depth also carries the chain's log10 |det| from the determinant
+/// identity (square chains only).
+///
+/// # Errors
+/// Out-of-range depths or examples, too little memory, a forward pass that overflows f64,
+/// or `det_check` on a chain whose layers are not all square.
+pub fn measure(p: &Problem, examples: usize, chain: Chain, depths: &[usize], det_check: bool) -> Result<Vec<DepthSpectrum>> {
+    measure_with(p, examples, chain, depths, det_check, &mut |_, w, qts| Ok(qts.iter().map(|q| q.dot(&w.t())).collect()))
+}
+
+/// The layer products of [`measure_with`]: given l, W^l and every example's frame Qᵀ
+/// (k × n_{l-1}), each `Qᵀ W^lᵀ` (k × n_l).
+pub(crate) type Products<'a> = dyn FnMut(usize, &Array2<f64>, &[ArrayView2<f64>]) -> Result<Vec<Array2<f64>>> + 'a;
+
+/// [`measure`] with the layer products computed by `products` (the CPU's own, or the GPU's);
+/// the forward pass, the QR, T and the SVD are always the CPU engine's, in f64.
+pub(crate) fn measure_with(p: &Problem, examples: usize, chain: Chain, depths: &[usize], det_check: bool, products: &mut Products<'_>) -> Result<Vec<DepthSpectrum>> {
+    let net = &p.net;
+    let start = chain.start();
+    let top = validate(p, examples, chain, depths, det_check)?;
     let mut log10_det = vec![0.0; examples];
     let sum_log10 = |d: ndarray::ArrayView1<f64>| d.iter().map(|v| v.abs().log10()).sum::<f64>();
     check_memory(examples as u64 * frame_bytes(&net.widths[..=top], start), "the spectrum", "lower --examples or the width")?;
@@ -212,6 +234,7 @@ pub fn measure(p: &Problem, examples: usize, chain: Chain, depths: &[usize], det
     let mut frames: Vec<Frame> = if start == 0 { (0..examples).map(|_| Frame::identity(net.widths[0])).collect() } else { Vec::new() };
     let mut out: Vec<DepthSpectrum> = Vec::with_capacity(depths.len());
     let mut pending: Option<Array2<f64>> = None; // Σ′(z^{l-1}) for ∂z/∂z chains
+    let mut pending_applied = false; // … and whether the frames hold it already
     for l in 1..=top {
         let (w, b) = net.layer(l);
         let f = forward_step(net.activation_at(l), &w, &b, &a, &ea);
@@ -239,32 +262,28 @@ pub fn measure(p: &Problem, examples: usize, chain: Chain, depths: &[usize], det
         }
         let recorded = depths.binary_search(&l).is_ok();
         let count = net.widths[l].min(net.widths[start]);
+        // ∂z^l/∂z^start = W^l Σ′(z^{l-1}) ⋯: Σ′(z^{l-1}) first, unless it joined already.
+        if let (Chain::FromLayer(_), Some(d_prev), false) = (chain, &pending, pending_applied) {
+            frames.iter_mut().zip(d_prev.rows()).for_each(|(f, d)| f.pre(d));
+        }
+        let xs = {
+            let qts: Vec<ArrayView2<f64>> = frames.iter().map(|f| f.qt.view()).collect();
+            products(l, &w, &qts)?
+        };
         let mut spectra = Vec::new();
-        for (xi, f) in frames.iter_mut().enumerate() {
-            match chain {
-                Chain::InputOutput => {
-                    f.push(None, Some(&w), Some(dsig.row(xi)));
-                    if recorded {
-                        spectra.push(ExampleSpectrum { example: xi, log10_singular_values: f.log10_singular_values(count)? });
-                    }
-                }
-                Chain::FromLayer(_) => {
-                    // ∂z^l/∂z^start = W^l Σ′(z^{l-1}) ⋯. A Σ′ with exact zeros is applied
-                    // as a factor of its own first, so the rank it removes drops exactly.
-                    let d_prev: Array1<f64> = pending.as_ref().expect("set at the start layer").row(xi).to_owned();
-                    if d_prev.iter().any(|&v| v == 0.0) {
-                        f.push(None, None, Some(d_prev.view()));
-                        f.push(None, Some(&w), None);
-                    } else {
-                        f.push(Some(d_prev.view()), Some(&w), None);
-                    }
-                    if recorded {
-                        spectra.push(ExampleSpectrum { example: xi, log10_singular_values: f.log10_singular_values(count)? });
-                    }
-                }
+        // Σ′(z^l) joins after the product, exactly in f64 whatever rounded the product (a
+        // Σ′ folded into Qᵀ first would share the product's rounding: in f32 on the GPU its
+        // small entries' directions drown in the large ones' errors). A ∂z/∂z chain that
+        // is reported at depth l ends at W^l, so there it waits for the next layer.
+        let fold = chain == Chain::InputOutput || (!recorded && l < top);
+        for ((xi, f), x) in frames.iter_mut().enumerate().zip(xs) {
+            f.absorb(x, fold.then(|| dsig.row(xi)));
+            if recorded {
+                spectra.push(ExampleSpectrum { example: xi, log10_singular_values: f.log10_singular_values(count)? });
             }
         }
         pending = Some(dsig);
+        pending_applied = fold;
         if recorded {
             out.push(DepthSpectrum { depth: l, examples: spectra, log10_abs_det: det_check.then(|| log10_det.clone()) });
         }
