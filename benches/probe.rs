@@ -7,13 +7,17 @@
 //!
 //! Per shape it times (criterion, 10 samples each, median reported):
 //! - `gemm_fwd` / `gemm_bwd`: `a.dot(&w.t())` (B×n · n×n) and `d.dot(&w)`: the limit;
-//! - `probe_cold`: `CpuBackend::probe` with an empty spectral-norm cache: end to end (each W
-//!   drawn once as the unit matrix G, normed by one Lanczos, scaled into W);
+//! - `probe_cold`: `CpuBackend::probe` with an empty spectral-norm cache: end to end (with
+//!   at least two layers per core, a norm thread draws each unit matrix G and norms it by
+//!   one Lanczos while the calling thread draws W and multiplies; else each W is drawn once
+//!   as G, normed on all cores, and scaled into W);
 //! - `probe_warm`: the same probe again on the same backend: norms come from the cache, each
 //!   W is drawn once;
 //! - per width: `draw` (`Init::weights` of one n×n layer) and `lanczos`
 //!   (`linalg::spectral_norm` of it);
-//! - at 1024×64 also `probe_stored` (`Params::Stored`: nothing drawn, one Lanczos per layer).
+//! - at 1024×64 also `probe_stored` (`Params::Stored`: nothing drawn, one Lanczos per layer)
+//!   and `probe_cold_inline` (the norms before each layer's product, `norm_workers:
+//!   Some(0)`, against `probe_cold`'s norms beside the products).
 //!
 //! "core" = probe_warm − L·draw: forward, backward and the gradient statistics alone.
 
@@ -101,6 +105,11 @@ fn main() {
             std::hint::black_box(warm.probe(&p).unwrap());
         });
         if (n, b) == (1024, 64) {
+            // The norms inline, before each layer's product (all cores per norm), against
+            // probe_cold's norms beside the products: the overlap's gain, in the same run.
+            bench(&mut g, &gname, "probe_cold_inline", || {
+                std::hint::black_box(CpuBackend { norm_workers: Some(0), ..Default::default() }.probe(&p).unwrap());
+            });
             let q = stored(&p);
             bench(&mut g, &gname, "probe_stored", || {
                 std::hint::black_box(CpuBackend::default().probe(&q).unwrap());
@@ -121,6 +130,7 @@ fn table(shapes: &[(usize, usize)]) {
         "width", "B", "L", "gemm lim", "end-to-end", "norms cached", "core", "ms draw", "ms lanc", "ms core", "ms stor"
     );
     let mut target = None;
+    let mut overlap = None;
     for &(n, b) in shapes {
         let depth = depth_for(n);
         let gname = format!("cpu/w{n}_b{b}");
@@ -147,6 +157,9 @@ fn table(shapes: &[(usize, usize)]) {
         };
         let ms = |t: Option<f64>| opt(t.map(|t| t * 1e3), 2);
         let stor = seconds(&gname, "probe_stored").map(|t| t / depth as f64);
+        if let (Some(inline), Some(c)) = (seconds(&gname, "probe_cold_inline"), cold) {
+            overlap = Some((n, b, inline, c));
+        }
         println!(
             "{n:>5} {b:>4} {depth:>2} | {:>9} | {:>14} | {:>14} | {:>14} | {:>8} {:>8} {:>8} {:>8}",
             opt(lim, 2),
@@ -163,6 +176,9 @@ fn table(shapes: &[(usize, usize)]) {
         }
     }
     println!("(ms columns are per layer: draw = one n×n layer of weights, lanc = its Lanczos ‖W‖₂, core = (norms cached − L·draw)/L, stor = Params::Stored probe / L)");
+    if let Some((n, b, inline, beside)) = overlap {
+        println!("norms beside the products (probe_cold) against inline (probe_cold_inline), {n}×{b}: {:.1} ms against {:.1} ms, {:.2}×", beside * 1e3, inline * 1e3, inline / beside);
+    }
     if let Some((Some(cold), Some(warm), Some(core), Some(lim), Some(d), Some(lz), Some(cl))) = target {
         let verdict = |r: f64| {
             let f = r / lim;

@@ -273,3 +273,28 @@ fn vanishing_tanh_activations_are_carried_past_f64_range() {
     assert!((ratio - 0.5f64.sqrt().log10()).abs() < 0.02, "fitted log10 ratio {ratio}");
     assert!(r.layers[0].log10_grad_b_rms < -700.0);
 }
+
+/// The norms found beside the products (any number of norm threads) or inline before each
+/// layer's product give the same reports bit for bit: generated and stored weights, with and
+/// without checkpointing, several depths at once, and a run that overflows.
+#[test]
+fn norm_threads_change_no_bit() {
+    let tanh = problem(&[24; 19], Activation::Tanh, Cost::Quadratic, gaussian(1.7, 0.1), 4, 31, TargetSpec::Gaussian);
+    let (w, b) = stored(&tanh);
+    let stored_relu = with_params(&problem(&[24; 19], Activation::Relu, Cost::Quadratic, gaussian(2.0, 0.0), 4, 32, TargetSpec::Gaussian), w, b);
+    // selu at σ_w² = 1000 grows ~20× a layer and passes 1.8e308 within a few hundred (tests/cli.rs).
+    let selu = problem(&[16; 401], Activation::Selu, Cost::Quadratic, gaussian(1000.0, 0.0), 3, 33, TargetSpec::Gaussian);
+    let overflows = CpuBackend::default().probe(&selu).unwrap().overflow_layer;
+    assert!(overflows.is_some_and(|l| l > 5), "selu must overflow above layer 5 for this case to test that path: {overflows:?}");
+    for (what, p, depths) in [("tanh", &tanh, vec![3, 11, 18]), ("stored relu", &stored_relu, vec![18]), ("selu", &selu, vec![5, 400])] {
+        let run = |workers: Option<usize>, budget: u64| {
+            // A fresh backend each time, so no run reads norms another one cached.
+            let r = CpuBackend { cache_budget: budget, norm_workers: workers, ..Default::default() }.probe_depths(p, &depths).unwrap();
+            format!("{:?}", r.iter().map(|r| (&r.layers, r.overflow_layer, r.log10_cost.to_bits())).collect::<Vec<_>>())
+        };
+        let inline = run(Some(0), u64::MAX);
+        for (workers, budget) in [(Some(1), u64::MAX), (Some(3), 0), (None, 0), (Some(0), 0)] {
+            assert_eq!(run(workers, budget), inline, "{what}: {workers:?} norm threads, budget {budget}");
+        }
+    }
+}

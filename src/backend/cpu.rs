@@ -34,11 +34,16 @@ pub struct CpuBackend {
     pub cache_budget: u64,
     /// The spectral-norm cache (shared by clones of the backend).
     pub norms: NormCache,
+    /// Threads that norm the layers beside the products ([`NormCache::beside`]): None picks
+    /// half the cores (at least one) for networks of at least two layers per core, and
+    /// norms inline otherwise; Some(0) norms each layer inline, on all cores, before its
+    /// forward product. The results are the same bits for every choice.
+    pub norm_workers: Option<usize>,
 }
 
 impl Default for CpuBackend {
     fn default() -> Self {
-        CpuBackend { cache_budget: 512 << 20, norms: NormCache::default() }
+        CpuBackend { cache_budget: 512 << 20, norms: NormCache::default(), norm_workers: None }
     }
 }
 
@@ -222,19 +227,44 @@ impl CpuBackend {
         check_memory(self.bytes_for_depths(p, &ds), "the CPU probe", "lower --batch, --width or --depth")?;
         let q = plan::prefix(p, *ds.last().unwrap());
         let pl = CpuPlan::new(&q.net.widths, q.batch(), matches!(q.net.params, crate::model::Params::Generated { .. }), self.cache_budget);
-        let mut fw = self.forward(&q, &ds, pl);
-        let (log2_wnorm, maxd, sig) = (std::mem::take(&mut fw.log2_wnorm), std::mem::take(&mut fw.maxd), std::mem::take(&mut fw.signal));
+        let workers = self.workers_for(&q.net);
+        let products = || {
+            let mut fw = self.forward(&q, &ds, pl, workers == 0);
+            let measured = (std::mem::take(&mut fw.log2_wnorm), std::mem::take(&mut fw.maxd), std::mem::take(&mut fw.signal), fw.overflow_layer);
+            let grads = if fw.overflow_layer.is_none() { Some(self.backward(&q, &ds, pl, fw)) } else { None };
+            (measured, grads)
+        };
+        let ((log2_wnorm, maxd, sig, overflow), grads) = if workers == 0 {
+            products()
+        } else {
+            let (norms, r) = self.norms.beside(&q.net, workers, products);
+            let ((_, maxd, sig, overflow), grads) = r;
+            ((norms, maxd, sig, overflow), grads)
+        };
         let asm = Assembly { net: &q.net, log2_wnorm: &log2_wnorm, maxd: &maxd, backend: "cpu", device: Self::device_name(), signal: Some(&sig) };
-        if let Some(ol) = fw.overflow_layer {
+        if let Some(ol) = overflow {
             return asm.with_overflow(&ds, ol, |under| self.probe_depths(&plan::prefix(&q, *under.last().unwrap()), under));
         }
-        let (outs, grads) = self.backward(&q, &ds, pl, fw)?;
+        let (outs, grads) = grads.ok_or_else(|| Error::Internal("a backward pass without overflow".into()))??;
         Ok(ds.iter().zip(outs).zip(&grads).map(|((&d, (log2_err, cost)), g)| asm.report(d, &log2_err, g, cost)).collect())
+    }
+
+    /// How many threads norm `net`'s layers beside its products (0: inline, before each
+    /// layer's forward product). Inline where the layers are too few to keep the workers
+    /// busy (one layer's norm is then split over all cores instead), and for orthogonal
+    /// weights ([`NormCache::can_norm_beside`]).
+    fn workers_for(&self, net: &Network) -> usize {
+        if !NormCache::can_norm_beside(net) {
+            return 0;
+        }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        self.norm_workers.unwrap_or(if net.depth() >= 2 * cores { (cores / 2).max(1) } else { 0 })
     }
 
     /// The forward pass to the top depth of `ds`: norms, max |σ′|, checkpoints every K
     /// layers and the last segment's layers kept for the backward pass.
-    fn forward(&self, p: &Problem, ds: &[usize], pl: CpuPlan) -> ForwardPass {
+    /// With `inline_norms` false the norms are left at 0 for [`NormCache::beside`] to find.
+    fn forward(&self, p: &Problem, ds: &[usize], pl: CpuPlan, inline_norms: bool) -> ForwardPass {
         let net = &p.net;
         let (top, k, bsz) = (net.depth(), pl.k, p.batch());
         let ce = net.cost == Cost::CrossEntropy;
@@ -245,11 +275,19 @@ impl CpuBackend {
             if (l - 1) % k == 0 {
                 fw.checkpoints.push((a.clone(), ea.clone()));
             }
-            let (w, b, log2_norm) = self.norms.layer_with_norm(net, l);
-            fw.log2_wnorm[l] = log2_norm;
             if fw.overflow_layer.is_some() {
+                if inline_norms {
+                    fw.log2_wnorm[l] = self.norms.layer_with_norm(net, l).2;
+                }
                 continue;
             }
+            let (w, b) = if inline_norms {
+                let (w, b, log2_norm) = self.norms.layer_with_norm(net, l);
+                fw.log2_wnorm[l] = log2_norm;
+                (w, b)
+            } else {
+                net.layer(l)
+            };
             let f = forward_step(net.activation_at(l), &w, &b, a, ea);
             for (x, row) in f.dsig.rows().into_iter().enumerate() {
                 fw.maxd[l][x] = row.iter().fold(0.0_f64, |m, v| m.max(v.abs()));
