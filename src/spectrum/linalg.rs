@@ -342,10 +342,11 @@ fn dot(x: &[f64], y: &[f64]) -> f64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn lcg(seed: &mut u64) -> f64 {
+    /// Uniform on [−0.5, 0.5), from a 64-bit LCG (Knuth's MMIX constants).
+    pub(crate) fn lcg(seed: &mut u64) -> f64 {
         *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         ((*seed >> 11) as f64 / (1u64 << 53) as f64) - 0.5
     }

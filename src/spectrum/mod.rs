@@ -379,12 +379,8 @@ pub fn measure(p: &Problem, examples: usize, chain: Chain, depths: &[usize], det
 
 #[cfg(test)]
 mod tests {
+    use super::linalg::tests::lcg;
     use super::*;
-
-    fn lcg(seed: &mut u64) -> f64 {
-        *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        ((*seed >> 11) as f64 / (1u64 << 53) as f64) - 0.5
-    }
 
     /// Near-isometric layers (I + a small perturbation, σ′ near 1) are well conditioned:
     /// the frame takes several of them per QR and gives the values a QR per layer gives.
