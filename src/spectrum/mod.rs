@@ -8,6 +8,11 @@
 //! under- or overflow, and its singular values (those of J) come from a one-sided Jacobi SVD
 //! that works with those exponents. Units whose σ′ is exactly 0 (relu's dead units) are
 //! dropped from the frame, so J's exact zero singular values come out as exact zeros.
+//!
+//! Q is kept as the QR's Householder reflectors and applied to the next layer's Wᵀ, never
+//! formed. Where the frame stays well conditioned (near-isometric chains) several layers are
+//! multiplied on between two QRs; where the layers spread it (ρ, see `RHO_MAX`) each gets
+//! its own, as above.
 
 pub(crate) mod linalg;
 pub mod output;
