@@ -92,7 +92,7 @@ echo "================ gradscope GPU check ($(( $(date +%s) - t_start )) s) ====
 grep -E "^name|Vulkan|Metal|Dx12|Gl " "$LOG/devices.txt" | head -5
 echo "-- GPU vs f64 CPU reference (probe --check): shape, GPU probe time, verdict"
 printf '%s\n' "${rows[@]}"
-echo "-- Submission profile (GRADSCOPE_PROFILE=1) of the two probes above: device norms, host norms"
+echo "-- Submission profile (GRADSCOPE_PROFILE=1, with device time per kernel family where the adapter has timestamp queries) of the two probes above: device norms, host norms"
 grep -h "profile (" "$LOG/norms-device.txt" "$LOG/norms-host.txt" || true
 echo "-- GPU benchmarks (benches/gpu.rs)"
 sed -n '/^GPU backend on/,$p' "$LOG/bench.txt"

@@ -20,7 +20,7 @@
 mod common;
 
 use common::*;
-use gradscope::backend::gpu::{Context, GpuBackend, GpuOptions, MatmulPath, Params};
+use gradscope::backend::gpu::{Context, GpuBackend, GpuOptions, MatmulParams, MatmulPath};
 use gradscope::model::Activation;
 
 /// Published fp32 FMA (non-tensor) peaks in TFLOP/s, by a substring of the adapter name.
@@ -74,7 +74,7 @@ const PATHS: [(MatmulPath, &str); 2] = [(MatmulPath::RegisterBlocked, "blocked")
 /// only the kernels are timed.
 fn matmul_pairs(ctx: &Context, path: MatmulPath, m: &MatmulBufs, n: usize, b: usize, reps: usize) {
     let s = round4(n) as u32;
-    let pr = Params { batch: b as u32, n_in: n as u32, n_out: n as u32, s_in: s, s_out: s, ..Default::default() };
+    let pr = MatmulParams { batch: b as u32, n_in: n as u32, n_out: n as u32, s_in: s, s_out: s, ..Default::default() };
     ctx.queue.write_buffer(&ctx.params, 0, bytemuck::bytes_of(&pr));
     let mut enc = ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("bench matmul") });
     {

@@ -1,46 +1,17 @@
-// common.wgsl: the parameter block every gradscope kernel reads and exact power-of-two helpers.
+// common.wgsl: the flags and exact power-of-two helpers every gradscope kernel shares.
 // Prepended to every kernel file (see src/backend/shaders.rs, `modules`).
 
-// One 96-byte block per dispatch and network, in 256-byte slots bound read-only with a
-// dynamic offset: a dispatch over N independent networks of equal widths (workgroup_id.z =
-// network n) binds N consecutive slots, and every entry point starts with P = PS[n].p.
-// Field use per kernel is documented at the kernel; unused fields are 0.
-struct Params {
-    batch: u32,    // B, examples
-    n_in: u32,     // inner width (n_{l-1}), or columns of W
-    n_out: u32,    // n_l, or rows of W
-    s_in: u32,     // row stride (floats, a multiple of 4) of n_in-wide arrays
-    s_out: u32,    // row stride of n_out-wide arrays
-    layer: u32,    // l
-    kind: u32,     // activation id, or weight distribution
-    flags: u32,    // FLAG_* bits
-    alpha: f32,    // leaky-relu slope
-    scale: f32,    // weight std (normal) or half-width a (uniform)
-    key_lo: u32,   // Philox key = seed
-    key_hi: u32,
-    rec: u32,      // offset (floats) of this layer's record
-    rec_next: u32, // offset of layer l+1's record
-    aux0: u32,
-    aux1: u32,
-    // The stacked backward pass of a depth sweep (rows j·B + x belong to active depth j):
-    blocks: u32,   // active depths at this layer, the joining one (if any) last
-    brec: u32,     // offset (floats) of this layer's backward records, one per block
-    bstride: u32,  // floats per block record
-    err: u32,      // offset (floats) of the joining depth's output error ê
-    err_e: u32,    // offset of its exponents
-    // Where this network's data starts in buffers shared by the networks of a dispatch:
-    row0: u32,     // first row of the per-example arrays (a, z, σ′, exponents; matmul lhs/out)
-    srow0: u32,    // first row of the stacked backward arrays (δ̂, g and their exponents)
-    w0: u32,       // first vec4 of its weights
-}
-
-struct Slot {
-    p: Params,
-    pad: array<vec4<u32>, 10>,
-}
-
-@group(0) @binding(0) var<storage, read> PS: array<Slot>;
-var<private> P: Params;
+// Each family's file declares its own parameter block, with named fields that mean one thing
+// (mirrored by the Rust structs src/backend/gpu/params.rs lists in `layouts`; tests/shaders.rs
+// holds the two layouts equal), in 256-byte slots bound read-only with a dynamic offset:
+//
+//     struct MatmulParams { ... }
+//     struct Slot { @size(256) p: MatmulParams }
+//     @group(0) @binding(0) var<storage, read> PS: array<Slot>;
+//     var<private> P: MatmulParams;
+//
+// A dispatch over N independent networks of equal widths (workgroup_id.z = network n) binds
+// N consecutive slots, and every entry point starts with P = PS[n].p.
 
 const FLAG_SCALED: u32 = 1u;   // rows carry a power-of-two exponent (homogeneous σ; σ(0) = 0 via its tangent)
 const FLAG_BIAS: u32 = 2u;     // the layer has a non-zero bias

@@ -12,9 +12,27 @@
 // Layouts: activations and δ are B x n row-major with row stride s (a multiple of 4) and at
 // least round4(B) rows, zero padded; W^l is round4(n_out) x s_in row-major, zero padded.
 
+// The parameter block (src/backend/gpu/params.rs, `layouts`).
+struct MatmulParams {
+    batch: u32,   // rows of lhs and out: B forward, B per active depth backward
+    n_in: u32,    // columns of W (n_{l-1})
+    s_in: u32,    // their row stride (floats, a multiple of 4)
+    n_out: u32,   // rows of W (n_l)
+    s_out: u32,   // their row stride
+    flags: u32,   // FLAG_SCALED, FLAG_BIAS (forward)
+    row0: u32,    // this network's first row of lhs, out and e_in
+    w0: u32,      // its first vec4 of W
+    bias0: u32,   // its first float of b^l in bias (forward)
+}
+struct Slot {
+    @size(256) p: MatmulParams,
+}
+@group(0) @binding(0) var<storage, read> PS: array<Slot>;
+var<private> P: MatmulParams;
+
 @group(0) @binding(1) var<storage, read> lhs: array<vec4<f32>>;     // a^{l-1} (forward) or δ^l (backward)
 @group(0) @binding(2) var<storage, read> w: array<vec4<f32>>;       // W^l
-@group(0) @binding(3) var<storage, read> bias: array<f32>;          // b^l at P.aux1
+@group(0) @binding(3) var<storage, read> bias: array<f32>;          // b^l at P.bias0
 @group(0) @binding(4) var<storage, read> e_in: array<i32>;          // exponents of a^{l-1}
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;   // z^l (B x s_out) or δ^l W^l (B x s_in)
 
@@ -91,7 +109,7 @@ fn store_z(x0: u32, i0: u32, acc: ptr<function, array<vec4<f32>, 4>>) {
             }
             var z = (*acc)[r][c];
             if (has_bias) {
-                let b = bias[P.aux1 + i];
+                let b = bias[P.bias0 + i];
                 if (!scaled || e == 0) {
                     z = z + b;
                 } else if (e < E_RESET) {

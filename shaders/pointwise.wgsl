@@ -8,6 +8,32 @@
 // that scale (0 when it was renormalised, i.e. homogeneous σ), [4B,5B) unused, [5B,6B) 1 if z^l is finite
 // else 0. Backward records (one per active depth and layer) are described at backward_post.
 
+// The parameter block (src/backend/gpu/params.rs, `layouts`).
+struct PointwiseParams {
+    batch: u32,        // B, examples
+    n_out: u32,        // n_l
+    s_out: u32,        // its row stride (floats, a multiple of 4)
+    flags: u32,        // FLAG_* bits
+    row0: u32,         // this network's first per-example row (a, z, σ′, exponents)
+    srow0: u32,        // its first stacked row (δ̂, g and their exponents)
+    activation: u32,   // forward: the activation id (ACT_*)
+    alpha: f32,        // forward: the leaky-relu slope
+    slope_right: f32,  // forward, FLAG_TANGENT: σ's slope at 0 right of it
+    slope_left: f32,   // and left of it
+    rec: u32,          // forward: offset (floats) of layer l's record
+    rec_next: u32,     // forward, FLAG_REC_NEXT: offset of layer l+1's record
+    blocks: u32,       // backward: active depths at this layer, the joining one (if any) last
+    brec: u32,         // backward: offset of the first one's backward record
+    bstride: u32,      // backward: floats per backward record
+    err: u32,          // backward, FLAG_JOIN: offset of the joining depth's output error ê
+    err_e: u32,        // and of its exponents
+}
+struct Slot {
+    @size(256) p: PointwiseParams,
+}
+@group(0) @binding(0) var<storage, read> PS: array<Slot>;
+var<private> P: PointwiseParams;
+
 const WG: u32 = 64u;
 
 var<workgroup> red: array<f32, 64>;
@@ -178,8 +204,8 @@ fn act(kind: u32, alpha: f32, x: f32) -> vec2<f32> {
 // an exponent (FLAG_SCALED) the renormalisation â^l = a^l·2^{-k}, e^l = e^{l-1} + k
 // (k = round(log2 ‖a^l‖)). A homogeneous σ is evaluated on ẑ itself. A σ with σ(0) = 0
 // that is not homogeneous (FLAG_TANGENT: tanh, erf, hard-tanh, silu, gelu, elu, selu) is
-// its tangent at 0 while the row's true scale is below 2^TINY_LOG2 (slopes P.scale right of
-// 0 and bitcast(P.aux0) left of it), so vanishing activations stay exact as on the CPU;
+// its tangent at 0 while the row's true scale is below 2^TINY_LOG2 (slopes P.slope_right
+// and P.slope_left), so vanishing activations stay exact as on the CPU;
 // above that the row returns to its natural scale (z = ẑ·2^e, where overflow shows) first.
 @compute @workgroup_size(64)
 fn forward_post(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
@@ -211,8 +237,8 @@ fn forward_post(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id
             e0 = 0;
         }
     }
-    let right = P.scale;
-    let left = bitcast<f32>(P.aux0);
+    let right = P.slope_right;
+    let left = P.slope_left;
     var md = 0.0;
     var amax = 0.0;
     var bad = 0.0;
@@ -235,7 +261,7 @@ fn forward_post(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id
             let slope = select(left, right, z > 0.0);
             sd = vec2<f32>(slope * z, slope);
         } else {
-            sd = act(P.kind, P.alpha, z);
+            sd = act(P.activation, P.alpha, z);
         }
         a_out[row + i] = sd.x;
         dsig_out[row + i] = sd.y;

@@ -7,6 +7,25 @@
 // Reads the records written by pointwise.wgsl.
 // Needs common.wgsl.
 
+// The parameter block (src/backend/gpu/params.rs, `layouts`).
+struct ReduceParams {
+    batch: u32,   // B, examples
+    s_in: u32,    // row stride (floats) of â^{l-1}
+    n_out: u32,   // n_l
+    s_out: u32,   // its row stride
+    row0: u32,    // this network's first row of â^{l-1}
+    srow0: u32,   // its first stacked row of δ̂
+    rec: u32,     // offset (floats) of layer l's forward record in frec
+    brec: u32,    // offset of the first active depth's backward record
+    bstride: u32, // floats per backward record
+    gram0: u32,   // where the Gram partials start after 2B in a record (after MEAN_PARTS)
+}
+struct Slot {
+    @size(256) p: ReduceParams,
+}
+@group(0) @binding(0) var<storage, read> PS: array<Slot>;
+var<private> P: ReduceParams;
+
 // A fixed number of invocations, each summing a strided share and writing its own partial:
 // no workgroup barriers (costly on software adapters), a bounded record size, and the
 // host adds the partials in f64.
@@ -53,7 +72,7 @@ fn batch_mean(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_
 }
 
 // Block j = gid.y: partial t of the Gram product over pairs p = x·B + x' ≡ t (mod
-// GRAM_PARTS), x ≤ x'; at 2B + aux0 + t of the block's record. ‖â^{l-1}‖² and its exponent
+// GRAM_PARTS), x ≤ x'; at 2B + gram0 + t of the block's record. ‖â^{l-1}‖² and its exponent
 // come from the forward record at P.rec.
 @compute @workgroup_size(64)
 fn gram(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
@@ -105,5 +124,5 @@ fn gram(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
             acc += w * gd * ga * select(2.0, 1.0, x == y);
         }
     }
-    rec[base + 2u * bsz + P.aux0 + t] = acc;
+    rec[base + 2u * bsz + P.gram0 + t] = acc;
 }

@@ -26,8 +26,9 @@ Environment (GPU backend):
                                       register-blocked (default on software adapters)
   GRADSCOPE_NETS_PER_DISPATCH=N       sweep configurations of one width per GPU dispatch, 1-64
                                       (default 16)
-  GRADSCOPE_PROFILE=1                 print, per GPU probe or sweep batch, the submissions,
-                                      blocking waits, dispatches and bytes read back per layer";
+  GRADSCOPE_PROFILE=1                 as --profile: print, per GPU probe or sweep batch, the
+                                      submissions, blocking waits, dispatches, bytes read back
+                                      per layer and device time per kernel family";
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -167,6 +168,12 @@ pub struct ProbeArgs {
     /// code 1 on a failure).
     #[arg(long, help_heading = "Output")]
     pub check: bool,
+    /// Print, after the GPU probe, what the device was asked to do: submissions, blocking
+    /// waits, dispatches and bytes read back per layer, and the device time per kernel family
+    /// (matmul, pointwise, reduce, weights, spectral) where the adapter supports timestamp
+    /// queries. The same as GRADSCOPE_PROFILE=1.
+    #[arg(long, help_heading = "Output")]
+    pub profile: bool,
     /// Write every per-layer field to FILE.json or FILE.csv, including the forward signal
     /// log10_q, c and their predictions (measured on the CPU engine only).
     #[arg(long, short = 'o', value_name = "FILE", help_heading = "Output")]
@@ -253,6 +260,11 @@ pub struct SweepArgs {
     /// No progress output.
     #[arg(long, short = 'q')]
     pub quiet: bool,
+    /// Print, after each batch of configurations on the GPU, what the device was asked to do
+    /// and the device time per kernel family where the adapter supports timestamp queries
+    /// (as `probe --profile` and GRADSCOPE_PROFILE=1).
+    #[arg(long)]
+    pub profile: bool,
 }
 
 impl SweepArgs {

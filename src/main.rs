@@ -22,6 +22,15 @@ fn quiet_mesa() {
     }
 }
 
+/// `--profile`: the GPU backend opened next prints its profile, as with GRADSCOPE_PROFILE=1
+/// (the CPU backend has no device to profile).
+fn request_profile(on: bool) {
+    #[cfg(feature = "gpu")]
+    gradscope::backend::gpu::set_profile(on);
+    #[cfg(not(feature = "gpu"))]
+    let _ = on;
+}
+
 fn main() -> ExitCode {
     quiet_mesa();
     std::panic::set_hook(Box::new(|info| {
@@ -79,7 +88,11 @@ fn probe(a: ProbeArgs) -> Result<()> {
         gradscope::plot::Format::from_path(p)?;
         export::check_writable(p, "--plot")?;
     }
+    request_profile(a.profile);
     let (engine, why) = Engine::select(a.backend, a.adapter.clone())?;
+    if a.profile && engine.name() != "gpu" {
+        eprintln!("gradscope: --profile: the {} backend has no device to profile (it profiles --backend gpu)", engine.name());
+    }
     if a.check && engine.name() != "gpu" {
         return Err(Error::arg("--check", "compares the GPU backend with the CPU reference; add --backend gpu"));
     }
@@ -230,6 +243,10 @@ fn sweep(a: SweepArgs) -> Result<()> {
             plan.backend,
             shard.map(|(k, n)| format!(", shard {k}/{n}")).unwrap_or_default()
         );
+    }
+    request_profile(a.profile);
+    if a.profile && plan.backend == "cpu" {
+        eprintln!("gradscope: --profile: the cpu backend has no device to profile (it profiles --backend gpu)");
     }
     let opts = gradscope::sweep::RunOptions { out: out.clone(), shard, progress: !a.quiet, adapter: a.adapter.clone() };
     let s = gradscope::sweep::run(&plan, &opts)?;

@@ -331,3 +331,88 @@ fn one_wait_per_submission_and_bytes_read_back_per_layer_are_bounded() {
     let grows = per_width[1] - per_width[0];
     assert!(grows <= (4 * b * 2 * (128 - 16)) as f64 / big_l as f64 + 1.0, "bytes per layer grow with the width by {grows}");
 }
+
+/// `--profile` (as GRADSCOPE_PROFILE=1) on a probe and a sweep: one profile line per probe or
+/// sweep batch with the structural counts of the submission model (one wait per submission,
+/// 2·⌈L/64⌉ submissions with host norms, bytes read back within the bound above, timestamps
+/// not counted among them), and — on an adapter with timestamp queries, as lavapipe has —
+/// the device time of every kernel family, finite and ≥ 0, positive for the families that
+/// ran (matmul, pointwise, reduce, weights; spectral only with device norms) and zero for one
+/// that did not; on an adapter without them, the line says so. Timing the passes changes no
+/// result: the JSON with and without `--profile` is the same.
+#[test]
+fn profile_flag_prints_counts_and_device_time_per_family() {
+    let Some(g) = gpu("profile_flag_prints_counts_and_device_time_per_family") else { return };
+    let row = list_adapters().into_iter().find(|r| g.device_name().starts_with(&r.name)).expect("the backend's adapter is listed");
+    drop(g);
+    let dir = tempfile::tempdir().unwrap();
+    let (big_l, b, n) = (130usize, 4usize, 20usize);
+    let run = |args: &[&str], norms: &str| {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_gradscope"))
+            .args(args)
+            .env("XDG_RUNTIME_DIR", "/tmp")
+            .env("GRADSCOPE_GPU_NORMS", norms)
+            .env_remove("GRADSCOPE_PROFILE")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stderr).lines().filter(|l| l.contains("profile (")).map(str::to_string).collect::<Vec<_>>()
+    };
+    let (l_s, b_s, n_s) = (big_l.to_string(), b.to_string(), n.to_string());
+    let json = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let probe = |extra: &[&str], out: &str, norms: &str| {
+        let mut args = vec!["probe", "--backend", "gpu", "--width", &n_s, "--depth", &l_s, "--batch", &b_s, "-a", "tanh", "--sigma-b2", "0.05", "-o", out];
+        args.extend_from_slice(extra);
+        run(&args, norms)
+    };
+    let (plain, profiled) = (json("plain.json"), json("profiled.json"));
+    assert!(probe(&[], &plain, "host").is_empty(), "no profile line without --profile");
+    let lines = probe(&["--profile"], &profiled, "host");
+    assert_eq!(lines.len(), 1, "one profile line per probe: {lines:?}");
+    let line = &lines[0];
+    eprintln!("{line}");
+    let count = |what: &str| -> f64 {
+        let at = line.find(what).unwrap_or_else(|| panic!("no '{what}' in {line}"));
+        line[..at].split_whitespace().last().unwrap().trim_start_matches('(').parse().unwrap()
+    };
+    assert_eq!(count(" submissions"), count(" blocking waits"), "one wait per submission");
+    assert_eq!(count(" submissions") as usize, 2 * big_l.div_ceil(64), "forward and backward submissions of 64 layers");
+    let bound = 4 * big_l * (8 * b + 64 + 256) + 4 * b * (2 * n.div_ceil(4) * 4 + 1);
+    assert!(count(" bytes read back") as usize <= bound, "{} bytes > {bound}: timestamps must not count as results", count(" bytes read back"));
+    let strip = |p: &str| {
+        let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
+        v.as_object_mut().unwrap().remove("seconds");
+        v
+    };
+    assert_eq!(strip(&plain), strip(&profiled), "timing the passes must not change a result");
+
+    let family_ms = |line: &str| -> Vec<(String, f64)> {
+        let at = line.find("device time per kernel family: ").unwrap_or_else(|| panic!("no device times in {line}")) + "device time per kernel family: ".len();
+        line[at..].split(" (sum").next().unwrap().split(", ").map(|part| {
+            let w: Vec<&str> = part.split_whitespace().collect();
+            assert_eq!((w.len(), w[2]), (3, "ms"), "'{part}' in {line}");
+            (w[0].to_string(), w[1].parse::<f64>().unwrap())
+        }).collect()
+    };
+    if !row.timestamp_query {
+        assert!(line.contains("device time: timestamp queries not supported by this adapter"), "{line}");
+        eprintln!("profile_flag_prints_counts_and_device_time_per_family: '{}' has no timestamp queries: the 'not supported' line was checked instead", row.name);
+        return;
+    }
+    let fams = family_ms(line);
+    let names: Vec<&str> = fams.iter().map(|f| f.0.as_str()).collect();
+    assert_eq!(names, ["matmul", "pointwise", "reduce", "weights", "spectral"], "{line}");
+    for (f, ms) in &fams {
+        assert!(ms.is_finite() && *ms >= 0.0, "{f}: {ms} ms in {line}");
+        assert_eq!(*ms > 0.0, f != "spectral", "{f}: {ms} ms (host norms: no spectral kernels ran) in {line}");
+    }
+    // With the norms on the device the Lanczos kernels run, and are timed, too.
+    let lines = probe(&["--profile"], &json("device.json"), "device");
+    let fams = family_ms(&lines[0]);
+    assert!(fams.iter().all(|(_, ms)| *ms > 0.0 && ms.is_finite()), "every family ran: {}", lines[0]);
+    // A sweep prints one line per batch of configurations, with the device times.
+    let sweep_dir = json("sweep");
+    let lines = run(&["sweep", "--backend", "gpu", "--widths", "12", "--depths", "3,7", "--activations", "tanh,relu", "--batch", "3", "-q", "--profile", "-o", &sweep_dir], "host");
+    assert_eq!(lines.len(), 1, "two configurations of one width: one batch, one line: {lines:?}");
+    assert!(family_ms(&lines[0]).iter().all(|(_, ms)| *ms >= 0.0), "{}", lines[0]);
+}

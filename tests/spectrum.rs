@@ -1,13 +1,16 @@
 //! The Jacobian's singular spectrum (`gradscope spectrum`): against the SVD of the explicitly
 //! formed Jacobian, the determinant identity at depth 5,000, the product bound at every
-//! depth, and the command's outputs and one-line errors.
+//! depth, and the command's outputs and one-line errors. The GPU engine (f32 layer products,
+//! Mesa's lavapipe in CI) against the CPU's within `--check`'s tolerance, and the identity
+//! and the bound on both engines by `test_device!`.
 
 use std::process::Command;
 
 use gradscope::backend::cpu::forward_plain;
 use gradscope::linalg::spectral_norm;
 use gradscope::model::{Activation, Cost, Init, InitKind, InputSpec, Network, Params, Problem};
-use gradscope::spectrum::{Chain, measure};
+use gradscope::spectrum::device::{compare, SpectrumTolerance, GPU_DET_RTOL};
+use gradscope::spectrum::{Chain, DepthSpectrum, measure};
 use ndarray::Array2;
 
 fn problem(act: Activation, kind: InitKind, sw2: Option<f64>, sb2: f64, widths: Vec<usize>, batch: usize, seed: u64) -> Problem {
@@ -178,7 +181,9 @@ fn bad_input_exits_2_with_one_line() {
         // The valid range is written inclusively: 5 = L must not look as if it were in it.
         (&["--from-layer", "5"], "must be in 1..=4"),
         (&["--from-layer", "0"], "must be in 1..=4"),
-        (&["--backend", "gpu"], "CPU backend"),
+        (&["--check"], "--backend gpu"),
+        (&["--check", "--backend", "cpu"], "--backend gpu"),
+        (&["--backend", "cpu", "--adapter", "llvmpipe"], "--adapter"),
         (&["--examples", "0"], "--examples"),
         (&["--out", "x.txt"], "--out"),
         (&["--plot", "x.pdf"], "--plot"),
@@ -292,4 +297,182 @@ fn prediction_beyond_m_minus_1_is_flagged() {
     assert!(past.contains(&format!("{note} = 3")), "{past}");
     // Width 32, depth 2: predicted ≈ 2.7 < 31.
     assert!(!run("32", "2").contains(note));
+}
+
+// ---- Both engines ----
+
+/// One engine's spectrum and the slack its arithmetic earns against exact identities.
+enum Engine {
+    Cpu,
+    #[cfg(feature = "gpu")]
+    Gpu(gradscope::backend::gpu::GpuBackend),
+}
+
+impl Engine {
+    fn measure(&self, p: &Problem, examples: usize, chain: Chain, depths: &[usize], det_check: bool) -> Vec<DepthSpectrum> {
+        match self {
+            Engine::Cpu => measure(p, examples, chain, depths, det_check).unwrap(),
+            #[cfg(feature = "gpu")]
+            Engine::Gpu(g) => g.spectrum(p, examples, chain, depths, det_check).unwrap().0,
+        }
+    }
+
+    /// Relative slack of the determinant identity: f64 rounding, or the f32 products'.
+    fn det_rtol(&self) -> f64 {
+        match self {
+            Engine::Cpu => 1e-9,
+            #[cfg(feature = "gpu")]
+            Engine::Gpu(_) => GPU_DET_RTOL,
+        }
+    }
+
+    /// Decades a log10 s_i may exceed an exact bound by, for a chain of `layers` layers.
+    fn slack(&self, layers: usize) -> f64 {
+        match self {
+            Engine::Cpu => 1e-12,
+            #[cfg(feature = "gpu")]
+            Engine::Gpu(_) => SpectrumTolerance::f32_vs_f64().allowed(layers),
+        }
+    }
+}
+
+/// `test_device!(check, check_cpu, check_gpu)`: `fn check(&Engine)` on each engine; the GPU
+/// one skips loudly without an adapter, or fails under GRADSCOPE_REQUIRE_GPU=1.
+macro_rules! test_device {
+    ($check:ident, $cpu:ident, $gpu:ident) => {
+        #[test]
+        fn $cpu() {
+            $check(&Engine::Cpu);
+        }
+
+        #[cfg(feature = "gpu")]
+        #[test]
+        fn $gpu() {
+            if let Some(g) = gpu(stringify!($gpu)) {
+                $check(&Engine::Gpu(g));
+            }
+        }
+    };
+}
+
+#[cfg(feature = "gpu")]
+fn gpu(test: &str) -> Option<gradscope::backend::gpu::GpuBackend> {
+    use gradscope::backend::gpu::{GpuBackend, GpuOptions};
+    match GpuBackend::new(&GpuOptions { adapter: None, allow_software: true }) {
+        Ok(g) => Some(g),
+        Err(e) => {
+            if std::env::var("GRADSCOPE_REQUIRE_GPU").as_deref() == Ok("1") {
+                panic!("{test}: GRADSCOPE_REQUIRE_GPU=1 but no GPU adapter: {e}");
+            }
+            eprintln!("\n*** {test}: SKIPPED: no GPU adapter ({e}) ***\n");
+            None
+        }
+    }
+}
+
+/// Σ_i log10 s_i = Σ_l (log10 |det W^l| + Σ_i log10 |σ′(z^l_i)|) for square layers, for J_x
+/// and for ∂z^L/∂z^l, in the ordered and the chaotic phase (depth 60: the values span
+/// hundreds of decades).
+fn determinant_identity_holds(dev: &Engine) {
+    for (sw2, chain) in [(1.7610, Chain::InputOutput), (4.0, Chain::InputOutput), (4.0, Chain::FromLayer(7))] {
+        let p = problem(Activation::Tanh, InitKind::Gaussian, Some(sw2), 0.05, vec![16; 61], 2, 31);
+        let got = dev.measure(&p, 2, chain, &[60], true);
+        let d = &got[0];
+        for (e, want) in d.examples.iter().zip(d.log10_abs_det.as_ref().unwrap()) {
+            let v = &e.log10_singular_values;
+            assert!(v[0] - v[15] > 20.0, "the spectrum spans only {} decades", v[0] - v[15]);
+            let sum: f64 = v.iter().sum();
+            let rel = ((sum - want) / want).abs();
+            assert!(rel < dev.det_rtol(), "σ_w² {sw2}, {chain:?}, example {}: Σ log10 s = {sum}, identity {want} (relative {rel:e})", e.example);
+        }
+    }
+}
+
+test_device!(determinant_identity_holds, determinant_identity_holds_cpu, determinant_identity_holds_gpu);
+
+/// s_1 ≤ Π_{r ≤ d} γ‖W^r‖₂ at every depth d, bounded and homogeneous σ.
+fn top_below_the_bound_on_every_engine(dev: &Engine) {
+    for (act, kind, sw2, sb2) in [(Activation::Tanh, InitKind::Gaussian, Some(2.5), 0.1), (Activation::Relu, InitKind::He, None, 0.0)] {
+        let depth = 40;
+        let p = problem(act, kind, sw2, sb2, vec![12; depth + 1], 2, 13);
+        let depths: Vec<usize> = (1..=depth).collect();
+        let mut bound = 0.0;
+        for d in &dev.measure(&p, 2, Chain::InputOutput, &depths, false) {
+            bound += (act.gamma() * spectral_norm(p.net.layer(d.depth).0.view())).log10();
+            for e in &d.examples {
+                let top = e.log10_singular_values[0];
+                assert!(top <= bound + dev.slack(d.depth), "{act}: depth {}, s_1 = 10^{top} > bound 10^{bound}", d.depth);
+            }
+        }
+    }
+}
+
+test_device!(top_below_the_bound_on_every_engine, top_below_the_bound_cpu, top_below_the_bound_gpu);
+
+/// The GPU's spectrum against the CPU's, value by value within `--check`'s tolerance: the
+/// ordered, critical and chaotic phases, orthogonal weights, relu's exact zeros (the same
+/// count on both), ∂z^L/∂z^l, several depths at once and widths that change.
+#[cfg(feature = "gpu")]
+#[test]
+fn gpu_spectrum_matches_cpu_within_the_tolerance() {
+    let Some(g) = gpu("gpu_spectrum_matches_cpu_within_the_tolerance") else { return };
+    let tol = SpectrumTolerance::f32_vs_f64();
+    let cases: Vec<(Problem, Chain, Vec<usize>)> = vec![
+        (problem(Activation::Tanh, InitKind::Gaussian, Some(1.7610), 0.05, vec![32; 51], 3, 1), Chain::InputOutput, vec![10, 50]),
+        (problem(Activation::Tanh, InitKind::Orthogonal, Some(1.7610), 0.05, vec![24; 41], 2, 2), Chain::InputOutput, vec![40]),
+        (problem(Activation::Tanh, InitKind::Gaussian, Some(4.0), 0.05, vec![16; 51], 2, 3), Chain::InputOutput, vec![50]),
+        (problem(Activation::Tanh, InitKind::Gaussian, Some(4.0), 0.05, vec![16; 51], 2, 4), Chain::FromLayer(3), vec![20, 50]),
+        (problem(Activation::Relu, InitKind::He, None, 0.0, vec![20; 31], 2, 5), Chain::InputOutput, vec![30]),
+        (problem(Activation::Sigmoid, InitKind::Gaussian, Some(4.0), 0.0, vec![20, 32, 12, 28, 16, 24], 2, 6), Chain::InputOutput, vec![3, 5]),
+    ];
+    let mut largest: f64 = 0.0;
+    for (k, (p, chain, depths)) in cases.iter().enumerate() {
+        let (got, split) = g.spectrum(p, p.batch(), *chain, depths, false).unwrap();
+        let want = measure(p, p.batch(), *chain, depths, false).unwrap();
+        assert!(split.product_madds > 0.0 && split.submissions >= depths.last().unwrap() - chain.start(), "case {k}: {split:?}");
+        for (a, b) in got.iter().zip(&want) {
+            assert_eq!(a.depth, b.depth);
+            let c = compare(a, b, a.depth - chain.start(), &tol);
+            assert!(c.passed(), "case {k}, depth {}: {}", a.depth, c.summary(5));
+            largest = largest.max(c.max_abs);
+        }
+        if p.net.activation == Activation::Relu {
+            let zeros = |d: &DepthSpectrum| d.examples.iter().flat_map(|e| &e.log10_singular_values).filter(|v| **v == f64::NEG_INFINITY).count();
+            assert!(zeros(&got[0]) > 0 && zeros(&got[0]) == zeros(&want[0]));
+        }
+    }
+    // The products really were f32: the engines differ.
+    assert!(largest > 1e-9, "largest |Δlog10 s| {largest:e}");
+}
+
+/// `spectrum --backend gpu --check` runs both engines, prints the verdict and exits 0.
+#[cfg(feature = "gpu")]
+#[test]
+fn gpu_check_passes_from_the_command_line() {
+    if gpu("gpu_check_passes_from_the_command_line").is_none() {
+        return;
+    }
+    let o = gradscope(&["spectrum", "-a", "tanh", "--width", "16", "--depth", "20", "--examples", "2", "--backend", "gpu", "--check", "--det-check"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.contains("backend gpu") && out.contains("device") && out.contains("host"), "{out}");
+    assert!(out.lines().any(|l| l.starts_with("PASS: 32 singular values compared")), "{out}");
+    assert_eq!(out.matches("det check, example").count(), 2, "{out}");
+}
+
+/// `--check`'s comparison fails what it should: a value beyond the tolerance, and an exact
+/// zero on one side only (a unit on the other side of relu's kink); both −∞ agree.
+#[test]
+fn check_comparison_flags_what_differs() {
+    use gradscope::spectrum::ExampleSpectrum;
+    let ds = |v: Vec<f64>| DepthSpectrum { depth: 10, examples: vec![ExampleSpectrum { example: 0, log10_singular_values: v }], log10_abs_det: None };
+    let tol = SpectrumTolerance::f32_vs_f64();
+    let allowed = tol.allowed(10);
+    let cpu = ds(vec![1.0, -3.0, f64::NEG_INFINITY]);
+    let close = compare(&ds(vec![1.0 + 0.5 * allowed, -3.0, f64::NEG_INFINITY]), &cpu, 10, &tol);
+    assert!(close.passed() && close.compared == 3 && close.worst == Some((0, 1)), "{}", close.summary(3));
+    let far = compare(&ds(vec![1.0, -3.0 - 2.0 * allowed, f64::NEG_INFINITY]), &cpu, 10, &tol);
+    assert!(!far.passed() && far.mismatches.len() == 1 && far.mismatches[0].index == 2, "{}", far.summary(3));
+    let kink = compare(&ds(vec![1.0, -3.0, -40.0]), &cpu, 10, &tol);
+    assert!(!kink.passed() && kink.mismatches[0].abs == f64::INFINITY, "{}", kink.summary(3));
 }

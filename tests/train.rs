@@ -2,33 +2,16 @@
 //! `probe`, learning on the digits, resuming after a kill, bad input and divergence.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
 
 use gradscope::backend::cpu::{backprop_plain, cost_plain};
 use gradscope::model::{Activation, Cost, TargetSpec};
 use gradscope::train::sgd::{Weights, apply, gradients, log10_norm};
-use ndarray::{Array1, Array2, Array3};
-use ndarray_npy::{ReadNpyExt, WriteNpyExt};
+use ndarray::{Array1, Array2};
+use ndarray_npy::WriteNpyExt;
 
 mod common;
 
-fn gradscope(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_gradscope")).args(args).env("XDG_RUNTIME_DIR", "/tmp").output().unwrap()
-}
-
-fn ok(args: &[&str]) -> String {
-    let o = gradscope(args);
-    assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn read_history(dir: &Path) -> Array3<f64> {
-    Array3::<f64>::read_npy(std::fs::File::open(dir.join("history.npy")).unwrap()).unwrap()
-}
+use common::{assert_bad, gradscope, ok, read_history, s};
 
 fn col(name: &str) -> usize {
     gradscope::train::history::field(name)
@@ -169,43 +152,13 @@ const PINNED_DIGITS_ACCURACY: f64 = 1796.0 / 1797.0;
 fn killed_run_resumes_to_the_uninterrupted_result() {
     let t = tempfile::tempdir().unwrap();
     let (a, b) = (t.path().join("a"), t.path().join("b"));
-    let args = |d: &PathBuf| -> Vec<String> {
+    let args = |d: &Path| -> Vec<String> {
         ["train", "--data", "digits", "--examples", "300", "--eval-examples", "50", "--widths", "64,16,10", "--cost", "cross-entropy", "--init", "nielsen", "--batch", "5", "--steps", "1500", "--every", "5", "--lr", "0.3", "--l2", "1", "--checkpoint-seconds", "0", "-q", "--out", s(d)]
             .iter()
             .map(|v| v.to_string())
             .collect()
     };
-    ok(&args(&a).iter().map(String::as_str).collect::<Vec<_>>());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gradscope")).args(args(&b)).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-    let ck = b.join("history.csv");
-    let t0 = std::time::Instant::now();
-    loop {
-        let lines = std::fs::read_to_string(&ck).map(|s| s.lines().count()).unwrap_or(0);
-        if lines > 3 * 10 || t0.elapsed().as_secs() > 120 {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let out = ok(&args(&b).iter().map(String::as_str).collect::<Vec<_>>());
-    let line = out.lines().find(|l| l.starts_with("resuming")).unwrap_or_else(|| panic!("no resume line: {out}"));
-    let step: u64 = line.split("at step ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
-    assert!(step > 0 && step < 1500, "killed at step {step}: the kill should land mid-run");
-    assert_eq!(std::fs::read(a.join("history.npy")).unwrap(), std::fs::read(b.join("history.npy")).unwrap());
-    assert_eq!(std::fs::read(a.join("history.csv")).unwrap(), std::fs::read(b.join("history.csv")).unwrap());
-    assert_eq!(std::fs::read(a.join("checkpoint.npz")).unwrap(), std::fs::read(b.join("checkpoint.npz")).unwrap());
-}
-
-fn assert_bad(args: &[&str], needle: &str, dir: &Path) {
-    let o = gradscope(args);
-    let e = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "{args:?}: exit {:?}, stderr {e}", o.status.code());
-    assert!(e.contains(needle), "{args:?}: stderr lacks '{needle}': {e}");
-    if !e.contains("Usage:") {
-        assert_eq!(e.trim_end().lines().count(), 1, "{args:?}: more than one line: {e}");
-    }
-    assert!(!dir.exists(), "{args:?}: wrote {}", dir.display());
+    common::assert_resumes_to_the_uninterrupted_result(&args, &a, &b, 3 * 10, 1500);
 }
 
 fn idx_files(dir: &Path, labels: &[u8], truncate: usize) -> (PathBuf, PathBuf) {
@@ -236,8 +189,9 @@ fn bad_input_gets_one_line_exit_2_and_nothing_written() {
     assert_bad(&with(&["--lr", "NaN"]), "--lr", &out);
     assert_bad(&with(&["--l2", "-1"]), "--l2", &out);
     assert_bad(&with(&["--batch", "5000"]), "larger than the training set (1797 examples)", &out);
-    assert_bad(&with(&["--backend", "gpu"]), "CPU backend", &out);
+    assert_bad(&with(&["--check"]), "needs --backend gpu", &out);
     assert_bad(&with(&["--every", "0"]), "--every", &out);
+    assert_bad(&with(&["--examples", "5000"]), "5000 is more than the data hold", &out);
     assert_bad(&with(&["--checkpoint-seconds", "-1"]), "--checkpoint-seconds", &out);
     assert_bad(&with(&["--shuffle", "sometimes"]), "--shuffle", &out);
     // Drawn inputs or targets that the digits would silently replace.

@@ -10,9 +10,9 @@
 //! dropped from the frame, so J's exact zero singular values come out as exact zeros.
 //!
 //! Q is kept as the QR's Householder reflectors and applied to the next layer's Wᵀ, never
-//! formed. Where the frame stays well conditioned (near-isometric chains) several layers are
-//! multiplied on between two QRs; where the layers spread it (ρ, see `RHO_MAX`) each gets
-//! its own, as above.
+//! formed (on the CPU). Where the frame stays well conditioned (near-isometric chains)
+//! several layers are multiplied on between two QRs; where the layers spread it (ρ, see
+//! `RHO_MAX`) each gets its own, as above.
 
 pub(crate) mod linalg;
 pub mod output;
@@ -20,10 +20,12 @@ pub mod predict;
 mod cli;
 pub mod plot;
 pub mod isometry;
+pub mod device;
 
 pub use cli::{SpectrumArgs, run_spectrum};
+pub use device::SpectrumSplit;
 
-use ndarray::{Array1, Array2, Axis, s};
+use ndarray::{Array1, Array2, ArrayView2, Axis, s};
 use serde::Serialize;
 
 use crate::backend::assemble::{pow2, renormalise_rows};
@@ -151,19 +153,58 @@ struct Frame {
     max_block: usize,
     /// ln ρ per layer, averaged over the recent blocks (None before the first QR).
     ln_rho: Option<f64>,
+    /// A ∂z/∂z chain's Σ′(z^{l-1}) waiting to join on the right of Qᵀ with the next product
+    /// (Qᵀ diag(d) Wᵀ), when Q is held as reflectors.
+    right: Option<Array1<f64>>,
 }
 
 impl Frame {
     fn identity(n: usize) -> Frame {
-        Frame { basis: Basis::Formed(Array2::eye(n)), t: Array2::eye(n), te: vec![0; n], pending: 0, shift: 0, block: 1, max_block: MAX_BLOCK, ln_rho: None }
+        Frame { basis: Basis::Formed(Array2::eye(n)), t: Array2::eye(n), te: vec![0; n], pending: 0, shift: 0, block: 1, max_block: MAX_BLOCK, ln_rho: None, right: None }
     }
 
-    /// Multiplies the chain on the left by `diag(d) · W · diag(pre)` (any may be absent); the
-    /// frame is re-orthonormalised (T gains R) once the block is complete or the layer has
-    /// exact zeros.
-    fn push(&mut self, pre: Option<ndarray::ArrayView1<f64>>, w: Option<&Array2<f64>>, d: Option<ndarray::ArrayView1<f64>>) {
-        // X = (diag(d) W diag(pre) Q)ᵀ = Qᵀ diag(pre) Wᵀ diag(d), k × n_out.
-        let mut x = self.basis.times_wt(pre, w);
+    /// `Qᵀ diag(right) Wᵀ` (k × n_out of W; W = I when absent): the next layer's product on
+    /// the CPU, through the reflectors when Q is held so.
+    fn times_wt(&self, w: Option<&Array2<f64>>) -> Array2<f64> {
+        self.basis.times_wt(self.right.as_ref().map(|r| r.view()), w)
+    }
+
+    /// Qᵀ as a matrix (for products taken elsewhere, on the GPU): the reflectors and a
+    /// waiting Σ′ are applied to the identity once.
+    fn formed_qt(&mut self) -> ArrayView2<'_, f64> {
+        if matches!(self.basis, Basis::Reflectors { .. }) || self.right.is_some() {
+            self.basis = Basis::Formed(self.times_wt(None));
+            self.right = None;
+        }
+        match &self.basis {
+            Basis::Formed(qt) => qt.view(),
+            Basis::Reflectors { .. } => unreachable!("formed just above"),
+        }
+    }
+
+    /// Multiplies the chain on the left by `diag(d)`, the factor of a ∂z/∂z chain that
+    /// precedes W^l. A `d` with exact zeros is a factor of its own (re-orthonormalised
+    /// here), so the rank it removes drops exactly; otherwise it is folded into Qᵀ (or, when
+    /// Q is held as reflectors, waits for the next product).
+    fn pre(&mut self, d: ndarray::ArrayView1<f64>) {
+        if d.iter().any(|&v| v == 0.0) {
+            let x = self.times_wt(None);
+            self.absorb(x, Some(d));
+        } else if let (Basis::Formed(qt), None) = (&mut self.basis, &self.right) {
+            *qt *= &d.insert_axis(Axis(0));
+        } else {
+            self.right = Some(match self.right.take() {
+                Some(r) => r * &d,
+                None => d.to_owned(),
+            });
+        }
+    }
+
+    /// Takes the layer product `x = (W Q)ᵀ = Qᵀ Wᵀ` (k × n_out), however it was computed
+    /// (by the CPU or the GPU) and multiplies it by `diag(d)`; the frame is
+    /// re-orthonormalised (T gains R) once the block is complete or the layer has exact
+    /// zeros.
+    fn absorb(&mut self, mut x: Array2<f64>, d: Option<ndarray::ArrayView1<f64>>) {
         if let Some(d) = d {
             x *= &d.view().insert_axis(Axis(0));
         }
@@ -176,6 +217,7 @@ impl Frame {
         }
         let dead = dead_columns(&x);
         self.basis = Basis::Formed(x);
+        self.right = None;
         self.shift += shift;
         self.pending += 1;
         // Units with σ′ = 0 exactly contribute zero rows to Σ′WQ: they are factored out at
@@ -280,20 +322,9 @@ fn frame_bytes(widths: &[usize], start: usize) -> u64 {
     8 * (4 * n * n0 + n * n)
 }
 
-/// The spectra of the first `examples` examples of `p`, for the chain `chain` ending at each
-/// layer in `depths` (sorted, unique, above the chain's start, at most L): one pass over the
-/// layers serves every depth, as the chain of depth d is the prefix of a deeper one.
-///
-/// Cost per layer and example: O(n_l n_{l-1} k) for the product and O(n_l k²) for the QR,
-/// k = the frame's rank (≤ n_start); memory O(n k) per example.
-///
-/// With `det_check`, each depth also carries the chain's log10 |det| from the determinant
-/// identity (square chains only).
-///
-/// # Errors
-/// Out-of-range depths or examples, too little memory, a forward pass that overflows f64,
-/// or `det_check` on a chain whose layers are not all square.
-pub fn measure(p: &Problem, examples: usize, chain: Chain, depths: &[usize], det_check: bool) -> Result<Vec<DepthSpectrum>> {
+/// Checks [`measure`]'s arguments (shared with the GPU engine's spectrum); returns the
+/// deepest depth.
+pub(crate) fn validate(p: &Problem, examples: usize, chain: Chain, depths: &[usize], det_check: bool) -> Result<usize> {
     let net = &p.net;
     let big_l = net.depth();
     let start = chain.start();
@@ -312,6 +343,42 @@ pub fn measure(p: &Problem, examples: usize, chain: Chain, depths: &[usize], det
     if det_check && net.widths[start..=top].iter().any(|&n| n != net.widths[start]) {
         return Err(Error::arg("--det-check", format!("needs square layers (every width from n_{start} to n_{top} equal); the widths are {:?}", &net.widths[start..=top])));
     }
+    Ok(top)
+}
+
+/// The spectra of the first `examples` examples of `p`, for the chain `chain` ending at each
+/// layer in `depths` (sorted, unique, above the chain's start, at most L): one pass over the
+/// layers serves every depth, as the chain of depth d is the prefix of a deeper one.
+///
+/// Cost per layer and example: O(n_l n_{l-1} k) for the product and O(n_l k²) for the QR,
+/// k = the frame's rank (≤ n_start); memory O(n k) per example.
+///
+/// With `det_check`, each depth also carries the chain's log10 |det| from the determinant
+/// identity (square chains only).
+///
+/// # Errors
+/// Out-of-range depths or examples, too little memory, a forward pass that overflows f64,
+/// or `det_check` on a chain whose layers are not all square.
+pub fn measure(p: &Problem, examples: usize, chain: Chain, depths: &[usize], det_check: bool) -> Result<Vec<DepthSpectrum>> {
+    measure_by(p, examples, chain, depths, det_check, None)
+}
+
+/// The layer products of [`measure_with`]: given l, W^l and every example's frame Qᵀ
+/// (k × n_{l-1}), each `Qᵀ W^lᵀ` (k × n_l).
+pub(crate) type Products<'a> = dyn FnMut(usize, &Array2<f64>, &[ArrayView2<f64>]) -> Result<Vec<Array2<f64>>> + 'a;
+
+/// [`measure`] with the layer products computed by `products` (the CPU's own, or the GPU's);
+/// the forward pass, the QR, T and the SVD are always the CPU engine's, in f64.
+pub(crate) fn measure_with(p: &Problem, examples: usize, chain: Chain, depths: &[usize], det_check: bool, products: &mut Products<'_>) -> Result<Vec<DepthSpectrum>> {
+    measure_by(p, examples, chain, depths, det_check, Some(products))
+}
+
+/// [`measure`] (`products` None: Q applied through its reflectors on the CPU) or
+/// [`measure_with`].
+fn measure_by(p: &Problem, examples: usize, chain: Chain, depths: &[usize], det_check: bool, mut products: Option<&mut Products<'_>>) -> Result<Vec<DepthSpectrum>> {
+    let net = &p.net;
+    let start = chain.start();
+    let top = validate(p, examples, chain, depths, det_check)?;
     let mut log10_det = vec![0.0; examples];
     let sum_log10 = |d: ndarray::ArrayView1<f64>| d.iter().map(|v| v.abs().log10()).sum::<f64>();
     check_memory(examples as u64 * frame_bytes(&net.widths[..=top], start), "the spectrum", "lower --examples or the width")?;
@@ -322,6 +389,7 @@ pub fn measure(p: &Problem, examples: usize, chain: Chain, depths: &[usize], det
     let mut frames: Vec<Frame> = if start == 0 { (0..examples).map(|_| Frame::identity(net.widths[0])).collect() } else { Vec::new() };
     let mut out: Vec<DepthSpectrum> = Vec::with_capacity(depths.len());
     let mut pending: Option<Array2<f64>> = None; // Σ′(z^{l-1}) for ∂z/∂z chains
+    let mut pending_applied = false; // … and whether the frames hold it already
     for l in 1..=top {
         let (w, b) = net.layer(l);
         let f = forward_step(net.activation_at(l), &w, &b, &a, &ea);
@@ -349,32 +417,34 @@ pub fn measure(p: &Problem, examples: usize, chain: Chain, depths: &[usize], det
         }
         let recorded = depths.binary_search(&l).is_ok();
         let count = net.widths[l].min(net.widths[start]);
+        // ∂z^l/∂z^start = W^l Σ′(z^{l-1}) ⋯: Σ′(z^{l-1}) first, unless it joined already.
+        if let (Chain::FromLayer(_), Some(d_prev), false) = (chain, &pending, pending_applied) {
+            frames.iter_mut().zip(d_prev.rows()).for_each(|(f, d)| f.pre(d));
+        }
+        let xs = match products.as_mut() {
+            None => frames.iter().map(|f| f.times_wt(Some(&w))).collect(),
+            Some(products) => {
+                // A product rounded elsewhere (f32 on the GPU) is taken on an orthonormal
+                // frame every layer: a pending block's spread would share its rounding.
+                frames.iter_mut().for_each(|f| f.max_block = 1);
+                let qts: Vec<ArrayView2<f64>> = frames.iter_mut().map(|f| f.formed_qt()).collect();
+                products(l, &w, &qts)?
+            }
+        };
         let mut spectra = Vec::new();
-        for (xi, f) in frames.iter_mut().enumerate() {
-            match chain {
-                Chain::InputOutput => {
-                    f.push(None, Some(&w), Some(dsig.row(xi)));
-                    if recorded {
-                        spectra.push(ExampleSpectrum { example: xi, log10_singular_values: f.log10_singular_values(count)? });
-                    }
-                }
-                Chain::FromLayer(_) => {
-                    // ∂z^l/∂z^start = W^l Σ′(z^{l-1}) ⋯. A Σ′ with exact zeros is applied
-                    // as a factor of its own first, so the rank it removes drops exactly.
-                    let d_prev: Array1<f64> = pending.as_ref().expect("set at the start layer").row(xi).to_owned();
-                    if d_prev.iter().any(|&v| v == 0.0) {
-                        f.push(None, None, Some(d_prev.view()));
-                        f.push(None, Some(&w), None);
-                    } else {
-                        f.push(Some(d_prev.view()), Some(&w), None);
-                    }
-                    if recorded {
-                        spectra.push(ExampleSpectrum { example: xi, log10_singular_values: f.log10_singular_values(count)? });
-                    }
-                }
+        // Σ′(z^l) joins after the product, exactly in f64 whatever rounded the product (a
+        // Σ′ folded into Qᵀ first would share the product's rounding: in f32 on the GPU its
+        // small entries' directions drown in the large ones' errors). A ∂z/∂z chain that
+        // is reported at depth l ends at W^l, so there it waits for the next layer.
+        let fold = chain == Chain::InputOutput || (!recorded && l < top);
+        for ((xi, f), x) in frames.iter_mut().enumerate().zip(xs) {
+            f.absorb(x, fold.then(|| dsig.row(xi)));
+            if recorded {
+                spectra.push(ExampleSpectrum { example: xi, log10_singular_values: f.log10_singular_values(count)? });
             }
         }
         pending = Some(dsig);
+        pending_applied = fold;
         if recorded {
             out.push(DepthSpectrum { depth: l, examples: spectra, log10_abs_det: det_check.then(|| log10_det.clone()) });
         }
@@ -399,8 +469,10 @@ mod tests {
         for _ in 0..depth {
             let w = Array2::from_shape_fn((n, n), |(i, j)| f64::from(u8::from(i == j)) + 0.1 * lcg(&mut s));
             let d = Array1::from_shape_fn(n, |_| 0.9 + 0.1 * lcg(&mut s));
-            blocked.push(None, Some(&w), Some(d.view()));
-            single.push(None, Some(&w), Some(d.view()));
+            for f in [&mut blocked, &mut single] {
+                let x = f.times_wt(Some(&w));
+                f.absorb(x, Some(d.view()));
+            }
             longest = longest.max(blocked.block);
             assert_eq!(single.pending, 0);
         }
@@ -421,7 +493,8 @@ mod tests {
         for _ in 0..40 {
             let w = Array2::from_shape_fn((n, n), |_| 4.6 * lcg(&mut s) / (n as f64).sqrt());
             let d = Array1::from_shape_fn(n, |_| 0.5 + lcg(&mut s));
-            f.push(None, Some(&w), Some(d.view()));
+            let x = f.times_wt(Some(&w));
+            f.absorb(x, Some(d.view()));
             assert_eq!(f.pending, 0);
         }
     }

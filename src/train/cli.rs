@@ -16,6 +16,17 @@ use crate::error::{Error, Result};
 use crate::export::write_atomic;
 use crate::model::{InputSpec, Network, Params, TargetSpec};
 
+/// `--check`'s tolerance on ‖W_f32 − W_f64‖_F / ‖W_f64‖_F (and the same for b and for the
+/// batch cost) over the first checked steps.
+///
+/// Why 1e-4: the trajectories start 2^-24 ≈ 6e-8 apart (the f32 rounding of the draw), and
+/// each f32 step adds the update's own rounding (ε₃₂ ≈ 6e-8 of W) and η‖∂C/∂W‖ times the
+/// gradient's relative error (f32 sums over n_{l-1} and B products, σ and σ′ to a few ulp:
+/// ~1e-6 at these widths). Over ten steps that stays near 1e-7 – 1e-6 unless the dynamics
+/// amplify it (measured: README.md, "Training on the GPU"); 1e-4 leaves two decades for wider
+/// and deeper networks, while a wrong index, sign or factor in any kernel is off by O(1).
+pub const CHECK_RTOL: f64 = 1e-4;
+
 /// `gradscope train`: the network flags of `probe`, the data, the optimiser, the records.
 #[derive(Debug, Args)]
 #[command(mut_arg("batch", |a| a.help("Examples per SGD step (mini-batch size B; the last batch of an epoch may be smaller)")))]
@@ -60,9 +71,19 @@ pub struct TrainArgs {
     /// Evaluate on the first N training examples (default: all of them, as Nielsen does).
     #[arg(long, value_name = "N", help_heading = "Training")]
     pub eval_examples: Option<usize>,
-    /// Engine: training runs on the f64 CPU backend (gpu is refused for now).
+    /// Engine: cpu (SGD in f64) or gpu (weights and SGD steps in f32 on the device, records
+    /// in f64 on the host from the weights read back; auto means cpu here).
     #[arg(long, value_enum, default_value_t = BackendChoice::Cpu, help_heading = "Output")]
     pub backend: BackendChoice,
+    /// With --backend gpu: the CPU takes the first STEPS steps (default 10) beside the device
+    /// and each step's relative difference of the weights and the batch cost is printed;
+    /// exit 1 beyond --check-rtol.
+    #[arg(long, value_name = "STEPS", num_args = 0..=1, default_missing_value = "10", help_heading = "Output")]
+    pub check: Option<u64>,
+    /// --check's tolerance on the relative difference of weights, biases and batch cost
+    /// (why 1e-4: README.md, "Training on the GPU").
+    #[arg(long, value_name = "R", default_value_t = CHECK_RTOL, requires = "check", help_heading = "Output")]
+    pub check_rtol: f64,
     /// Folder for meta.json, history.csv, history.npy and checkpoint.npz (created; an
     /// existing one holding the same run resumes from its checkpoint).
     #[arg(long, short = 'o', value_name = "DIR", help_heading = "Output")]
@@ -84,6 +105,8 @@ pub struct TrainArgs {
 /// The run's definition, written to meta.json and compared when a folder is resumed.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct TrainConfig {
+    /// cpu (f64) or gpu (f32): a folder resumes only on the engine it was started on.
+    pub backend: String,
     pub widths: Vec<usize>,
     pub activation: String,
     pub linear_output: bool,
@@ -117,8 +140,17 @@ fn positive<T: PartialOrd + Default + Copy + std::fmt::Display>(v: Option<T>, fl
 /// # Errors
 /// A bad value named by its flag, unreadable or mismatched data.
 pub fn plan(a: &TrainArgs) -> Result<(TrainPlan, TrainConfig)> {
-    if a.backend == BackendChoice::Gpu {
-        return Err(Error::arg("--backend", "gpu: training runs on the CPU backend (f64) for now; use --backend cpu"));
+    let gpu = a.backend == BackendChoice::Gpu;
+    if cfg!(not(feature = "gpu")) && gpu {
+        return Err(Error::Device("--backend gpu: this gradscope was built without GPU support (cargo feature \"gpu\")".into()));
+    }
+    match a.check {
+        Some(_) if !gpu => return Err(Error::arg("--check", "compares the GPU's training with the CPU's; it needs --backend gpu")),
+        Some(0) => return Err(Error::arg("--check", "must be ≥ 1 step")),
+        _ => {}
+    }
+    if !(a.check_rtol.is_finite() && a.check_rtol > 0.0) {
+        return Err(Error::arg("--check-rtol", format!("must be finite and > 0, got {}", a.check_rtol)));
     }
     if !(a.lr.is_finite() && a.lr >= 0.0) {
         return Err(Error::arg("--lr", format!("must be finite and ≥ 0, got {}", a.lr)));
@@ -175,6 +207,7 @@ pub fn plan(a: &TrainArgs) -> Result<(TrainPlan, TrainConfig)> {
     let eval_n = a.eval_examples.unwrap_or(n).min(n);
     let eval = data.clone().first(eval_n);
     let config = TrainConfig {
+        backend: if gpu { "gpu".into() } else { "cpu".into() },
         widths: net.widths.clone(),
         activation: cfg.activation.clone(),
         linear_output: cfg.linear_output,
@@ -231,10 +264,12 @@ fn load_data(a: &TrainArgs, inputs: &InputSpec, targets: &TargetSpec, net: &Netw
         (Some(d), _, _, _, _) => return Err(Error::arg("--data", format!("unknown data '{d}' (expected digits or teacher:DEPTH)"))),
         _ => return Err(Error::arg("--data", "missing: give --data digits, --data teacher:DEPTH, --images/--labels (IDX) or --inputs X.npy --targets Y.npy")),
     };
-    Ok(match a.examples {
-        Some(k) => d.first(k),
-        None => d,
-    })
+    match a.examples {
+        // Asking for more examples than the data hold would train on fewer than asked, silently.
+        Some(k) if k > d.len() => Err(Error::arg("--examples", format!("{k} is more than the data hold ({}: {} examples)", d.source, d.len()))),
+        Some(k) => Ok(d.first(k)),
+        None => Ok(d),
+    }
 }
 
 /// What meta.json holds.
@@ -252,14 +287,14 @@ struct Meta<'a> {
     steps_done: u64,
 }
 
-fn meta_bytes(config: &TrainConfig, state: &str, steps_done: u64) -> Result<Vec<u8>> {
+fn meta_bytes(config: &TrainConfig, device: &str, state: &str, steps_done: u64) -> Result<Vec<u8>> {
     let m = Meta {
         gradscope: env!("CARGO_PKG_VERSION"),
         command: "train",
         config,
         npy_fields: HISTORY_FIELDS.clone(),
         status_codes: history::STATUS_CODES.iter().map(|s| serde_json::to_value(s).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()).collect(),
-        device: crate::backend::CpuBackend::device_name(),
+        device: device.to_string(),
         state: state.into(),
         steps_done,
     };
@@ -285,17 +320,17 @@ fn existing_config(dir: &Path) -> Result<Option<serde_json::Value>> {
     Ok(v.get("config").cloned())
 }
 
-fn write_outputs(dir: &Path, config: &TrainConfig, state: &TrainState, status: &str) -> Result<()> {
+fn write_outputs(dir: &Path, config: &TrainConfig, device: &str, state: &TrainState, status: &str) -> Result<()> {
     write_atomic(&dir.join("checkpoint.npz"), &history::checkpoint_npz(&state.weights, state.step, &state.history)?)?;
-    write_history(dir, config, state, status)
+    write_history(dir, config, device, state, status)
 }
 
 /// history.csv, history.npy and meta.json, without the checkpoint (after a divergence the
 /// weights are not finite; the last good checkpoint stays).
-fn write_history(dir: &Path, config: &TrainConfig, state: &TrainState, status: &str) -> Result<()> {
+fn write_history(dir: &Path, config: &TrainConfig, device: &str, state: &TrainState, status: &str) -> Result<()> {
     write_atomic(&dir.join("history.csv"), &history::csv(&state.history)?)?;
     write_atomic(&dir.join("history.npy"), &history::npy(&state.history)?)?;
-    write_atomic(&dir.join("meta.json"), &meta_bytes(config, status, state.step)?)
+    write_atomic(&dir.join("meta.json"), &meta_bytes(config, device, status, state.step)?)
 }
 
 /// One line of progress: step, epoch, cost, accuracy, ‖∂C/∂b^l‖ of the first and last
@@ -326,7 +361,18 @@ fn progress_line(rec: &ndarray::Array2<f64>) -> String {
 /// Bad input (nothing written), a diverged run (the history so far kept), a write failure.
 pub fn run_train(a: &TrainArgs) -> Result<()> {
     let (plan, config) = plan(a)?;
+    // The device is opened, and the run held against its limits, before the weights are
+    // drawn or anything is written.
+    #[cfg(feature = "gpu")]
+    let gpu = if a.backend == BackendChoice::Gpu {
+        let g = crate::backend::gpu::GpuBackend::new(&crate::backend::gpu::GpuOptions { adapter: None, allow_software: true })?;
+        crate::backend::gpu::train::fits(&g, &plan.net.widths, plan.batch, plan.data.len())?;
+        Some(g)
+    } else {
+        None
+    };
     let mut state = TrainState::start(&plan);
+    let mut create = false;
     if let Some(dir) = &a.out {
         if let Some(old) = existing_config(dir)? {
             let mine = serde_json::to_value(&config).map_err(|e| Error::Internal(e.to_string()))?;
@@ -340,12 +386,40 @@ pub fn run_train(a: &TrainArgs) -> Result<()> {
                 println!("resuming {} from its checkpoint at step {step} of {}", dir.display(), plan.total_steps);
             }
         } else {
+            create = true;
+        }
+    }
+    // Filled before anything is written: an allocation that fails leaves nothing on disk.
+    #[cfg(feature = "gpu")]
+    let mut dev = gpu.as_ref().map(|g| super::gpu::trainer(g, &plan, &state)).transpose()?;
+    #[cfg(feature = "gpu")]
+    let (device, engine) = match &dev {
+        Some(d) => {
+            let m = d.memory;
+            let mib = |b: u64| format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64);
+            (
+                d.device(),
+                format!(
+                    "backend gpu ({}; on the device: weights {} (Σ_l n_l·n_(l-1) ≈ L·N² f32), batch rows {}, training set {}; records in f64 on the host)",
+                    d.device(),
+                    mib(m.weights),
+                    mib(m.activations),
+                    mib(m.data)
+                ),
+            )
+        }
+        None => (crate::backend::CpuBackend::device_name(), "backend cpu (f64)".to_string()),
+    };
+    #[cfg(not(feature = "gpu"))]
+    let (device, engine) = (crate::backend::CpuBackend::device_name(), "backend cpu (f64)".to_string());
+    if let Some(dir) = &a.out {
+        if create {
             std::fs::create_dir_all(dir).map_err(|e| Error::file(dir, format!("cannot create: {e}")))?;
         }
-        write_atomic(&dir.join("meta.json"), &meta_bytes(&config, "running", state.step)?)?;
+        write_atomic(&dir.join("meta.json"), &meta_bytes(&config, &device, "running", state.step)?)?;
     }
     println!(
-        "gradscope train: {} widths {:?}, init {}, cost {}; {}; η = {}, λ = {}, batch {}, {} steps ({} per epoch), shuffle {}, recorded every {} steps on {} examples; backend cpu (f64)",
+        "gradscope train: {} widths {:?}, init {}, cost {}; {}; η = {}, λ = {}, batch {}, {} steps ({} per epoch), shuffle {}, recorded every {} steps on {} examples; {engine}",
         config.activation,
         config.widths,
         config.init,
@@ -365,23 +439,37 @@ pub fn run_train(a: &TrainArgs) -> Result<()> {
     let out = a.out.clone();
     let mut last_write: Option<Instant> = None;
     let total = plan.total_steps;
-    let res = train(&plan, &mut state, &mut |s: &TrainState| {
+    let mut on_record = |s: &TrainState| {
         if !quiet {
             println!("{}", progress_line(s.history.last().unwrap()));
         }
         if let Some(dir) = &out {
             if s.step == total || last_write.is_none_or(|t| t.elapsed().as_secs_f64() >= a.checkpoint_seconds) {
-                write_outputs(dir, &config, s, "running")?;
+                write_outputs(dir, &config, &device, s, "running")?;
                 last_write = Some(Instant::now());
             }
         }
         Ok(())
-    });
+    };
+    #[cfg(feature = "gpu")]
+    let res = match dev.as_mut() {
+        Some(d) => {
+            let check = a.check.unwrap_or(0);
+            super::gpu::train_gpu(&plan, &mut state, d, check, a.check_rtol, &mut |r| println!("{}", r.line()), &mut on_record)
+        }
+        None => train(&plan, &mut state, &mut on_record),
+    };
+    #[cfg(not(feature = "gpu"))]
+    let res = train(&plan, &mut state, &mut on_record);
     let secs = t0.elapsed().as_secs_f64();
     match (res, &a.out) {
         (Err(Error::Numerical(m)), Some(dir)) => {
-            write_history(dir, &config, &state, &m)?;
+            write_history(dir, &config, &device, &state, &m)?;
             Err(Error::Numerical(format!("{m}; the history up to step {} is in {}", state.history.last().map(|r| r[(0, 0)] as u64).unwrap_or(0), dir.display())))
+        }
+        (Err(Error::CheckFailed(m)), Some(dir)) => {
+            write_history(dir, &config, &device, &state, &m)?;
+            Err(Error::CheckFailed(m))
         }
         (Err(e), _) => Err(e),
         (Ok(()), dir) => {
@@ -393,7 +481,7 @@ pub fn run_train(a: &TrainArgs) -> Result<()> {
                 plan.total_steps, state.step_seconds
             );
             if let Some(dir) = dir {
-                write_atomic(&dir.join("meta.json"), &meta_bytes(&config, "finished", state.step)?)?;
+                write_atomic(&dir.join("meta.json"), &meta_bytes(&config, &device, "finished", state.step)?)?;
                 if a.plot {
                     let title = format!("{} {:?}, {}, η = {}, λ = {}", config.activation, config.widths, config.cost, config.lr, config.l2);
                     let written = crate::plot::plot_training(&history::stack(&state.history)?, &title, &dir.join("plots"))?;

@@ -2,12 +2,15 @@
 //! along the way by the same log-domain engine as `probe`, plus `log10_update_w`, the cost
 //! and the accuracy (docs/MATH.md, "Training").
 //!
-//! The step ([`sgd`]) is a batched f64 forward/backward pass; a record hands the current
-//! weights to the CPU engine as stored parameters (as `probe --weights` does), so `--lr 0`
-//! reproduces `probe` on the same weights exactly.
+//! The step ([`sgd`]) is a batched f64 forward/backward pass, or with `--backend gpu` an f32
+//! one on the device ([`gpu`]); a record hands the current weights to the CPU engine as
+//! stored parameters (as `probe --weights` does), so `--lr 0` reproduces `probe` on the same
+//! weights exactly, on either backend.
 
 pub mod cli;
 pub mod data;
+#[cfg(feature = "gpu")]
+pub mod gpu;
 pub mod history;
 pub mod nielsen;
 pub mod sgd;
@@ -44,6 +47,24 @@ impl TrainPlan {
     /// ⌈n / B⌉: Nielsen's `network2.py` keeps the last, smaller batch.
     pub fn steps_per_epoch(&self) -> u64 {
         self.data.len().div_ceil(self.batch) as u64
+    }
+
+    /// The positions in its epoch's order of the examples of step `t` (0-based).
+    pub fn batch_range(&self, t: u64) -> std::ops::Range<usize> {
+        let k = (t % self.steps_per_epoch()) as usize;
+        k * self.batch..((k + 1) * self.batch).min(self.data.len())
+    }
+}
+
+/// The rows `idx` of the data: in order (no shuffle) a batch is a run of rows, so a view,
+/// not a copy.
+pub fn batch_rows<'a>(data: &'a Dataset, idx: &[usize]) -> (CowArray<'a, f64, ndarray::Ix2>, CowArray<'a, f64, ndarray::Ix2>) {
+    let contiguous = idx.windows(2).all(|w| w[1] == w[0] + 1);
+    if contiguous {
+        let r = idx[0]..idx[0] + idx.len();
+        (CowArray::from(data.x.slice(s![r.clone(), ..])), CowArray::from(data.y.slice(s![r, ..])))
+    } else {
+        (CowArray::from(data.x.select(Axis(0), idx)), CowArray::from(data.y.select(Axis(0), idx)))
     }
 }
 
@@ -96,6 +117,19 @@ pub fn record(plan: &TrainPlan, state: &TrainState, update: &[f64]) -> Result<Ar
     Ok(history::record_rows(state.step, epoch, &report, update, acc))
 }
 
+/// The record of step 0 (`log10_update_w` NaN: no step taken), unless the history has one.
+///
+/// # Errors
+/// As [`record`], or an error of `on_record`.
+pub fn record_start(plan: &TrainPlan, state: &mut TrainState, on_record: &mut dyn FnMut(&TrainState) -> Result<()>) -> Result<()> {
+    if state.history.is_empty() {
+        let r = record(plan, state, &vec![f64::NAN; plan.net.depth()])?;
+        state.history.push(r);
+        on_record(state)?;
+    }
+    Ok(())
+}
+
 /// Trains from `state` to `plan.total_steps`, recording at step 0 (when nothing is recorded
 /// yet), every `plan.every` steps and after the last; `on_record` sees the state after each
 /// record (to write checkpoints and print progress).
@@ -104,12 +138,7 @@ pub fn record(plan: &TrainPlan, state: &TrainState, update: &[f64]) -> Result<Ar
 /// [`Error::Numerical`] when a step leaves the range of f64 (naming the step and the layer;
 /// the records before it are in `state`), or an error of `on_record`.
 pub fn train(plan: &TrainPlan, state: &mut TrainState, on_record: &mut dyn FnMut(&TrainState) -> Result<()>) -> Result<()> {
-    let big_l = plan.net.depth();
-    if state.history.is_empty() {
-        let r = record(plan, state, &vec![f64::NAN; big_l])?;
-        state.history.push(r);
-        on_record(state)?;
-    }
+    record_start(plan, state, on_record)?;
     let spe = plan.steps_per_epoch();
     let n = plan.data.len();
     let mut order: Option<(u64, Vec<usize>)> = None;
@@ -122,16 +151,8 @@ pub fn train(plan: &TrainPlan, state: &mut TrainState, on_record: &mut dyn FnMut
         if order.as_ref().is_none_or(|o| o.0 != epoch) {
             order = Some((epoch, data::order(n, epoch, plan.shuffle)));
         }
-        let k = (t % spe) as usize;
-        let idx = &order.as_ref().unwrap().1[k * plan.batch..((k + 1) * plan.batch).min(n)];
-        // In order (no shuffle), a batch is a run of rows: a view, not a copy.
-        let contiguous = idx.windows(2).all(|w| w[1] == w[0] + 1);
-        let (xb, yb) = if contiguous {
-            let r = idx[0]..idx[0] + idx.len();
-            (CowArray::from(plan.data.x.slice(s![r.clone(), ..])), CowArray::from(plan.data.y.slice(s![r, ..])))
-        } else {
-            (CowArray::from(plan.data.x.select(Axis(0), idx)), CowArray::from(plan.data.y.select(Axis(0), idx)))
-        };
+        let idx = &order.as_ref().unwrap().1[plan.batch_range(t)];
+        let (xb, yb) = batch_rows(&plan.data, idx);
         let g = sgd::gradients_by(&plan.net, &state.weights, xb.view(), yb.view(), sparse.as_ref().map(|sp| (sp, idx))).map_err(|d| {
             Error::Numerical(format!(
                 "training diverged at step {} (epoch {epoch}): the {} pass left the range of f64 at layer {} (the cost is NaN or infinite); lower --lr",

@@ -1,9 +1,13 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+use std::path::Path;
+use std::process::{Command, Output};
 use std::sync::Arc;
 
 use gradscope::model::{Activation, Cost, Init, InitKind, InputSpec, Network, Params, Problem, StoredParams, TargetSpec};
+use ndarray::Array3;
+use ndarray_npy::ReadNpyExt;
 
 /// A generated problem: widths, activation, cost, init (σ_w², σ_b²), batch, seed.
 pub fn problem(widths: &[usize], act: Activation, cost: Cost, init: Init, batch: usize, seed: u64, targets: TargetSpec) -> Problem {
@@ -66,5 +70,67 @@ pub fn gpu(test: &str) -> Option<gradscope::backend::gpu::GpuBackend> {
             eprintln!("\n*** {test}: SKIPPED: no GPU adapter ({e}) ***\n");
             None
         }
+    }
+}
+
+// ---- The binary, as the CLI tests run it ----
+
+/// Runs the gradscope binary (lavapipe's XDG_RUNTIME_DIR noise silenced).
+pub fn gradscope(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_gradscope")).args(args).env("XDG_RUNTIME_DIR", "/tmp").output().unwrap()
+}
+
+/// Runs it and returns stdout, failing the test on a non-zero exit.
+pub fn ok(args: &[&str]) -> String {
+    let o = gradscope(args);
+    assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A path as &str.
+pub fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// DIR/history.npy of a train run.
+pub fn read_history(dir: &Path) -> Array3<f64> {
+    Array3::<f64>::read_npy(std::fs::File::open(dir.join("history.npy")).unwrap()).unwrap()
+}
+
+/// Exit 2, one line naming `needle` (clap's usage errors excepted), and nothing at `dir`.
+pub fn assert_bad(args: &[&str], needle: &str, dir: &Path) {
+    let o = gradscope(args);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{args:?}: exit {:?}, stderr {e}", o.status.code());
+    assert!(e.contains(needle), "{args:?}: stderr lacks '{needle}': {e}");
+    if !e.contains("Usage:") {
+        assert_eq!(e.trim_end().lines().count(), 1, "{args:?}: more than one line: {e}");
+    }
+    assert!(!dir.exists(), "{args:?}: wrote {}", dir.display());
+}
+
+/// A train run `args(b)` killed once its history.csv has more than `lines` lines, then run again,
+/// resumes from its checkpoint (mid-run: before step `total`) and ends with the same
+/// history and weights, bit for bit, as `args(a)` never interrupted.
+pub fn assert_resumes_to_the_uninterrupted_result(args: &dyn Fn(&Path) -> Vec<String>, a: &Path, b: &Path, lines: usize, total: u64) {
+    let run = |d: &Path| {
+        let v = args(d);
+        ok(&v.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    run(a);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gradscope")).args(args(b)).env("XDG_RUNTIME_DIR", "/tmp").stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let csv = b.join("history.csv");
+    let t0 = std::time::Instant::now();
+    while std::fs::read_to_string(&csv).map(|s| s.lines().count()).unwrap_or(0) <= lines && t0.elapsed().as_secs() < 120 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let out = run(b);
+    let line = out.lines().find(|l| l.starts_with("resuming")).unwrap_or_else(|| panic!("no resume line: {out}"));
+    let step: u64 = line.split("at step ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+    assert!(step > 0 && step < total, "killed at step {step}: the kill should land mid-run");
+    for f in ["history.npy", "history.csv", "checkpoint.npz"] {
+        assert_eq!(std::fs::read(a.join(f)).unwrap(), std::fs::read(b.join(f)).unwrap(), "{f}");
     }
 }

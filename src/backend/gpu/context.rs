@@ -2,11 +2,14 @@
 //! pipeline and the error sink, built once; per-probe code only writes buffers, encodes,
 //! submits and reads back.
 
+use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
 
 use wgpu::util::DeviceExt;
 
-use super::recorder::Profile;
+use super::params::{MatmulParams, ParamBlock, PointwiseParams, ReduceParams, SpectralParams, WeightsParams};
+use super::params::Family;
+use super::recorder::{DeviceTimes, Profile};
 use crate::backend::shaders::{self, Tiling};
 use crate::error::{Error, Result};
 
@@ -35,39 +38,6 @@ pub const FIRST_WORK_PER_SUBMIT: f64 = 5e8;
 pub const SUBMIT_TARGET: std::time::Duration = std::time::Duration::from_millis(50);
 pub(super) const SUBMIT_BAND_MS: (f64, f64) = (20.0, 100.0);
 
-
-/// The per-dispatch parameter block, `struct Params` of shaders/common.wgsl.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct Params {
-    pub batch: u32,
-    pub n_in: u32,
-    pub n_out: u32,
-    pub s_in: u32,
-    pub s_out: u32,
-    pub layer: u32,
-    pub kind: u32,
-    pub flags: u32,
-    pub alpha: f32,
-    pub scale: f32,
-    pub key_lo: u32,
-    pub key_hi: u32,
-    pub rec: u32,
-    pub rec_next: u32,
-    pub aux0: u32,
-    pub aux1: u32,
-    /// The stacked backward pass of a depth sweep (see shaders/common.wgsl).
-    pub blocks: u32,
-    pub brec: u32,
-    pub bstride: u32,
-    pub err: u32,
-    pub err_e: u32,
-    /// Where this network's data starts in buffers shared by the networks of a batched
-    /// dispatch (see shaders/common.wgsl): per-example rows, stacked rows, weight vec4s.
-    pub row0: u32,
-    pub srow0: u32,
-    pub w0: u32,
-}
 
 pub const FLAG_SCALED: u32 = 1;
 pub const FLAG_BIAS: u32 = 2;
@@ -162,12 +132,14 @@ enum Access {
     ReadWrite,
 }
 
-/// One compute kernel: its pipeline and bind-group layout (binding numbers in order).
-pub struct Kernel {
+/// One compute kernel of the family whose parameter block is `P`: its pipeline and
+/// bind-group layout (binding numbers in order).
+pub struct Kernel<P> {
     pub name: &'static str,
     pub pipeline: wgpu::ComputePipeline,
     pub layout: wgpu::BindGroupLayout,
     pub bindings: Vec<u32>,
+    family: PhantomData<fn(P)>,
 }
 
 /// Everything a probe needs from the device, built once.
@@ -177,26 +149,26 @@ pub struct Context {
     pub info: wgpu::AdapterInfo,
     pub limits: wgpu::Limits,
     pub params: wgpu::Buffer,
-    pub draw_weights: Kernel,
-    pub philox_words: Kernel,
-    pub mm_forward: Kernel,
-    pub mm_backward: Kernel,
-    pub mm_forward_tiled: Kernel,
-    pub mm_backward_tiled: Kernel,
+    pub draw_weights: Kernel<WeightsParams>,
+    pub philox_words: Kernel<WeightsParams>,
+    pub mm_forward: Kernel<MatmulParams>,
+    pub mm_backward: Kernel<MatmulParams>,
+    pub mm_forward_tiled: Kernel<MatmulParams>,
+    pub mm_backward_tiled: Kernel<MatmulParams>,
     /// The path the probe's layer products take, and the tiled kernels' sizes.
     pub matmul: MatmulPath,
     pub tiling: Tiling,
-    pub forward_post: Kernel,
-    pub backward_post: Kernel,
-    pub batch_mean: Kernel,
-    pub gram: Kernel,
+    pub forward_post: Kernel<PointwiseParams>,
+    pub backward_post: Kernel<PointwiseParams>,
+    pub batch_mean: Kernel<ReduceParams>,
+    pub gram: Kernel<ReduceParams>,
     /// The Lanczos kernels of shaders/spectral.wgsl.
-    pub lz_rows: Kernel,
-    pub lz_cols: Kernel,
-    pub lz_dots: Kernel,
-    pub lz_axpy: Kernel,
-    pub lz_norm: Kernel,
-    pub lz_next: Kernel,
+    pub lz_rows: Kernel<SpectralParams>,
+    pub lz_cols: Kernel<SpectralParams>,
+    pub lz_dots: Kernel<SpectralParams>,
+    pub lz_axpy: Kernel<SpectralParams>,
+    pub lz_norm: Kernel<SpectralParams>,
+    pub lz_next: Kernel<SpectralParams>,
     /// Uncaptured validation errors and device loss, in the order they arrived.
     errors: Arc<Mutex<Vec<String>>>,
     /// The counts of [`Profile`] and the work per submission learned so far.
@@ -207,65 +179,65 @@ pub struct Context {
 }
 
 impl Context {
-    /// Opens `adapter` with every limit it offers and builds all pipelines.
+    /// Opens `adapter` with every limit it offers and builds all pipelines (no timestamp
+    /// queries: [`Context::with_profiling`]).
     ///
     /// # Errors
     /// [`Error::Device`] when the device cannot be created or a shader fails to compile;
     /// [`Error::InvalidArgument`] for a `GRADSCOPE_MATMUL` other than `tiled` or `blocked`.
     pub fn new(adapter: &wgpu::Adapter) -> Result<Context> {
+        Context::with_profiling(adapter, false)
+    }
+
+    /// [`Context::new`], and when `profile` is set and the adapter has
+    /// `wgpu::Features::TIMESTAMP_QUERY`, with that feature, so that every recorder times its
+    /// passes per kernel family ([`Profile::device_seconds`]). Only then: timestamps split the
+    /// work into one pass per run of one family's dispatches, and may cost.
+    ///
+    /// # Errors
+    /// As [`Context::new`].
+    pub fn with_profiling(adapter: &wgpu::Adapter, profile: bool) -> Result<Context> {
         let info = adapter.get_info();
+        let has_timestamps = adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY);
+        let device_times = match (profile, has_timestamps) {
+            (false, _) => DeviceTimes::NotRequested,
+            (true, false) => DeviceTimes::Unsupported,
+            (true, true) => DeviceTimes::Measured,
+        };
+        let required_features = if device_times == DeviceTimes::Measured { wgpu::Features::TIMESTAMP_QUERY } else { wgpu::Features::empty() };
         // `required_limits` is exact: ask for what the adapter has, so jobs may use it all.
         let limits = adapter.limits();
         let matmul = MatmulPath::choose(info.device_type)?;
         let tiling = tiling_for(&limits).ok_or_else(|| Error::Device(format!("'{}' offers too little compute (workgroup limits) for any matmul tile", info.name)))?;
-        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
-            label: Some("gradscope"),
-            required_features: wgpu::Features::empty(),
-            required_limits: limits.clone(),
-            experimental_features: wgpu::ExperimentalFeatures::disabled(),
-            memory_hints: wgpu::MemoryHints::Performance,
-            trace: wgpu::Trace::Off,
-        }))
-        .map_err(|e| Error::Device(format!("cannot open GPU '{}': {e}", info.name)))?;
-        let errors = Arc::new(Mutex::new(Vec::new()));
-        {
-            let sink = errors.clone();
-            device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
-                sink.lock().unwrap().push(e.to_string());
-            }));
-            let sink = errors.clone();
-            device.set_device_lost_callback(move |reason, msg| {
-                sink.lock().unwrap().push(format!("device lost ({reason:?}): {msg}"));
-            });
-        }
+        let (device, queue, errors) = open_device(adapter, &info, &limits, required_features)?;
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let mut modules = std::collections::HashMap::new();
-        for m in shaders::modules() {
-            let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: Some(m.label),
-                source: wgpu::ShaderSource::Wgsl(m.source.into()),
-            });
-            modules.insert(m.label, module);
-        }
+        let modules: Modules = shaders::modules()
+            .into_iter()
+            .map(|m| (m.label, device.create_shader_module(wgpu::ShaderModuleDescriptor { label: Some(m.label), source: wgpu::ShaderSource::Wgsl(m.source.into()) })))
+            .collect();
         use Access::{Read as R, ReadWrite as W};
-        let kernel = |module: &str, name: &'static str, b: &[(u32, Access)]| {
-            make_kernel(&device, &modules[module], name, b, &wgpu::PipelineCompilationOptions::default())
-        };
-        let draw_weights = kernel("weights", "draw_weights", &[(1, W)]);
-        let philox_words = kernel("weights", "philox_words", &[(2, R), (3, W)]);
-        let mm_forward = kernel("matmul", "forward", &[(1, R), (2, R), (3, R), (4, R), (5, W)]);
-        let mm_backward = kernel("matmul", "backward", &[(1, R), (2, R), (5, W)]);
+        let opts = wgpu::PipelineCompilationOptions::default();
         // Every tile entry is written before it is read: no zero-fill of workgroup memory.
         let tiled = wgpu::PipelineCompilationOptions { constants: &tiling.constants(), zero_initialize_workgroup_memory: false };
-        let mm_forward_tiled = make_kernel(&device, &modules["matmul"], "forward_tiled", &[(1, R), (2, R), (3, R), (4, R), (5, W)], &tiled);
-        let mm_backward_tiled = make_kernel(&device, &modules["matmul"], "backward_tiled", &[(1, R), (2, R), (5, W)], &tiled);
-        let forward_post = kernel("pointwise", "forward_post", &[(1, R), (2, W), (3, W), (4, R), (5, W), (6, W)]);
-        let backward_post = kernel("pointwise", "backward_post", &[(1, R), (7, R), (8, W), (9, W), (6, W), (10, R), (11, R)]);
-        let batch_mean = kernel("reduce", "batch_mean", &[(1, R), (3, W)]);
-        let gram = kernel("reduce", "gram", &[(1, R), (2, R), (3, W), (4, R)]);
+        // Each kernel's module is its parameter block's family: the types keep them paired.
+        fn kernel<P: ParamBlock>(device: &wgpu::Device, modules: &Modules, name: &'static str, b: &[(u32, Access)], o: &wgpu::PipelineCompilationOptions) -> Kernel<P> {
+            make_kernel(device, &modules[P::FAMILY.label()], name, b, o)
+        }
+        let k = |name, b: &[(u32, Access)]| kernel::<WeightsParams>(&device, &modules, name, b, &opts);
+        let (draw_weights, philox_words) = (k("draw_weights", &[(1, W)]), k("philox_words", &[(2, R), (3, W)]));
+        let fwd = [(1, R), (2, R), (3, R), (4, R), (5, W)];
+        let bwd = [(1, R), (2, R), (5, W)];
+        let k = |name, b: &[(u32, Access)], o: &wgpu::PipelineCompilationOptions| kernel::<MatmulParams>(&device, &modules, name, b, o);
+        let (mm_forward, mm_backward) = (k("forward", &fwd, &opts), k("backward", &bwd, &opts));
+        let (mm_forward_tiled, mm_backward_tiled) = (k("forward_tiled", &fwd, &tiled), k("backward_tiled", &bwd, &tiled));
+        let k = |name, b: &[(u32, Access)]| kernel::<PointwiseParams>(&device, &modules, name, b, &opts);
+        let forward_post = k("forward_post", &[(1, R), (2, W), (3, W), (4, R), (5, W), (6, W)]);
+        let backward_post = k("backward_post", &[(1, R), (7, R), (8, W), (9, W), (6, W), (10, R), (11, R)]);
+        let k = |name, b: &[(u32, Access)]| kernel::<ReduceParams>(&device, &modules, name, b, &opts);
+        let (batch_mean, gram) = (k("batch_mean", &[(1, R), (3, W)]), k("gram", &[(1, R), (2, R), (3, W), (4, R)]));
         let lz = [(1, R), (2, W), (3, W), (4, W), (5, W), (6, W)];
         let [lz_rows, lz_cols, lz_dots, lz_axpy, lz_norm, lz_next] =
-            ["lz_rows", "lz_cols", "lz_dots", "lz_axpy", "lz_norm", "lz_next"].map(|name| kernel("spectral", name, &lz));
+            ["lz_rows", "lz_cols", "lz_dots", "lz_axpy", "lz_norm", "lz_next"].map(|name| kernel::<SpectralParams>(&device, &modules, name, &lz, &opts));
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(Error::Device(format!("building the GPU kernels on '{}' failed: {e}", info.name)));
         }
@@ -300,7 +272,7 @@ impl Context {
             lz_norm,
             lz_next,
             errors,
-            profile: Mutex::new(Profile { work_per_submit: FIRST_WORK_PER_SUBMIT, ..Default::default() }),
+            profile: Mutex::new(Profile { work_per_submit: FIRST_WORK_PER_SUBMIT, device_times, ..Default::default() }),
             staging: Mutex::new([None, None]),
         })
     }
@@ -312,6 +284,24 @@ impl Context {
 
     pub(super) fn count(&self, f: impl FnOnce(&mut Profile)) {
         f(&mut self.profile.lock().unwrap());
+    }
+
+    /// Whether recorders on this context time their passes.
+    pub fn device_times(&self) -> DeviceTimes {
+        self.profile.lock().unwrap().device_times
+    }
+
+    /// Adds the device time of each timed pass (`stamps`: its start and end ticks, in pass
+    /// order) to its family's total. A pass whose end precedes its start (timestamps are not
+    /// guaranteed monotonic across passes on every driver) counts as zero.
+    pub(super) fn add_device_times(&self, passes: &[Family], stamps: &[u64]) {
+        let ns_per_tick = self.queue.get_timestamp_period() as f64;
+        self.count(|p| {
+            for (fam, t) in passes.iter().zip(stamps.chunks_exact(2)) {
+                p.device_seconds[fam.index()] += 1e-9 * ns_per_tick * t[1].saturating_sub(t[0]) as f64;
+                p.timed_passes += 1;
+            }
+        });
     }
 
     /// Staging buffer `slot` (0 or 1), at least `size` bytes (grown to a power of two).
@@ -354,14 +344,14 @@ impl Context {
     }
 
     /// The forward product's kernel on `path` and its grid for z = a Wᵀ + b, `batch` × `n_out`.
-    pub fn mm_forward_on(&self, path: MatmulPath, n_out: usize, batch: usize) -> (&Kernel, (u32, u32, u32)) {
+    pub fn mm_forward_on(&self, path: MatmulPath, n_out: usize, batch: usize) -> (&Kernel<MatmulParams>, (u32, u32, u32)) {
         let (m, n) = self.matmul_block(path);
         let k = if path == MatmulPath::Tiled { &self.mm_forward_tiled } else { &self.mm_forward };
         (k, (n_out.div_ceil(n as usize) as u32, batch.div_ceil(m as usize) as u32, 1))
     }
 
     /// The backward product's kernel on `path` and its grid for g = δ W, `rows` × round4(`n_in`).
-    pub fn mm_backward_on(&self, path: MatmulPath, n_in: usize, rows: usize) -> (&Kernel, (u32, u32, u32)) {
+    pub fn mm_backward_on(&self, path: MatmulPath, n_in: usize, rows: usize) -> (&Kernel<MatmulParams>, (u32, u32, u32)) {
         let (m, n) = self.matmul_block(path);
         let k = if path == MatmulPath::Tiled { &self.mm_backward_tiled } else { &self.mm_backward };
         (k, ((n_in.div_ceil(4) * 4).div_ceil(n as usize) as u32, rows.div_ceil(m as usize) as u32, 1))
@@ -441,13 +431,39 @@ impl Context {
     }
 }
 
-fn make_kernel(
+/// The device and queue of `adapter` with `limits` and `features`, its uncaptured errors and
+/// loss sent to the returned sink (wgpu's default handler would panic).
+fn open_device(adapter: &wgpu::Adapter, info: &wgpu::AdapterInfo, limits: &wgpu::Limits, features: wgpu::Features) -> Result<(wgpu::Device, wgpu::Queue, Arc<Mutex<Vec<String>>>)> {
+    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+        label: Some("gradscope"),
+        required_features: features,
+        required_limits: limits.clone(),
+        experimental_features: wgpu::ExperimentalFeatures::disabled(),
+        memory_hints: wgpu::MemoryHints::Performance,
+        trace: wgpu::Trace::Off,
+    }))
+    .map_err(|e| Error::Device(format!("cannot open GPU '{}': {e}", info.name)))?;
+    let errors = Arc::new(Mutex::new(Vec::new()));
+    let sink = errors.clone();
+    device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+        sink.lock().unwrap().push(e.to_string());
+    }));
+    let sink = errors.clone();
+    device.set_device_lost_callback(move |reason, msg| {
+        sink.lock().unwrap().push(format!("device lost ({reason:?}): {msg}"));
+    });
+    Ok((device, queue, errors))
+}
+
+type Modules = std::collections::HashMap<&'static str, wgpu::ShaderModule>;
+
+fn make_kernel<P>(
     device: &wgpu::Device,
     module: &wgpu::ShaderModule,
     name: &'static str,
     bindings: &[(u32, Access)],
     options: &wgpu::PipelineCompilationOptions,
-) -> Kernel {
+) -> Kernel<P> {
     let mut entries = vec![wgpu::BindGroupLayoutEntry {
         binding: 0,
         visibility: wgpu::ShaderStages::COMPUTE,
@@ -484,6 +500,6 @@ fn make_kernel(
         compilation_options: options.clone(),
         cache: None,
     });
-    Kernel { name, pipeline, layout, bindings: bindings.iter().map(|b| b.0).collect() }
+    Kernel { name, pipeline, layout, bindings: bindings.iter().map(|b| b.0).collect(), family: PhantomData }
 }
 

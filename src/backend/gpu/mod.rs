@@ -8,11 +8,15 @@
 mod buffers;
 mod context;
 mod norms;
+pub mod params;
 mod probe;
 mod recorder;
+mod spectrum;
+pub mod train;
 
-pub use context::{Context, MatmulPath, Params, MAX_NETS, PARAM_SLOT};
-pub use recorder::Profile;
+pub use context::{Context, Kernel, MatmulPath, MAX_NETS, PARAM_SLOT};
+pub use params::{Family, MatmulParams, ParamBlock, PointwiseParams, ReduceParams, SpectralParams, WeightsParams};
+pub use recorder::{DeviceTimes, Profile};
 pub use norms::GPU_SPECTRAL_NORM_RTOL;
 pub use probe::batch_mismatch;
 
@@ -45,6 +49,22 @@ pub struct AdapterRow {
     pub max_compute_workgroup_storage_size: u32,
     /// The layer-product kernels a context on this adapter would use ([`MatmulPath::describe`]).
     pub matmul: String,
+    /// `wgpu::Features::TIMESTAMP_QUERY`: `--profile` can give device time per kernel family.
+    pub timestamp_query: bool,
+}
+
+/// `--profile`: set before the backend is opened, as `GRADSCOPE_PROFILE=1` would be.
+static PROFILE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Makes every [`GpuBackend`] opened from now on print its profile ([`Profile::line`]) after
+/// each probe or sweep batch, as `GRADSCOPE_PROFILE=1` does (the command line's `--profile`).
+pub fn set_profile(on: bool) {
+    PROFILE.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// `--profile` was given, or `GRADSCOPE_PROFILE` is set to anything but empty or 0.
+pub fn profile_requested() -> bool {
+    PROFILE.load(std::sync::atomic::Ordering::Relaxed) || std::env::var("GRADSCOPE_PROFILE").is_ok_and(|v| !matches!(v.trim(), "" | "0"))
 }
 
 fn instance() -> (wgpu::Instance, wgpu::Backends) {
@@ -78,6 +98,7 @@ fn row(a: &wgpu::Adapter) -> AdapterRow {
             (Err(e), _) => e.to_string(),
             (_, None) => "none (workgroup limits too small)".into(),
         },
+        timestamp_query: a.features().contains(wgpu::Features::TIMESTAMP_QUERY),
     }
 }
 
@@ -117,7 +138,9 @@ pub struct GpuBackend {
     /// The cache of log2 ‖G‖₂ per (seed, layer, shape), shared across the probes of one
     /// backend (e.g. a sweep's groups), and the host's Lanczos.
     norms: crate::backend::norms::NormCache,
-    /// `GRADSCOPE_PROFILE=1`: print [`Profile::line`] to stderr after every probe.
+    /// `GRADSCOPE_PROFILE=1` or `--profile` ([`set_profile`]): print [`Profile::line`] to
+    /// stderr after every probe, with device times per kernel family where the adapter has
+    /// timestamp queries.
     pub print_profile: bool,
 }
 
@@ -164,8 +187,8 @@ impl GpuBackend {
                 return Err(Error::InvalidArgument { flag: "GRADSCOPE_GPU_NORMS".into(), message: format!("'{other}' is neither 'device' nor 'host'") });
             }
         };
-        let ctx = Context::new(&chosen)?;
-        let print_profile = std::env::var("GRADSCOPE_PROFILE").is_ok_and(|v| !matches!(v.trim(), "" | "0"));
+        let print_profile = profile_requested();
+        let ctx = Context::with_profiling(&chosen, print_profile)?;
         Ok(GpuBackend { ctx, keep_budget: buffers::KEEP_BUDGET, device_norms, norms: Default::default(), print_profile })
     }
 
@@ -265,6 +288,18 @@ impl GpuBackend {
 
     fn opts(&self) -> probe::Opts<'_> {
         probe::Opts { keep_budget: self.keep_budget, norms: &self.norms, device_norms: self.device_norms }
+    }
+
+    /// The Jacobian's singular spectrum with the forward pass and the layer products on the
+    /// device in f32 and the QR, T and SVD on the host in f64: the contract of
+    /// [`crate::spectrum::measure`], with where the time went.
+    ///
+    /// # Errors
+    /// As [`crate::spectrum::measure`]; a layer too wide for one buffer binding; a forward
+    /// pass that leaves f32's range; a device failure.
+    pub fn spectrum(&self, p: &Problem, examples: usize, chain: crate::spectrum::Chain, depths: &[usize], det_check: bool) -> Result<(Vec<crate::spectrum::DepthSpectrum>, crate::spectrum::SpectrumSplit)> {
+        let top = depths.last().copied().unwrap_or(0);
+        self.profiled("spectrum", top, || spectrum::spectrum(&self.ctx, p, examples, chain, depths, det_check))
     }
 
     /// log2 ‖W^l‖₂ for l = 1..=L (index 0 unused) of `p`'s network as a probe finds them:

@@ -20,7 +20,8 @@ use crate::backend::norms::NormCache;
 use crate::error::Result;
 use crate::model::{InitKind, Params as NetParams, Problem};
 
-use super::context::{Context, Params, MAX_WORKGROUPS_PER_DIM};
+use super::context::{Context, MAX_WORKGROUPS_PER_DIM};
+use super::params::{SpectralParams, WeightsParams};
 use super::recorder::{grid, Recorder};
 
 /// Relative accuracy asked of θ = ‖W‖₂² (so ‖W‖₂ to half of it) by the GPU's Lanczos.
@@ -167,16 +168,16 @@ fn lanczos_chunk(ctx: &Context, seed: u64, jobs: &[Job], z: &Sizes, uniform_scal
     let mut rec = Recorder::new(ctx);
     let uniform = !jobs[0].unit;
     for (j, job) in jobs.iter().enumerate() {
-        let pr = Params {
+        let pr = WeightsParams {
             n_in: z.n_in as u32,
             n_out: z.n_out as u32,
             s_in: z.s_in as u32,
+            rows: z.rows as u32,
             layer: job.l as u32,
-            kind: u32::from(uniform),
+            dist: u32::from(uniform),
             scale: if uniform { uniform_scale as f32 } else { 1.0 },
             key_lo: seed as u32,
             key_hi: (seed >> 32) as u32,
-            aux0: z.rows as u32,
             w0: (j * z.mat / 4) as u32,
             ..Default::default()
         };
@@ -189,16 +190,16 @@ fn lanczos_chunk(ctx: &Context, seed: u64, jobs: &[Job], z: &Sizes, uniform_scal
 
     // A = WᵀW (vectors of n_in) when n_in ≤ n_out, else WWᵀ.
     let wtw = z.n_in <= z.n_out;
-    let base = Params {
-        batch: c as u32,
+    let base = SpectralParams {
+        layers: c as u32,
         n_in: z.n_in as u32,
         n_out: z.n_out as u32,
         s_in: z.s_in as u32,
-        kind: u32::from(!wtw),
-        aux0: z.mat as u32,
-        rec: z.vec as u32,
-        rec_next: bstride as u32,
-        blocks: z.steps as u32,
+        mat_floats: z.mat as u32,
+        vec_floats: z.vec as u32,
+        basis_floats: bstride as u32,
+        kmax: z.steps as u32,
+        op: u32::from(!wtw),
         ..Default::default()
     };
     let bufs = [&wc, &basis, &u, &v, &tri, &dots];
@@ -212,8 +213,8 @@ fn lanczos_chunk(ctx: &Context, seed: u64, jobs: &[Job], z: &Sizes, uniform_scal
     while k < z.steps && theta.iter().any(Option::is_none) {
         let k1 = (k + per_round).min(z.steps);
         for step in k..k1 {
-            let first = Params { aux1: step as u32, flags: 0, ..base };
-            let second = Params { flags: 1, ..first };
+            let first = SpectralParams { step: step as u32, phase: 0, ..base };
+            let second = SpectralParams { phase: 1, ..first };
             let (ka, kb) = if wtw { (&ctx.lz_rows, &ctx.lz_cols) } else { (&ctx.lz_cols, &ctx.lz_rows) };
             rec.dispatch(ka, first, &bufs, if wtw { rows_groups } else { cols_groups });
             rec.dispatch(kb, second, &bufs, if wtw { cols_groups } else { rows_groups });

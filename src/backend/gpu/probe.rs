@@ -25,7 +25,8 @@ use std::sync::atomic::Ordering;
 use ndarray::Array2;
 
 use super::buffers::{max_depths_per_pass, round4, Bufs, Plan, GRAM_PARTS, LAYERS_PER_SUBMIT, MEAN_PARTS, ORTHO_CACHE_BUDGET};
-use super::context::{Context, Params, FLAG_BIAS, FLAG_DSIG, FLAG_JOIN, FLAG_REC_NEXT, FLAG_SCALED, FLAG_TANGENT, MAX_NETS};
+use super::context::{Context, FLAG_BIAS, FLAG_DSIG, FLAG_JOIN, FLAG_REC_NEXT, FLAG_SCALED, FLAG_TANGENT, MAX_NETS};
+use super::params::{MatmulParams, PointwiseParams, ReduceParams, WeightsParams};
 use super::recorder::{grid, InFlight, Recorder};
 use crate::backend::assemble::{output_error, renormalise_rows, Assembly, Grad, LayerSums};
 use crate::backend::norms::NormCache;
@@ -197,22 +198,22 @@ impl<'a> Run<'a> {
                 let NetParams::Generated { init, seed } = &q.net.params else {
                     return Err(Error::Internal("networks run together must all have generated weights".into()));
                 };
-                let (kind, scale) = match init.kind {
+                let (dist, scale) = match init.kind {
                     InitKind::XavierUniform => (1, (6.0 / (n_in + n_out) as f64).sqrt()),
                     _ => (0, (init.layer_sigma_w2(n_in, n_out) / n_in as f64).sqrt()),
                 };
-                params.push(Params {
+                params.push(WeightsParams {
                     n_in: n_in as u32,
                     n_out: n_out as u32,
                     s_in: s_in as u32,
+                    rows: rows as u32,
                     layer: l as u32,
-                    kind,
+                    dist,
                     scale: scale as f32,
                     key_lo: *seed as u32,
                     key_hi: (*seed >> 32) as u32,
-                    aux0: rows as u32,
                     w0: (self.pl.off(n).w / 4) as u32,
-                    ..Default::default()
+                    count: 0,
                 });
             }
             let (gx, gy, _) = grid((rows * s_in / 4) as u64, 64);
@@ -276,23 +277,20 @@ impl<'a> Run<'a> {
         (off as u32, nonzero)
     }
 
-    /// Network n's parameters for layer l that every kernel shares: sizes, its forward
-    /// record and where its blocks start.
-    fn layer_params(&self, l: usize, n: usize) -> Params {
+    /// Network n's sizes and offsets at layer l, from which each family's block is built.
+    fn geometry(&self, l: usize, n: usize) -> Geometry {
         let (n_out, n_in) = (self.p.net.widths[l], self.p.net.widths[l - 1]);
         let o = self.pl.off(n);
-        Params {
+        Geometry {
             batch: self.pl.b as u32,
             n_in: n_in as u32,
             n_out: n_out as u32,
             s_in: round4(n_in) as u32,
             s_out: round4(n_out) as u32,
-            layer: l as u32,
             rec: (o.rec + (l - 1) * self.pl.rs) as u32,
             row0: o.row0 as u32,
             srow0: o.srow0 as u32,
             w0: (o.w / 4) as u32,
-            ..Default::default()
         }
     }
 
@@ -304,40 +302,29 @@ impl<'a> Run<'a> {
         let wi = self.weights(b, l)?;
         let (bias_off, has_bias) = self.bias(b, l);
         let n_out = self.p.net.widths[l];
-        let params: Vec<Params> = self
-            .ps
-            .iter()
-            .enumerate()
-            .map(|(n, q)| {
-                let o = self.pl.off(n);
-                let act = q.net.activation_at(l);
-                let (kind, alpha) = activation_id(act);
-                let mut flags = if self.scaled[n] { FLAG_SCALED } else { 0 } | if has_bias[n] { FLAG_BIAS } else { 0 };
-                if l < self.pl.l {
-                    flags |= FLAG_REC_NEXT;
-                }
-                // σ(0) = 0 but not homogeneous: tiny rows are σ's tangent (slopes right, left).
-                let (mut right, mut left) = (0f32, 0f32);
-                if let (false, Some((r, lf))) = (act.is_homogeneous(), act.slopes_at_zero()) {
-                    flags |= FLAG_TANGENT;
-                    (right, left) = (r as f32, lf as f32);
-                }
-                Params {
-                    kind,
-                    flags,
-                    alpha,
-                    scale: right,
-                    aux0: left.to_bits(),
-                    rec_next: (o.rec + l * self.pl.rs) as u32,
-                    aux1: (o.bias + bias_off as usize) as u32,
-                    ..self.layer_params(l, n)
-                }
-            })
-            .collect();
+        let mut mm_params = Vec::with_capacity(self.pl.nets);
+        let mut post_params = Vec::with_capacity(self.pl.nets);
+        for (n, q) in self.ps.iter().enumerate() {
+            let (g, o) = (self.geometry(l, n), self.pl.off(n));
+            let act = q.net.activation_at(l);
+            let (activation, alpha) = activation_id(act);
+            let mut flags = if self.scaled[n] { FLAG_SCALED } else { 0 } | if has_bias[n] { FLAG_BIAS } else { 0 };
+            if l < self.pl.l {
+                flags |= FLAG_REC_NEXT;
+            }
+            // σ(0) = 0 but not homogeneous: tiny rows are σ's tangent (slopes right, left).
+            let (mut slope_right, mut slope_left) = (0f32, 0f32);
+            if let (false, Some((r, lf))) = (act.is_homogeneous(), act.slopes_at_zero()) {
+                flags |= FLAG_TANGENT;
+                (slope_right, slope_left) = (r as f32, lf as f32);
+            }
+            mm_params.push(g.matmul(flags, (o.bias + bias_off as usize) as u32));
+            post_params.push(PointwiseParams { activation, alpha, slope_right, slope_left, rec_next: (o.rec + l * self.pl.rs) as u32, ..g.pointwise(flags) });
+        }
         let (mm, groups) = self.ctx.mm_forward_on(self.ctx.matmul, n_out, self.pl.b);
-        self.rec.dispatch_nets(mm, &params, &[a_in, &b.w[wi], &b.bias, e_in, &b.z], (groups.0, groups.1));
+        self.rec.dispatch_nets(mm, &mm_params, &[a_in, &b.w[wi], &b.bias, e_in, &b.z], (groups.0, groups.1));
         let (gx, gy, _) = grid(self.pl.b as u64, 1);
-        self.rec.dispatch_nets(&self.ctx.forward_post, &params, &[&b.z, a_out, dsig_out, e_in, e_out, &b.rec], (gx, gy));
+        self.rec.dispatch_nets(&self.ctx.forward_post, &post_params, &[&b.z, a_out, dsig_out, e_in, e_out, &b.rec], (gx, gy));
         Ok(())
     }
 
@@ -397,32 +384,25 @@ impl Run<'_> {
         if join.is_some() {
             flags |= FLAG_JOIN;
         }
-        let params: Vec<Params> = (0..self.pl.nets)
-            .map(|n| {
-                let o = self.pl.off(n);
-                Params {
-                    flags,
-                    aux0: self.pl.p1 as u32,
-                    blocks: blocks as u32,
-                    brec: (o.brec + off) as u32,
-                    bstride: rb as u32,
-                    err: (o.errs + q * self.pl.err_floats()) as u32,
-                    err_e: (o.err_e + q * bsz) as u32,
-                    ..self.layer_params(l, n)
-                }
-            })
-            .collect();
+        let (mut post, mut reduce) = (Vec::with_capacity(self.pl.nets), Vec::with_capacity(self.pl.nets));
+        for n in 0..self.pl.nets {
+            let (g, o) = (self.geometry(l, n), self.pl.off(n));
+            let brec = (o.brec + off) as u32;
+            let (err, err_e) = ((o.errs + q * self.pl.err_floats()) as u32, (o.err_e + q * bsz) as u32);
+            post.push(PointwiseParams { blocks: blocks as u32, brec, bstride: rb as u32, err, err_e, ..g.pointwise(flags) });
+            reduce.push(ReduceParams { brec, bstride: rb as u32, gram0: self.pl.p1 as u32, ..g.reduce() });
+        }
         let ctx = self.ctx;
         let nb = blocks as u32;
         let (gx, gy, _) = grid((blocks * bsz) as u64, 1);
-        self.rec.dispatch_nets(&ctx.backward_post, &params, &[&b.g, &b.keep_d[i], &b.delta, &b.ed, &b.brec, &b.errs, &b.err_e], (gx, gy));
-        self.rec.dispatch_nets(&ctx.batch_mean, &params, &[&b.delta, &b.brec], ((MEAN_PARTS / 64) as u32, nb));
-        self.rec.dispatch_nets(&ctx.gram, &params, &[&b.delta, a_prev, &b.brec, &b.rec], ((GRAM_PARTS / 64) as u32, nb));
+        self.rec.dispatch_nets(&ctx.backward_post, &post, &[&b.g, &b.keep_d[i], &b.delta, &b.ed, &b.brec, &b.errs, &b.err_e], (gx, gy));
+        self.rec.dispatch_nets(&ctx.batch_mean, &reduce, &[&b.delta, &b.brec], ((MEAN_PARTS / 64) as u32, nb));
+        self.rec.dispatch_nets(&ctx.gram, &reduce, &[&b.delta, a_prev, &b.brec, &b.rec], ((GRAM_PARTS / 64) as u32, nb));
         if l > 1 {
             let wi = self.weights(b, l)?;
             let rows = blocks * bsz;
             // The product reads and writes the stacked rows.
-            let pm: Vec<Params> = params.iter().map(|pr| Params { batch: rows as u32, row0: pr.srow0, ..*pr }).collect();
+            let pm: Vec<MatmulParams> = (0..self.pl.nets).map(|n| self.geometry(l, n)).map(|g| MatmulParams { batch: rows as u32, row0: g.srow0, ..g.matmul(0, 0) }).collect();
             let (mm, groups) = ctx.mm_backward_on(ctx.matmul, n_in, rows);
             self.rec.dispatch_nets(mm, &pm, &[&b.delta, &b.w[wi], &b.g], (groups.0, groups.1));
         }
@@ -431,7 +411,7 @@ impl Run<'_> {
 }
 
 /// Rows of an f64 matrix as a padded (rows ≥ bp, stride s) f32 buffer.
-fn padded(m: &Array2<f64>, bp: usize, s: usize) -> Vec<f32> {
+pub(super) fn padded(m: &Array2<f64>, bp: usize, s: usize) -> Vec<f32> {
     let mut out = vec![0f32; bp * s];
     for (x, r) in m.rows().into_iter().enumerate() {
         for (j, v) in r.iter().enumerate() {
@@ -443,6 +423,42 @@ fn padded(m: &Array2<f64>, bp: usize, s: usize) -> Vec<f32> {
 
 fn unpad(v: &[f32], b: usize, n: usize, s: usize) -> Array2<f64> {
     Array2::from_shape_fn((b, n), |(x, j)| v[x * s + j] as f64)
+}
+
+/// One network's sizes and offsets at one layer ([`Run::geometry`]): the fields the
+/// families' parameter blocks share, each block built from it.
+#[derive(Clone, Copy)]
+struct Geometry {
+    batch: u32,
+    n_in: u32,
+    n_out: u32,
+    s_in: u32,
+    s_out: u32,
+    /// Offset (floats) of layer l's forward record.
+    rec: u32,
+    /// First per-example row, first stacked row, first vec4 of W^l.
+    row0: u32,
+    srow0: u32,
+    w0: u32,
+}
+
+impl Geometry {
+    fn matmul(&self, flags: u32, bias0: u32) -> MatmulParams {
+        let Geometry { batch, n_in, n_out, s_in, s_out, row0, w0, .. } = *self;
+        MatmulParams { batch, n_in, s_in, n_out, s_out, flags, row0, w0, bias0 }
+    }
+
+    /// The pointwise block's shared fields; the kernel's own ones are zero.
+    fn pointwise(&self, flags: u32) -> PointwiseParams {
+        let Geometry { batch, n_out, s_out, rec, row0, srow0, .. } = *self;
+        PointwiseParams { batch, n_out, s_out, flags, row0, srow0, rec, ..Default::default() }
+    }
+
+    /// The reduce block's shared fields; the backward records' are zero.
+    fn reduce(&self) -> ReduceParams {
+        let Geometry { batch, s_in, n_out, s_out, row0, srow0, rec, .. } = *self;
+        ReduceParams { batch, s_in, n_out, s_out, row0, srow0, rec, ..Default::default() }
+    }
 }
 
 /// What the device part of the probe hands to the host assembly, per network.
@@ -793,7 +809,7 @@ pub fn philox_words(ctx: &Context, counters: &[[u32; 4]], seed: u64) -> Result<V
     let cbuf = ctx.storage_init("philox counters", bytemuck::cast_slice(&flat));
     let out = ctx.storage("philox words", (n * 16) as u64)?;
     let mut rec = Recorder::new(ctx);
-    let pr = Params { key_lo: seed as u32, key_hi: (seed >> 32) as u32, aux0: n as u32, ..Default::default() };
+    let pr = WeightsParams { key_lo: seed as u32, key_hi: (seed >> 32) as u32, count: n as u32, ..Default::default() };
     rec.dispatch(&ctx.philox_words, pr, &[&cbuf, &out], grid(n as u64, 64));
     let what = || format!("the Philox test kernel ({n} counters)");
     let back = rec.flush_read(&[(&out, 0, (n * 16) as u64)], &what)?;
