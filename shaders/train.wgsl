@@ -1,8 +1,8 @@
 // train.wgsl: the kernels SGD adds to the probe's (src/backend/gpu/train.rs): the batch gathered from
 // the resident data set, the output error, the forward pass's finiteness check, and the
-// fused weight gradient and update with the partial sums of ‖ΔW^l‖ and ‖W^l‖. Standalone: its
-// own parameter block (`TrainParams` in src/backend/gpu/train.rs) at binding 0, in the same 256-byte
-// slots as common.wgsl's, so the recorder dispatches it like any other kernel.
+// fused weight gradient and update with the partial sums of ‖ΔW^l‖ and ‖W^l‖. A family like
+// the others: common.wgsl is prepended, and its parameter block `TrainParams` is mirrored by
+// src/backend/gpu/params.rs.
 //
 // The layer products, σ and σ′ and the renormalised backward rows are the probe's own
 // kernels (matmul.wgsl, pointwise.wgsl); what reaches this file's `update` is δ̂^l with one
@@ -22,51 +22,20 @@ struct TrainParams {
     decay: f32,    // ηλ/n
     inv_b: f32,    // 1/B
     frec: u32,     // check_forward: floats per layer record (6B); update: backward record offset
-    pad0: u32,
-    pad1: u32,
-    pad2: u32,
-    pad3: u32,
-    pad4: u32,
-    pad5: u32,
-    pad6: u32,
-    pad7: u32,
-    pad8: u32,
-    pad9: u32,
-    pad10: u32,
-    pad11: u32,
 }
 
-struct TrainSlot {
-    p: TrainParams,
-    pad: array<vec4<u32>, 10>,
+struct Slot {
+    @size(256) p: TrainParams,
 }
 
-@group(0) @binding(0) var<storage, read> TPS: array<TrainSlot>;
-var<private> T: TrainParams;
+@group(0) @binding(0) var<storage, read> PS: array<Slot>;
+var<private> P: TrainParams;
 
 // Status: [0] the first step at which a value left f32's range (0: none yet), [1] its layer,
 // [2] the pass (1 forward, 2 backward or update). The first writer wins; writers within a
 // dispatch write the same triple.
 const PASS_FORWARD: u32 = 1u;
 const PASS_BACKWARD: u32 = 2u;
-
-// 2^k exactly (0 below 2^-126, clamped at 2^127), and v·2^k in two exact steps: common.wgsl's
-// helpers, repeated because this module has its own binding 0.
-fn pow2t(k: i32) -> f32 {
-    if (k < -126) {
-        return 0.0;
-    }
-    return bitcast<f32>(u32(min(k, 127) + 127) << 23u);
-}
-
-fn scale2t(v: f32, k: i32) -> f32 {
-    let h = k / 2;
-    return v * pow2t(h) * pow2t(k - h);
-}
-
-fn finite(v: f32) -> bool {
-    return (bitcast<u32>(v) & 0x7f800000u) != 0x7f800000u;
-}
 
 // ---- gather: dst[x, j] = src[order[offset + x], j], x < B, j < s_in ----
 
@@ -82,14 +51,14 @@ fn flat(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
 
 @compute @workgroup_size(64)
 fn gather(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-    T = TPS[wid.z].p;
+    P = PS[wid.z].p;
     let k = flat(gid, nwg);
-    if (k >= T.batch * T.s_in) {
+    if (k >= P.batch * P.s_in) {
         return;
     }
-    let x = k / T.s_in;
-    let j = k % T.s_in;
-    g_dst[k] = g_src[g_order[T.offset + x] * T.s_in + j];
+    let x = k / P.s_in;
+    let j = k % P.s_in;
+    g_dst[k] = g_src[g_order[P.offset + x] * P.s_in + j];
 }
 
 // ---- output_error: err[x, i] = a^L[x, i] − y[x, i] (zeros in the padding) ----
@@ -100,13 +69,13 @@ fn gather(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
 
 @compute @workgroup_size(64)
 fn output_error(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-    T = TPS[wid.z].p;
+    P = PS[wid.z].p;
     let k = flat(gid, nwg);
-    if (k >= T.batch * T.s_out) {
+    if (k >= P.batch * P.s_out) {
         return;
     }
-    let i = k % T.s_out;
-    o_err[k] = select(0.0, o_a[k] - o_y[k], i < T.n_out);
+    let i = k % P.s_out;
+    o_err[k] = select(0.0, o_a[k] - o_y[k], i < P.n_out);
 }
 
 // ---- check_forward: the first layer whose z^l was not finite for some example ----
@@ -117,14 +86,14 @@ fn output_error(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
 // One invocation: L·B flags (pointwise.wgsl's forward record, [5B, 6B) of each layer's).
 @compute @workgroup_size(1)
 fn check_forward(@builtin(workgroup_id) wid: vec3<u32>) {
-    T = TPS[wid.z].p;
+    P = PS[wid.z].p;
     if (status[0] != 0u) {
         return;
     }
-    for (var l = 1u; l <= T.layer; l++) {
-        for (var x = 0u; x < T.batch; x++) {
-            if (c_frec[(l - 1u) * T.frec + 5u * T.batch + x] != 1.0) {
-                status[0] = T.step;
+    for (var l = 1u; l <= P.layer; l++) {
+        for (var x = 0u; x < P.batch; x++) {
+            if (c_frec[(l - 1u) * P.frec + 5u * P.batch + x] != 1.0) {
+                status[0] = P.step;
                 status[1] = l;
                 status[2] = PASS_FORWARD;
                 return;
@@ -157,40 +126,40 @@ var<workgroup> red: array<vec2<f32>, 64>;
 @compute @workgroup_size(16, 4)
 fn update(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
           @builtin(local_invocation_index) li: u32, @builtin(num_workgroups) nwg: vec3<u32>) {
-    T = TPS[wid.z].p;
+    P = PS[wid.z].p;
     let jq = gid.x;
     let i0 = 4u * gid.y;
-    let nq_in = T.s_in / 4u;
-    let nq_out = T.s_out / 4u;
+    let nq_in = P.s_in / 4u;
+    let nq_out = P.s_out / 4u;
     var m = NO_LIVE;
-    for (var x = 0u; x < T.batch; x++) {
-        if (u_brec[T.frec + x] > 0.0) {
-            m = max(m, i32(u_brec[T.frec + T.batch + x]));
+    for (var x = 0u; x < P.batch; x++) {
+        if (u_brec[P.frec + x] > 0.0) {
+            m = max(m, i32(u_brec[P.frec + P.batch + x]));
         }
     }
     let live = m != NO_LIVE;
     var big_s = 0;
-    if (live && (T.decay == 0.0 || m >= 0)) {
+    if (live && (P.decay == 0.0 || m >= 0)) {
         big_s = m;
     }
     var tt = 0.0;
     var ww = 0.0;
     var bad = false;
-    if (jq < nq_in && i0 < T.n_out) {
+    if (jq < nq_in && i0 < P.n_out) {
         var acc: array<vec4<f32>, 4>;
         var accb = vec4<f32>(0.0);
         for (var r = 0u; r < 4u; r++) {
             acc[r] = vec4<f32>(0.0);
         }
         if (live) {
-            for (var x = 0u; x < T.batch; x++) {
+            for (var x = 0u; x < P.batch; x++) {
                 var d = u_d[x * nq_out + gid.y];
-                if (!(u_brec[T.frec + x] > 0.0)) {
+                if (!(u_brec[P.frec + x] > 0.0)) {
                     // A row backward_post could not renormalise: zero, or not finite.
-                    bad = bad || !(finite(d.x) && finite(d.y) && finite(d.z) && finite(d.w));
+                    bad = bad || !(is_finite_f32(d.x) && is_finite_f32(d.y) && is_finite_f32(d.z) && is_finite_f32(d.w));
                     continue;
                 }
-                d = d * scale2t(1.0, i32(u_brec[T.frec + T.batch + x]) - m);
+                d = d * scale2(1.0, i32(u_brec[P.frec + P.batch + x]) - m);
                 let a = u_a[x * nq_in + jq];
                 acc[0] += d.x * a;
                 acc[1] += d.y * a;
@@ -201,44 +170,44 @@ fn update(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) 
         }
         for (var r = 0u; r < 4u; r++) {
             let i = i0 + r;
-            if (i >= T.n_out) {
+            if (i >= P.n_out) {
                 break;
             }
             let wi = i * nq_in + jq;
             var wv = u_w[wi];
             for (var c = 0u; c < 4u; c++) {
-                if (4u * jq + c >= T.n_in) {
+                if (4u * jq + c >= P.n_in) {
                     break;
                 }
                 let w = wv[c];
-                let gs = acc[r][c] * T.inv_b;
-                var dw = -T.lr * scale2t(gs, m);
-                var t = -T.lr * scale2t(gs, m - big_s);
-                if (T.decay != 0.0) {
-                    dw = -T.decay * w + dw;
-                    t = -T.decay * scale2t(w, -big_s) + t;
+                let gs = acc[r][c] * P.inv_b;
+                var dw = -P.lr * scale2(gs, m);
+                var t = -P.lr * scale2(gs, m - big_s);
+                if (P.decay != 0.0) {
+                    dw = -P.decay * w + dw;
+                    t = -P.decay * scale2(w, -big_s) + t;
                 }
                 if (!live) {
-                    dw = -T.decay * w;
+                    dw = -P.decay * w;
                     t = dw;
                 }
                 tt += t * t;
                 ww += w * w;
                 wv[c] = w + dw;
-                bad = bad || !finite(wv[c]);
+                bad = bad || !is_finite_f32(wv[c]);
             }
             u_w[wi] = wv;
             if (jq == 0u) {
-                let gb = select(0.0, scale2t(accb[r] * T.inv_b, m), live);
-                u_b[i] = u_b[i] - T.lr * gb;
-                bad = bad || !finite(u_b[i]);
+                let gb = select(0.0, scale2(accb[r] * P.inv_b, m), live);
+                u_b[i] = u_b[i] - P.lr * gb;
+                bad = bad || !is_finite_f32(u_b[i]);
             }
         }
     }
     if (bad) {
         if (status[0] == 0u) {
-            status[0] = T.step;
-            status[1] = T.layer;
+            status[0] = P.step;
+            status[1] = P.layer;
             status[2] = PASS_BACKWARD;
         }
     }
@@ -252,10 +221,10 @@ fn update(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) 
     }
     let g = wid.x + wid.y * nwg.x;
     if (li == 0u) {
-        u_sums[T.offset + 1u + 2u * g] = red[0].x;
-        u_sums[T.offset + 2u + 2u * g] = red[0].y;
+        u_sums[P.offset + 1u + 2u * g] = red[0].x;
+        u_sums[P.offset + 2u + 2u * g] = red[0].y;
         if (g == 0u) {
-            u_sums[T.offset] = f32(big_s);
+            u_sums[P.offset] = f32(big_s);
         }
     }
 }

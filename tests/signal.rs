@@ -153,3 +153,18 @@ fn sweep_profiles_carry_the_measured_q_and_c() {
     }
     assert!(qp[(1 - row, 4)].is_nan() && cp[(1 - row, 4)].is_nan() && cp[(row, 4)].is_finite());
 }
+
+#[test]
+fn the_shared_signal_prediction_equals_the_two_apart() {
+    // signal_predicted (the sweep's path) iterates the examples' lengths once for both
+    // profiles, and runs c_predicted's pairs on several threads: the same bits as
+    // log10_q_predicted and c_predicted called apart. Tanh takes the vectorised rule; the
+    // sigmoid the scalar one; 8 examples give more pairs than one thread would get.
+    for act in [Activation::Tanh, Activation::Sigmoid] {
+        let p = problem(&[6, 7, 7, 7, 7, 7, 7, 7], act, Cost::Quadratic, gaussian(1.3, 0.05), 8, 2, TargetSpec::Zeros);
+        let (q, c) = theory::signal::signal_predicted(&p).unwrap();
+        assert_eq!(q, theory::log10_q_predicted(&p).unwrap(), "{act:?}");
+        assert_eq!(c, theory::c_predicted(&p).unwrap(), "{act:?}");
+        assert!(c.iter().all(|v| v.is_finite() && v.abs() <= 1.0), "{act:?}: {c:?}");
+    }
+}

@@ -273,3 +273,44 @@ fn seed_statistics_are_the_mean_and_sd_of_the_summary_rows_and_survive_shards() 
     assert_eq!(read(&merged.join("summary_seeds.csv")), seeds);
     assert_eq!(std::fs::read(merged.join("summary_seeds.npy")).unwrap(), npy);
 }
+
+#[test]
+fn stored_predictions_are_the_theory_functions_at_every_depth() {
+    // The sweep computes a group's predictions on their own threads beside the engine
+    // (and the two signal profiles from one iteration): what it stores must be, bit for
+    // bit, the theory functions called apart on the group's problem. relu at σ_w² = 1e300
+    // overflows q: its predicted profiles are NaN (not the measured ones).
+    use gradscope::sweep::SweepFile;
+    use gradscope::theory::{self, predict::predict_depths};
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("s");
+    ok(&["sweep", "-o", out.to_str().unwrap(), "--widths", "12", "--activations", "tanh,relu", "--sigma-w2", "1,1e300", "--depths", "1,3,7", "--batch", "5", "-q"]);
+    let plan = SweepFile { widths: Some(vec![12]), activations: Some(vec!["tanh".into(), "relu".into()]), sigma_w2: Some(vec![1.0, 1e300]), depths: Some("1,3,7".into()), batch: Some(5), ..Default::default() }.plan().unwrap();
+    let load = |f: &str| -> ndarray::Array2<f64> { ndarray_npy::read_npy(out.join("profiles").join(format!("{f}.npy"))).unwrap() };
+    let (q_st, c_st, g_st, q_meas) = (load("log10_q_predicted"), load("c_predicted"), load("log10_grad_b_rms_predicted"), load("log10_q"));
+    let same = |a: f64, b: f64| a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan());
+    let groups = plan.groups();
+    assert_eq!(q_st.nrows(), groups.len() * 3);
+    let mut overflowed = 0;
+    for (gi, g) in groups.iter().enumerate() {
+        let p = plan.problem(g).unwrap();
+        let q = theory::log10_q_predicted(&p).ok();
+        let c = theory::c_predicted(&p).ok();
+        overflowed += usize::from(q.is_none());
+        for (k, &d) in plan.depths.iter().enumerate() {
+            let row = gi * 3 + k;
+            for l in 0..7 {
+                let want = |v: &Option<Vec<f64>>| if l < d { v.as_ref().map_or(f64::NAN, |v| v[l]) } else { f64::NAN };
+                assert!(same(q_st[(row, l)], want(&q)), "{g:?} depth {d} layer {}: log10_q_predicted", l + 1);
+                assert!(same(c_st[(row, l)], want(&c)), "{g:?} depth {d} layer {}: c_predicted", l + 1);
+                // The gradient's theory holds to some depth: each depth has it or not.
+                let gw = predict_depths(&p, &plan.depths[..=k]).ok().map(|v| v[k].log10_grad_b_rms.clone());
+                assert!(same(g_st[(row, l)], want(&gw)), "{g:?} depth {d} layer {}: log10_grad_b_rms_predicted", l + 1);
+                if q.is_none() && l < d {
+                    assert!(q_meas[(row, l)].is_finite(), "the measured log10_q is there");
+                }
+            }
+        }
+    }
+    assert_eq!(overflowed, 1, "relu at σ_w² = 1e300 is the one configuration whose q overflows");
+}

@@ -170,18 +170,6 @@ fn bad_input_and_f32_overflow_on_gpu() {
     assert!(read_history(&dir).shape()[0] >= 2, "the records before the divergence are kept");
 }
 
-/// shaders/train.wgsl parses and validates with naga (no GPU needed) and has its entry points.
-#[test]
-fn train_shader_validates_with_naga() {
-    use gradscope::backend::gpu::train::{TRAIN_ENTRY_POINTS, TRAIN_WGSL};
-    let module = naga::front::wgsl::parse_str(TRAIN_WGSL).unwrap_or_else(|e| panic!("{}", e.emit_to_string(TRAIN_WGSL)));
-    let mut v = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::empty());
-    v.validate(&module).unwrap_or_else(|e| panic!("{}", e.emit_to_string(TRAIN_WGSL)));
-    for ep in TRAIN_ENTRY_POINTS {
-        assert!(module.entry_points.iter().any(|e| e.name == ep), "{ep}");
-    }
-}
-
 /// A GPU run killed mid-way resumes from its checkpoint (the f32 weights, stored as f64 and
 /// uploaded unchanged) and ends with the same history and weights, bit for bit, as a run
 /// never interrupted.

@@ -18,6 +18,9 @@ pub const POINTWISE: &str = include_str!("../../shaders/pointwise.wgsl");
 pub const REDUCE: &str = include_str!("../../shaders/reduce.wgsl");
 /// Spectral norms of generated weights by Lanczos, a chunk of layers at once.
 pub const SPECTRAL: &str = include_str!("../../shaders/spectral.wgsl");
+/// What SGD adds to the probe's kernels: the batch gathered, the output error, the forward
+/// finiteness check and the fused gradient and update (`train --backend gpu`).
+pub const TRAIN: &str = include_str!("../../shaders/train.wgsl");
 
 /// One shader module: its label, the entry points it provides, and its full source.
 pub struct ModuleSource {
@@ -35,6 +38,7 @@ pub fn modules() -> Vec<ModuleSource> {
         ModuleSource { label: "pointwise", entry_points: &["forward_post", "backward_post"], source: cat(&[COMMON, POINTWISE]) },
         ModuleSource { label: "reduce", entry_points: &["batch_mean", "gram"], source: cat(&[COMMON, REDUCE]) },
         ModuleSource { label: "spectral", entry_points: &["lz_rows", "lz_cols", "lz_dots", "lz_axpy", "lz_norm", "lz_next"], source: cat(&[COMMON, SPECTRAL]) },
+        ModuleSource { label: "train", entry_points: &["gather", "output_error", "check_forward", "update"], source: cat(&[COMMON, TRAIN]) },
     ]
 }
 

@@ -337,13 +337,23 @@ impl SweepPlan {
     pub fn signal_predictions(&self, g: &Group) -> std::collections::HashMap<&'static str, Vec<f64>> {
         let mut out = std::collections::HashMap::new();
         let Ok(p) = self.problem(g) else { return out };
-        if let Ok(q) = crate::theory::signal::log10_q_predicted(&p) {
+        if let Ok((q, c)) = crate::theory::signal::signal_predicted(&p) {
             out.insert("log10_q_predicted", q);
-        }
-        if let Ok(c) = crate::theory::signal::c_predicted(&p) {
             out.insert("c_predicted", c);
         }
         out
+    }
+
+    /// Both kinds of prediction of a group ([`SweepPlan::predictions`] and
+    /// [`SweepPlan::signal_predictions`]), which need nothing the engine measures: the sweep
+    /// computes them beside the engine's run of the group.
+    pub fn all_predictions(&self, g: &Group) -> store::Predicted {
+        let (gradient, signal) = std::thread::scope(|sc| {
+            let gradient = sc.spawn(|| self.predictions(g));
+            let signal = self.signal_predictions(g);
+            (gradient.join().unwrap_or_else(|_| vec![None; self.depths.len()]), signal)
+        });
+        store::Predicted { gradient, signal }
     }
 }
 
@@ -490,11 +500,20 @@ pub fn run(plan: &SweepPlan, opts: &RunOptions) -> Result<RunSummary> {
     let per_batch = if engine.batches_networks() { per_dispatch } else { 1 };
     for batch in batches(&todo, per_batch) {
         let tg = Instant::now();
-        let reports = plan.run_groups(&engine, &batch)?;
+        // The predictions need nothing the engine measures: they run on their own threads
+        // while the engine runs the batch (the prediction of a deep tanh group costs about
+        // as much CPU as its probe).
+        let (reports, predicted) = std::thread::scope(|sc| {
+            let predicted = sc.spawn(|| batch.iter().map(|g| plan.all_predictions(g)).collect::<Vec<_>>());
+            let reports = plan.run_groups(&engine, &batch);
+            (reports, predicted.join())
+        });
+        let reports = reports?;
+        let predicted = predicted.map_err(|_| Error::Internal("the prediction thread panicked".into()))?;
         // Each group of a batch is written (and counts as finished) when the batch is done.
         let secs = tg.elapsed().as_secs_f64() / batch.len() as f64;
-        for (g, r) in batch.iter().zip(&reports) {
-            dir.write_group(plan, g, r, secs)?;
+        for ((g, r), pr) in batch.iter().zip(&reports).zip(&predicted) {
+            dir.write_group_with(plan, g, r, secs, pr)?;
             bar.tick(g, plan.depths.len());
         }
     }

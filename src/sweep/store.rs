@@ -28,6 +28,16 @@ pub const PROFILE_FIELDS: &[&str] = &["log10_grad_b_rms", "log10_grad_b_mean", "
 
 /// Profiles a sweep folder written before they existed may lack; they assemble as NaN.
 const LATER_PROFILES: &[&str] = &["log10_q", "c", "log10_q_predicted", "c_predicted"];
+const PREDICTED_SIGNAL: &[&str] = &["log10_q_predicted", "c_predicted"];
+
+/// A group's mean-field predictions, computed apart from its reports: the predicted
+/// log10 grad_b_rms profile per depth (None where the theory does not cover it), and the
+/// forward signal's predicted profiles by field.
+#[derive(Debug, Clone, Default)]
+pub struct Predicted {
+    pub gradient: Vec<Option<Vec<f64>>>,
+    pub signal: std::collections::HashMap<&'static str, Vec<f64>>,
+}
 
 /// serde for f64 that keeps ±inf and NaN (as the strings "inf", "-inf", "nan") in JSON.
 pub mod nonfinite {
@@ -158,8 +168,12 @@ impl SweepDir {
 
     /// Writes one finished group: profiles first, then the JSON that marks it done.
     pub fn write_group(&self, plan: &SweepPlan, g: &Group, reports: &[Report], seconds: f64) -> Result<()> {
-        let predicted = plan.predictions(g);
-        let signal_predicted = plan.signal_predictions(g);
+        self.write_group_with(plan, g, reports, seconds, &plan.all_predictions(g))
+    }
+
+    /// [`SweepDir::write_group`] with the group's predictions already computed.
+    pub fn write_group_with(&self, plan: &SweepPlan, g: &Group, reports: &[Report], seconds: f64, pr: &Predicted) -> Result<()> {
+        let (predicted, signal_predicted) = (&pr.gradient, &pr.signal);
         let mut npz = NpzWriter::new(std::io::Cursor::new(Vec::new()));
         // Ragged, not padded: row i's layers 1..=depth_i, rows concatenated (the padded
         // table is built once, in `assemble`), so a log grid costs Σ depth_i, not n·max.
@@ -171,6 +185,10 @@ impl SweepDir {
                     flat.extend((0..r.layers.len()).map(|l| p.and_then(|p| p.get(l).copied()).unwrap_or(f64::NAN)));
                 } else if let Some(prof) = signal_predicted.get(*field) {
                     flat.extend((0..r.layers.len()).map(|l| prof.get(l).copied().unwrap_or(f64::NAN)));
+                } else if PREDICTED_SIGNAL.contains(field) {
+                    // A prediction the theory does not cover (q leaves f64's range): NaN, not
+                    // the measured profile of the branch below.
+                    flat.extend((0..r.layers.len()).map(|_| f64::NAN));
                 } else if LATER_PROFILES.contains(field) {
                     let sig = |l: usize| r.signal.get(l).copied().unwrap_or(crate::stats::Signal::NAN);
                     flat.extend((0..r.layers.len()).map(|l| if *field == "c" { sig(l).c } else { sig(l).log10_q }));
@@ -183,7 +201,7 @@ impl SweepDir {
         let bytes = npz.finish().map_err(|e| Error::Internal(e.to_string()))?.into_inner();
         let json_path = self.group_json(g);
         write_atomic(&json_path.with_extension("npz"), &bytes)?;
-        let gf = GroupFile { group: g.clone(), seconds, device: reports.first().map(|r| r.device.clone()).unwrap_or_default(), rows: reports.iter().zip(&predicted).map(|(r, p)| SummaryRow::new(plan, g, r, p.as_deref())).collect() };
+        let gf = GroupFile { group: g.clone(), seconds, device: reports.first().map(|r| r.device.clone()).unwrap_or_default(), rows: reports.iter().zip(predicted.iter()).map(|(r, p)| SummaryRow::new(plan, g, r, p.as_deref())).collect() };
         let mut v = serde_json::to_vec(&gf).map_err(|e| Error::Internal(e.to_string()))?;
         v.push(b'\n');
         write_atomic(&json_path, &v)

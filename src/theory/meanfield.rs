@@ -45,6 +45,8 @@ pub fn mean_sq_sigma(act: Activation, q: f64) -> f64 {
         Activation::Linear => q,
         Activation::Relu => 0.5 * q,
         Activation::LeakyRelu(a) => 0.5 * (1.0 + a * a) * q,
+        // The same rule, a vector pass at a time (theory/fastquad.rs).
+        Activation::Tanh if q.is_finite() => super::fastquad::expect_tanh_sq(GaussianQuadrature::shared().legendre(), q, false).unwrap_or(f64::NAN),
         _ => GaussianQuadrature::shared().expect_scaled(q, act.kinks(), |x| act.sigma(x).powi(2)),
     }
 }
@@ -58,6 +60,8 @@ pub fn mean_sq_dsigma(act: Activation, q: f64) -> f64 {
         Activation::Linear => 1.0,
         Activation::Relu => 0.5,
         Activation::LeakyRelu(a) => 0.5 * (1.0 + a * a),
+        // The same rule, a vector pass at a time (theory/fastquad.rs).
+        Activation::Tanh if q.is_finite() => super::fastquad::expect_tanh_sq(GaussianQuadrature::shared().legendre(), q, true).unwrap_or(f64::NAN),
         _ => GaussianQuadrature::shared().expect_scaled(q, act.kinks(), |x| act.dsigma(x).powi(2)),
     }
 }

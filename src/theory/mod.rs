@@ -16,6 +16,7 @@ pub mod anatomy;
 pub mod cli;
 pub mod hanin;
 pub mod meanfield;
+mod fastquad;
 pub mod predict;
 pub mod quadrature;
 pub mod reproduce;

@@ -138,6 +138,11 @@ impl GaussianQuadrature {
         self.rule.nodes.len()
     }
 
+    /// The Gauss–Legendre rule of each panel.
+    pub fn legendre(&self) -> &GaussLegendre {
+        &self.rule
+    }
+
     /// Panel boundaries on [−Z_MAX, Z_MAX]: a fixed ladder around 0 on the density's scale
     /// (±{⅛, ¼, ½, 1, 1.5, 2, 3, 4, 5.5, 7.5, 9.5}), a geometric ladder ±scale·2^j
     /// (j = −3..6) around each feature, and every kink.

@@ -66,6 +66,11 @@ fn mean_sigma_pair_with(rule: &GaussianQuadrature, act: Activation, q1: f64, q2:
         return relu_pair(q, c);
     }
     let (r1, r2) = ((q1 / q2).powf(0.25), (q2 / q1).powf(0.25));
+    if act == Activation::Tanh
+        && let Some(v) = super::fastquad::expect_tanh_pair(rule.legendre(), q, c, r1, r2)
+    {
+        return v;
+    }
     let kinks: Vec<f64> = act.kinks().iter().flat_map(|k| [k / r1, k / r2]).collect();
     // The inner rule runs over u₂ at a fixed u₁: σ(u₁) is computed once per outer node.
     let mut last = (f64::NAN, 0.0);
@@ -105,7 +110,24 @@ fn input_gram(p: &Problem) -> Array2<f64> {
 /// [`Error::Numerical`] where q^l leaves f64's range (an unbounded σ deep in chaos).
 pub fn log10_q_predicted(p: &Problem) -> Result<Vec<f64>> {
     let qs = example_lengths(p, &layer_variances(&p.net), &input_gram(p))?;
-    Ok(qs.iter().map(|q| (q.iter().sum::<f64>() / q.len() as f64).log10()).collect())
+    Ok(log10_mean_lengths(&qs))
+}
+
+fn log10_mean_lengths(qs: &[Vec<f64>]) -> Vec<f64> {
+    qs.iter().map(|q| (q.iter().sum::<f64>() / q.len() as f64).log10()).collect()
+}
+
+/// `(log10_q_predicted, c_predicted)` of `p` from one iteration of the examples' lengths
+/// (both need them): the same values as the two functions called apart.
+///
+/// # Errors
+/// As [`log10_q_predicted`], for both.
+pub fn signal_predicted(p: &Problem) -> Result<(Vec<f64>, Vec<f64>)> {
+    let vars = layer_variances(&p.net);
+    let g = input_gram(p);
+    let qs = example_lengths(p, &vars, &g)?;
+    let c = c_from_lengths(p, &vars, &g, &qs);
+    Ok((log10_mean_lengths(&qs), c))
 }
 
 /// Each example's predicted q^l for l = 1..L (index l−1). An example whose q stopped
@@ -150,9 +172,21 @@ pub fn c_predicted(p: &Problem) -> Result<Vec<f64>> {
     }
     let vars = layer_variances(&p.net);
     let g = input_gram(p);
-    let (w1, b1) = vars[0];
     // Per-example lengths for every layer (shared by the pairs).
     let qs = example_lengths(p, &vars, &g)?;
+    Ok(c_from_lengths(p, &vars, &g, &qs))
+}
+
+/// [`c_predicted`] from the examples' lengths. The pairs are independent: they run on the
+/// host's cores, and their profiles are summed in pair order afterwards, as one thread
+/// would, so the bits do not depend on the number of threads.
+fn c_from_lengths(p: &Problem, vars: &[(f64, f64)], g: &Array2<f64>, qs: &[Vec<f64>]) -> Vec<f64> {
+    let depth = p.net.depth();
+    let bsz = p.batch();
+    if bsz < 2 {
+        return vec![f64::NAN; depth];
+    }
+    let (w1, b1) = vars[0];
     // Steps l ≥ tail (layer l−1 → l) all apply the same map, so a pair that stops changing
     // there has settled for good.
     let map_at = |l: usize| (p.net.activation_at(l - 1), vars[l - 1]);
@@ -160,30 +194,53 @@ pub fn c_predicted(p: &Problem) -> Result<Vec<f64>> {
     while tail > 2 && map_at(tail - 1) == map_at(depth) {
         tail -= 1;
     }
-    let mut sum = vec![0.0; depth];
     let sample = predicted_pairs(bsz);
     let pairs = sample.len() as f64;
-    for &(x, y) in &sample {
-        {
-            let mut c = (w1 * g[(x, y)] + b1) / (qs[0][x] * qs[0][y]).sqrt();
-            sum[0] += c;
-            let mut settled = false;
-            for l in 2..=depth {
-                let (qa, qb) = (qs[l - 2][x], qs[l - 2][y]);
-                if !settled {
-                    let act = p.net.activation_at(l - 1);
-                    let (w, b) = vars[l - 1];
-                    let cov = w * mean_sigma_pair_with(pair_rule(), act, qa, qb, c) + b;
-                    let next = (cov / (qs[l - 1][x] * qs[l - 1][y]).sqrt()).clamp(-1.0, 1.0);
-                    let q_still = (qs[l - 1][x] - qa).abs() <= 1e-14 * qa && (qs[l - 1][y] - qb).abs() <= 1e-14 * qb;
-                    settled = l >= tail && q_still && (next - c).abs() <= SETTLE_C;
-                    c = next;
-                }
-                sum[l - 1] += c;
+    let profile = |x: usize, y: usize| -> Vec<f64> {
+        let mut out = Vec::with_capacity(depth);
+        let mut c = (w1 * g[(x, y)] + b1) / (qs[0][x] * qs[0][y]).sqrt();
+        out.push(c);
+        let mut settled = false;
+        for l in 2..=depth {
+            let (qa, qb) = (qs[l - 2][x], qs[l - 2][y]);
+            if !settled {
+                let act = p.net.activation_at(l - 1);
+                let (w, b) = vars[l - 1];
+                let cov = w * mean_sigma_pair_with(pair_rule(), act, qa, qb, c) + b;
+                let next = (cov / (qs[l - 1][x] * qs[l - 1][y]).sqrt()).clamp(-1.0, 1.0);
+                let q_still = (qs[l - 1][x] - qa).abs() <= 1e-14 * qa && (qs[l - 1][y] - qb).abs() <= 1e-14 * qb;
+                settled = l >= tail && q_still && (next - c).abs() <= SETTLE_C;
+                c = next;
             }
+            out.push(c);
+        }
+        out
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(sample.len()).max(1);
+    let profiles: Vec<Vec<f64>> = if threads == 1 {
+        sample.iter().map(|&(x, y)| profile(x, y)).collect()
+    } else {
+        let mut slots: Vec<Vec<f64>> = vec![Vec::new(); sample.len()];
+        std::thread::scope(|sc| {
+            let chunk = sample.len().div_ceil(threads);
+            for (pairs, slots) in sample.chunks(chunk).zip(slots.chunks_mut(chunk)) {
+                let profile = &profile;
+                sc.spawn(move || {
+                    for (&(x, y), slot) in pairs.iter().zip(slots) {
+                        *slot = profile(x, y);
+                    }
+                });
+            }
+        });
+        slots
+    };
+    let mut sum = vec![0.0; depth];
+    for prof in &profiles {
+        for (s, c) in sum.iter_mut().zip(prof) {
+            *s += c;
         }
     }
-    Ok(sum.into_iter().map(|s| s / pairs).collect())
+    sum.into_iter().map(|s| s / pairs).collect()
 }
 
 /// The measured `log10_q` of one layer from the batch's pre-activations z (B × n_l):

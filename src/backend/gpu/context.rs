@@ -127,7 +127,7 @@ pub fn tiling_for(l: &wgpu::Limits) -> Option<Tiling> {
 /// How a binding is used: read-only storage or read-write storage (binding 0 is always the
 /// parameter block).
 #[derive(Clone, Copy)]
-enum Access {
+pub(super) enum Access {
     Read,
     ReadWrite,
 }
@@ -213,6 +213,8 @@ impl Context {
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let modules: Modules = shaders::modules()
             .into_iter()
+            // The training kernels are built by the trainer, when a run asks for them.
+            .filter(|m| m.label != Family::Train.label())
             .map(|m| (m.label, device.create_shader_module(wgpu::ShaderModuleDescriptor { label: Some(m.label), source: wgpu::ShaderSource::Wgsl(m.source.into()) })))
             .collect();
         use Access::{Read as R, ReadWrite as W};
@@ -457,7 +459,7 @@ fn open_device(adapter: &wgpu::Adapter, info: &wgpu::AdapterInfo, limits: &wgpu:
 
 type Modules = std::collections::HashMap<&'static str, wgpu::ShaderModule>;
 
-fn make_kernel<P>(
+pub(super) fn make_kernel<P>(
     device: &wgpu::Device,
     module: &wgpu::ShaderModule,
     name: &'static str,

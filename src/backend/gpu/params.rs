@@ -19,12 +19,14 @@ pub enum Family {
     Reduce,
     Weights,
     Spectral,
+    /// The training kernels (shaders/train.wgsl), run only by `train --backend gpu`.
+    Train,
 }
 
 impl Family {
     /// Every family, in the order the profile lists them.
-    pub const ALL: [Family; Family::COUNT] = [Family::Matmul, Family::Pointwise, Family::Reduce, Family::Weights, Family::Spectral];
-    pub const COUNT: usize = 5;
+    pub const ALL: [Family; Family::COUNT] = [Family::Matmul, Family::Pointwise, Family::Reduce, Family::Weights, Family::Spectral, Family::Train];
+    pub const COUNT: usize = 6;
 
     /// The family's module label in [`crate::backend::shaders::modules`] (also its name in
     /// the profile).
@@ -35,6 +37,7 @@ impl Family {
             Family::Reduce => "reduce",
             Family::Weights => "weights",
             Family::Spectral => "spectral",
+            Family::Train => "train",
         }
     }
 
@@ -234,6 +237,37 @@ param_block! {
     }
 }
 
+param_block! {
+    /// shaders/train.wgsl: the kernels SGD adds to the probe's (`gather`, `output_error`,
+    /// `check_forward`, `update`; src/backend/gpu/train.rs).
+    TrainParams, Family::Train, {
+        /// B, examples in this step's batch.
+        batch: u32,
+        /// n_{l-1} (update), or columns copied (gather).
+        n_in: u32,
+        /// n_l.
+        n_out: u32,
+        /// Row stride (floats, a multiple of 4) of n_in-wide arrays.
+        s_in: u32,
+        /// Row stride of n_out-wide arrays.
+        s_out: u32,
+        /// l (1-based), or L for `check_forward`.
+        layer: u32,
+        /// The step being taken, 1-based, for the status word.
+        step: u32,
+        /// gather: first index of the batch in the order; update: its sums' offset.
+        offset: u32,
+        /// η.
+        lr: f32,
+        /// ηλ/n.
+        decay: f32,
+        /// 1/B.
+        inv_b: f32,
+        /// check_forward: floats per layer record (6B); update: backward record offset.
+        frec: u32,
+    }
+}
+
 /// One family's block as Rust lays it out, for the layout test.
 #[derive(Debug, Clone)]
 pub struct Layout {
@@ -250,7 +284,7 @@ fn layout<P: ParamBlock>() -> Layout {
 
 /// Every family's block.
 pub fn layouts() -> Vec<Layout> {
-    vec![layout::<MatmulParams>(), layout::<PointwiseParams>(), layout::<ReduceParams>(), layout::<WeightsParams>(), layout::<SpectralParams>()]
+    vec![layout::<MatmulParams>(), layout::<PointwiseParams>(), layout::<ReduceParams>(), layout::<WeightsParams>(), layout::<SpectralParams>(), layout::<TrainParams>()]
 }
 
 /// The FLAG_* bits of shaders/common.wgsl by name, for the test that the two sides agree.

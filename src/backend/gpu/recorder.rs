@@ -93,7 +93,9 @@ impl Profile {
             DeviceTimes::NotRequested => "device time: not measured (profiling was off when the device was opened)".into(),
             DeviceTimes::Unsupported => "device time: timestamp queries not supported by this adapter".into(),
             DeviceTimes::Measured => {
-                let parts: Vec<String> = Family::ALL.iter().map(|f| format!("{} {:.1} ms", f.label(), 1e3 * self.device_seconds[f.index()])).collect();
+                // The training kernels are listed only by the runs that use them.
+                let shown = |f: &&Family| **f != Family::Train || self.device_seconds[f.index()] > 0.0;
+                let parts: Vec<String> = Family::ALL.iter().filter(shown).map(|f| format!("{} {:.1} ms", f.label(), 1e3 * self.device_seconds[f.index()])).collect();
                 let sum: f64 = self.device_seconds.iter().sum();
                 format!("device time per kernel family: {} (sum {:.1} ms over {} timed passes)", parts.join(", "), 1e3 * sum, self.timed_passes)
             }

@@ -15,44 +15,13 @@
 use ndarray::{Array1, Array2};
 
 use super::buffers::round4;
-use super::context::{Context, Kernel, Params, FLAG_BIAS, FLAG_DSIG, FLAG_JOIN, PARAM_SLOT};
+use super::context::{make_kernel, Access, Context, Kernel, FLAG_BIAS, FLAG_DSIG, FLAG_JOIN};
+use super::params::{Family, MatmulParams, PointwiseParams, TrainParams};
 use super::probe::{activation_id, padded as padded_rows};
 use super::recorder::{grid, InFlight, Recorder};
 use super::GpuBackend;
 use crate::error::{Error, Result};
 use crate::model::{Cost, Network};
-
-/// The WGSL of the training kernels (standalone: its own parameter block).
-pub const TRAIN_WGSL: &str = include_str!("../../../shaders/train.wgsl");
-/// Its entry points.
-pub const TRAIN_ENTRY_POINTS: [&str; 4] = ["gather", "output_error", "check_forward", "update"];
-
-/// `struct TrainParams` of shaders/train.wgsl: 96 bytes, the size of the probe's [`Params`],
-/// so one slot of the recorder carries either.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct TrainParams {
-    pub batch: u32,
-    pub n_in: u32,
-    pub n_out: u32,
-    pub s_in: u32,
-    pub s_out: u32,
-    pub layer: u32,
-    pub step: u32,
-    pub offset: u32,
-    pub lr: f32,
-    pub decay: f32,
-    pub inv_b: f32,
-    pub frec: u32,
-    pub pad: [u32; 12],
-}
-
-impl TrainParams {
-    /// The bytes of the recorder's slot (the recorder takes the probe's block type).
-    fn slot(self) -> Params {
-        bytemuck::cast(self)
-    }
-}
 
 /// Workgroup shape of `update` (16 × 4 invocations, each a 4 × 4 block of W).
 const UPDATE_WG: (usize, usize) = (16, 4);
@@ -62,49 +31,25 @@ const LAYER_BUDGET: usize = usize::MAX;
 const READ_CHUNK: u64 = 128 << 20;
 
 struct TrainKernels {
-    gather: Kernel,
-    output_error: Kernel,
-    check_forward: Kernel,
-    update: Kernel,
-}
-
-fn kernel(ctx: &Context, module: &wgpu::ShaderModule, name: &'static str, bindings: &[(u32, bool)]) -> Kernel {
-    let buffer = |binding, read_only, dynamic| wgpu::BindGroupLayoutEntry {
-        binding,
-        visibility: wgpu::ShaderStages::COMPUTE,
-        ty: wgpu::BindingType::Buffer {
-            ty: wgpu::BufferBindingType::Storage { read_only },
-            has_dynamic_offset: dynamic,
-            min_binding_size: if dynamic { wgpu::BufferSize::new(PARAM_SLOT) } else { None },
-        },
-        count: None,
-    };
-    let mut entries = vec![buffer(0, true, true)];
-    entries.extend(bindings.iter().map(|&(b, writes)| buffer(b, !writes, false)));
-    let device = &ctx.device;
-    let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some(name), entries: &entries });
-    let pl = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor { label: Some(name), bind_group_layouts: &[Some(&layout)], immediate_size: 0 });
-    let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-        label: Some(name),
-        layout: Some(&pl),
-        module,
-        entry_point: Some(name),
-        compilation_options: Default::default(),
-        cache: None,
-    });
-    Kernel { name, pipeline, layout, bindings: bindings.iter().map(|b| b.0).collect() }
+    gather: Kernel<TrainParams>,
+    output_error: Kernel<TrainParams>,
+    check_forward: Kernel<TrainParams>,
+    update: Kernel<TrainParams>,
 }
 
 impl TrainKernels {
     fn new(ctx: &Context) -> Result<TrainKernels> {
         let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let module = ctx.device.create_shader_module(wgpu::ShaderModuleDescriptor { label: Some("train"), source: wgpu::ShaderSource::Wgsl(TRAIN_WGSL.into()) });
-        let (r, w) = (false, true);
+        let source = crate::backend::shaders::modules().into_iter().find(|m| m.label == Family::Train.label()).map(|m| m.source).unwrap_or_default();
+        let module = ctx.device.create_shader_module(wgpu::ShaderModuleDescriptor { label: Some("train"), source: wgpu::ShaderSource::Wgsl(source.into()) });
+        use Access::{Read as R, ReadWrite as W};
+        let opts = wgpu::PipelineCompilationOptions::default();
+        let kernel = |name, b: &[(u32, Access)]| make_kernel(&ctx.device, &module, name, b, &opts);
         let k = TrainKernels {
-            gather: kernel(ctx, &module, "gather", &[(1, r), (2, r), (3, w)]),
-            output_error: kernel(ctx, &module, "output_error", &[(1, r), (2, r), (3, w)]),
-            check_forward: kernel(ctx, &module, "check_forward", &[(1, r), (4, w)]),
-            update: kernel(ctx, &module, "update", &[(1, r), (2, r), (4, w), (5, r), (6, w), (7, w), (8, w)]),
+            gather: kernel("gather", &[(1, R), (2, R), (3, W)]),
+            output_error: kernel("output_error", &[(1, R), (2, R), (3, W)]),
+            check_forward: kernel("check_forward", &[(1, R), (4, W)]),
+            update: kernel("update", &[(1, R), (2, R), (4, W), (5, R), (6, W), (7, W), (8, W)]),
         };
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(Error::Device(format!("building the training kernels on '{}' failed: {e}", ctx.info.name)));
@@ -336,35 +281,35 @@ impl<'c> Trainer<'c> {
         let big_l = self.depth();
         let (s, n) = (self.s.clone(), self.widths.clone());
         let bmax = self.bmax;
-        let tp = |t: TrainParams| t.slot();
         let base = TrainParams { batch: batch as u32, step: step as u32, lr: self.lr, decay: self.decay, inv_b: 1.0 / batch as f32, ..Default::default() };
         let k = &self.k;
         let gx = grid((batch * s[0]) as u64, 64);
-        self.rec.dispatch(&k.gather, tp(TrainParams { s_in: s[0] as u32, offset: offset as u32, ..base }), &[&self.x_all, &self.order, &self.a[0]], gx);
+        self.rec.dispatch(&k.gather, TrainParams { s_in: s[0] as u32, offset: offset as u32, ..base }, &[&self.x_all, &self.order, &self.a[0]], gx);
         let gy = grid((batch * s[big_l]) as u64, 64);
-        self.rec.dispatch(&k.gather, tp(TrainParams { s_in: s[big_l] as u32, offset: offset as u32, ..base }), &[&self.y_all, &self.order, &self.y], gy);
+        self.rec.dispatch(&k.gather, TrainParams { s_in: s[big_l] as u32, offset: offset as u32, ..base }, &[&self.y_all, &self.order, &self.y], gy);
         for l in 1..=big_l {
             let (kind, alpha) = self.acts[l - 1];
-            let p = Params { flags: FLAG_BIAS, ..self.layer_params(l, batch) };
+            let p = MatmulParams { flags: FLAG_BIAS, ..self.layer_params(l, batch) };
             let (mm, groups) = self.ctx.mm_forward_on(self.ctx.matmul, n[l], batch);
             self.rec.dispatch(mm, p, &[&self.a[l - 1], &self.w[l - 1], &self.b[l - 1], &self.zeros_e, &self.z], groups);
-            let post = Params { kind, alpha, flags: 0, rec: ((l - 1) * 6 * bmax) as u32, ..p };
+            let post = PointwiseParams { batch: p.batch, n_out: p.n_out, s_out: p.s_out, activation: kind, alpha, rec: ((l - 1) * 6 * bmax) as u32, ..Default::default() };
             self.rec.dispatch(&self.ctx.forward_post, post, &[&self.z, &self.a[l], &self.dsig[l - 1], &self.zeros_e, &self.e_scratch, &self.frec], grid(batch as u64, 1));
             self.layer_done(batch * n[l - 1] * n[l])?;
         }
         let k = &self.k;
-        self.rec.dispatch(&k.check_forward, tp(TrainParams { layer: big_l as u32, frec: (6 * bmax) as u32, ..base }), &[&self.frec, &self.status], (1, 1, 1));
+        self.rec.dispatch(&k.check_forward, TrainParams { layer: big_l as u32, frec: (6 * bmax) as u32, ..base }, &[&self.frec, &self.status], (1, 1, 1));
         let pe = TrainParams { n_out: n[big_l] as u32, s_out: s[big_l] as u32, ..base };
-        self.rec.dispatch(&k.output_error, tp(pe), &[&self.a[big_l], &self.y, &self.err], gy);
+        self.rec.dispatch(&k.output_error, pe, &[&self.a[big_l], &self.y, &self.err], gy);
         for l in (1..=big_l).rev() {
             let top = l == big_l;
             let flags = if top { FLAG_JOIN | if self.quadratic { FLAG_DSIG } else { 0 } } else { 0 };
             let brec = (l - 1) * 2 * bmax;
-            let p = Params { flags, blocks: 1, brec: brec as u32, bstride: (2 * bmax) as u32, ..self.layer_params(l, batch) };
+            let m = self.layer_params(l, batch);
+            let p = PointwiseParams { batch: m.batch, n_out: m.n_out, s_out: m.s_out, flags, blocks: 1, brec: brec as u32, bstride: (2 * bmax) as u32, ..Default::default() };
             self.rec.dispatch(&self.ctx.backward_post, p, &[&self.g, &self.dsig[l - 1], &self.d, &self.e_io, &self.brec, &self.err, &self.zeros_e], grid(batch as u64, 1));
             if l > 1 {
                 let (mm, groups) = self.ctx.mm_backward_on(self.ctx.matmul, n[l - 1], batch);
-                self.rec.dispatch(mm, Params { flags: 0, ..p }, &[&self.d, &self.w[l - 1], &self.g], groups);
+                self.rec.dispatch(mm, m, &[&self.d, &self.w[l - 1], &self.g], groups);
             }
             let (ux, uy) = Self::update_grid(s[l - 1], s[l]);
             let pu = TrainParams {
@@ -378,16 +323,17 @@ impl<'c> Trainer<'c> {
                 ..base
             };
             let k = &self.k;
-            self.rec.dispatch(&k.update, tp(pu), &[&self.d, &self.a[l - 1], &self.status, &self.brec, &self.w[l - 1], &self.b[l - 1], &self.sums], (ux as u32, uy as u32, 1));
+            self.rec.dispatch(&k.update, pu, &[&self.d, &self.a[l - 1], &self.status, &self.brec, &self.w[l - 1], &self.b[l - 1], &self.sums], (ux as u32, uy as u32, 1));
             self.layer_done(2 * batch * n[l - 1] * n[l])?;
         }
         Ok(())
     }
 
-    /// The probe's parameter block of layer l: its sizes and strides, one network at row 0.
-    fn layer_params(&self, l: usize, batch: usize) -> Params {
+    /// The layer products' parameter block of layer l: its sizes and strides, one network at
+    /// row 0, no bias.
+    fn layer_params(&self, l: usize, batch: usize) -> MatmulParams {
         let (n, s) = (&self.widths, &self.s);
-        Params { batch: batch as u32, n_in: n[l - 1] as u32, n_out: n[l] as u32, s_in: s[l - 1] as u32, s_out: s[l] as u32, layer: l as u32, ..Default::default() }
+        MatmulParams { batch: batch as u32, n_in: n[l - 1] as u32, n_out: n[l] as u32, s_in: s[l - 1] as u32, s_out: s[l] as u32, ..Default::default() }
     }
 
     /// Counts a layer's work and submits when the budget is reached.
