@@ -220,9 +220,11 @@ impl Frame {
         self.right = None;
         self.shift += shift;
         self.pending += 1;
-        // Units with σ′ = 0 exactly contribute zero rows to Σ′WQ: they are factored out at
-        // once, so the rank they remove is removed exactly rather than left at rounding level.
-        if dead || self.pending >= self.block {
+        // Units with σ′ = 0 exactly contribute zero rows to Σ′WQ, and a layer narrower than
+        // the frame caps its rank: both are factored at once, so the rank they remove is
+        // removed exactly rather than left at rounding level.
+        let narrow = matches!(&self.basis, Basis::Formed(x) if x.nrows() > x.ncols());
+        if dead || narrow || self.pending >= self.block {
             self.factor();
         }
     }
