@@ -92,6 +92,23 @@ fn relu_dead_units_give_exact_zero_singular_values() {
 }
 
 #[test]
+fn relu_from_layer_chain_keeps_exact_zeros_through_the_reflectors() {
+    // ∂z^L/∂z^1 with dead units on every layer: each Σ′ with zeros is factored on its own,
+    // and the next W is applied through the reflectors of the live units only.
+    let p = problem(Activation::Relu, InitKind::He, None, 0.0, vec![10; 6], 2, 19);
+    let got = measure(&p, 2, Chain::FromLayer(1), &[5], false).unwrap();
+    for e in &got[0].examples {
+        let want = svd_log10(&explicit_chain(&p, e.example, 1));
+        let zeros = e.log10_singular_values.iter().filter(|v| **v == f64::NEG_INFINITY).count();
+        let tiny = want.iter().filter(|w| **w < want[0] - 12.0).count();
+        assert!(zeros > 0 && zeros == tiny, "zeros {zeros}, rounding-level values {tiny}");
+        for (g, w) in e.log10_singular_values.iter().zip(&want).filter(|(g, w)| g.is_finite() && **w > want[0] - 4.0) {
+            assert!((10f64.powf(g - w) - 1.0).abs() < 1e-10, "{g} vs {w}");
+        }
+    }
+}
+
+#[test]
 fn determinant_identity_holds_at_depth_5000() {
     // Gaussian weights at width 8: the Lyapunov exponents are far apart, so after 5,000
     // layers the singular values span thousands of decades (no f64 product survives).

@@ -18,7 +18,7 @@ if ! $PY -c "import numpy" 2>/dev/null; then
   [ -x "$PY" ] || { python3 -m venv "$PEERS/.venv"; "$PEERS/.venv/bin/pip" install -q numpy; }
 fi
 cargo build --release -q
-G=${CARGO_TARGET_DIR:-target}/release/gradscope
+G=${G:-${CARGO_TARGET_DIR:-target}/release/gradscope}
 OUT=$(mktemp -d)
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 run() { # label, command...
@@ -29,6 +29,8 @@ run() { # label, command...
 }
 run "gradscope spectrum (f64)" $G spectrum -a tanh --width "$WIDTH" --depth "$DEPTH" --sigma-w2 1.7610 --sigma-b2 0.05 --examples 1 --backend cpu
 grep -A1 "^example" "$OUT/o" | tail -1
+# The fair single-core row against 1 BLAS thread: matrixmultiply's threads off.
+run "gradscope spectrum, 1 thread" env MATMUL_NUM_THREADS=1 $G spectrum -a tanh --width "$WIDTH" --depth "$DEPTH" --sigma-w2 1.7610 --sigma-b2 0.05 --examples 1 --backend cpu
 run "numpy plain QR, 1 BLAS thread" env OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 $PY $PEERS/spectrum_numpy.py --width "$WIDTH" --depth "$DEPTH" --method qr
 $PY -c "import json,sys; d=json.load(open('$OUT/o')); print('  top', d['top'], 'bottom', d['bottom'], 'lost to underflow', d['lost_to_underflow'])"
 # On a machine shared with other jobs OpenBLAS's threads oversubscribe the cores (10× slower

@@ -4,15 +4,17 @@
 # synthetic 784-dim examples (MNIST-like sparsity), full batch, η = 0.1, λ = 5, EPOCHS epochs.
 #   benches/peers/train.sh            # 100 epochs, 3 repeats
 #   EPOCHS=50 REPEATS=5 benches/peers/train.sh
+#   THREADS=1 benches/peers/train.sh   # one thread each (matrixmultiply and OpenBLAS)
 # Prints seconds per epoch of SGD steps (records excluded on both sides) and the ratio.
 # Needs python3 with numpy.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 EPOCHS=${EPOCHS:-100}
+if [ "${THREADS:-}" = 1 ]; then export MATMUL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1; fi
 REPEATS=${REPEATS:-3}
 OUT=${OUT:-${CARGO_TARGET_DIR:-target}/peers-train}
 cargo build --release -q
-G=${CARGO_TARGET_DIR:-target}/release/gradscope
+G=${G:-${CARGO_TARGET_DIR:-target}/release/gradscope}
 mkdir -p "$OUT"
 python3 - "$OUT" <<'PY'
 import sys, numpy as np

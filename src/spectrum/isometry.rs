@@ -98,7 +98,7 @@ pub fn isometry_table(opt: &ReproduceOptions, plot: Option<&Path>) -> Result<Rep
     }
     let mut notes = vec![
         format!(
-            "measured: CPU spectrum (f64, QR after every layer), widths all {width}, 1 gaussian input per seed, {} seed(s); \
+            "measured: CPU spectrum (f64, QR-accumulated), widths all {width}, 1 gaussian input per seed, {} seed(s); \
              tanh at its critical point σ_w² = {sw2_tanh:.4}, σ_b² = {sb2_tanh} (χ₁ = 1); relu at σ_w² = 2, σ_b² = 0 (He; χ₁ = 1)",
             opt.seeds
         ),

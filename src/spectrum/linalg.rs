@@ -28,43 +28,13 @@ fn axpy(y: &mut [f64], c: f64, v: &[f64]) {
 }
 
 /// The QR factorisation M = Q R of an n × k matrix M handed in *transposed*, as `xt` (k × n,
-/// row i = column i of M), so every Householder step works on contiguous rows.
-///
-/// Returns `(qt, r)`: `qt` is Qᵀ (m × n, m = min(n, k), orthonormal rows) and `r` is R
-/// (m × k, upper trapezoidal). The signs of diag(R) are whatever the reflectors give
-/// (β = −sign(α)‖x‖, LAPACK's choice); singular values do not depend on them.
-///
-/// Golub & Van Loan, *Matrix Computations* (4th ed.), Algorithms 5.1.1 and 5.2.1, with Q
-/// accumulated backwards (§5.1.6).
+/// row i = column i of M), with Q formed: `(qt, r)`, Qᵀ (m × n, m = min(n, k), orthonormal
+/// rows) and R (m × k, upper trapezoidal). The spectrum keeps Q as its reflectors
+/// ([`compact_qr_t`]); this is the reference its tests hold them to.
+#[cfg(test)]
 pub(crate) fn householder_qr_t(xt: Array2<f64>) -> (Array2<f64>, Array2<f64>) {
-    if xt.nrows().min(xt.ncols()) >= 2 * PANEL {
-        return blocked_qr_t(xt);
-    }
-    let (k, n) = xt.dim();
-    let m = n.min(k);
-    let mut buf = xt.as_standard_layout().into_owned().into_raw_vec_and_offset().0;
-    let mut tau = vec![0.0; m];
-    let mut beta = vec![0.0; m];
-    reflect_rows(&mut buf, n, 0..m, k, &mut tau, &mut beta);
-    let r = upper_factor(&buf, n, k, &tau, &beta);
-    // Column c of Q is H_0 H_1 ⋯ H_c e_c (the later reflectors leave e_c alone); row j of
-    // `buf` holds v_j from position j on, its leading 1 included.
-    let mut qt = vec![0.0; m * n];
-    for (c, q) in qt.chunks_exact_mut(n.max(1)).take(m).enumerate() {
-        q[c] = 1.0;
-        for j in (0..=c).rev() {
-            if tau[j] == 0.0 {
-                continue;
-            }
-            let v = &buf[j * n + j..(j + 1) * n];
-            let y = &mut q[j..];
-            let cc = tau[j] * dot(v, y);
-            if cc != 0.0 {
-                axpy(y, cc, v);
-            }
-        }
-    }
-    (Array2::from_shape_vec((m, n), qt).expect("m × n"), r)
+    let (q, r) = compact_qr_t(xt);
+    (q.qt(), r)
 }
 
 /// Householder reflectors j ∈ `js` of the row-stored matrix `buf` (rows of length n): row j
@@ -111,18 +81,76 @@ fn upper_factor(buf: &[f64], n: usize, k: usize, tau: &[f64], beta: &[f64]) -> A
 /// Reflectors per panel of the blocked QR.
 const PANEL: usize = 32;
 
-/// [`householder_qr_t`] blocked (LAPACK's `dgeqrf`/`dorgqr` scheme): each panel of
-/// [`PANEL`] reflectors is factored one column at a time, then applied to the rest of the
-/// matrix, and later to Q, as `I − Vᵀ T V` with T from the compact WY recurrence (Schreiber
-/// & Van Loan 1989), so nearly all the work is matrix products.
-fn blocked_qr_t(xt: Array2<f64>) -> (Array2<f64>, Array2<f64>) {
+/// One panel of reflectors in compact WY form: `P = I − Vᵀ T V` acting on coordinates
+/// `j0..` (V is nb × (n − j0), row a = v_{j0+a} with zeros before its diagonal).
+#[derive(Clone)]
+struct Panel {
+    j0: usize,
+    v: Array2<f64>,
+    t: Array2<f64>,
+}
+
+/// The Q of a Householder QR kept as its reflectors, `Q = P_0 ⋯ P_{B−1} E` (n × m), and
+/// never formed unless asked: applying Qᵀ to an n × p matrix costs what the product with an
+/// explicit Q costs (2nmp), so forming Q (another 4/3 n³ for a square frame) is saved.
+#[derive(Clone)]
+pub(crate) struct Reflectors {
+    n: usize,
+    m: usize,
+    panels: Vec<Panel>,
+}
+
+impl Reflectors {
+    /// The length n of each column of Q.
+    pub(crate) fn rows(&self) -> usize {
+        self.n
+    }
+
+    /// `Qᵀ Y` (m × p) for Y (n × p): `P_{B−1}ᵀ ⋯ P_0ᵀ Y`, first m rows.
+    pub(crate) fn apply_qt(&self, mut y: Array2<f64>) -> Array2<f64> {
+        assert_eq!(y.nrows(), self.n, "Qᵀ Y needs Y with n rows");
+        for p in &self.panels {
+            let mut ys = y.slice_mut(s![p.j0.., ..]);
+            let w1 = p.v.dot(&ys);
+            let w2 = p.t.t().dot(&w1);
+            general_mat_mul(-1.0, &p.v.t(), &w2, 1.0, &mut ys);
+        }
+        if self.m == self.n { y } else { y.slice_move(s![..self.m, ..]) }
+    }
+
+    /// Qᵀ (m × n) formed (for the tests): `Eᵀ P_{B−1}ᵀ ⋯ P_0ᵀ`, panels from the last, on the rows of the
+    /// identity; rows c < j0 of panel b are still e_c there and unaffected.
+    #[cfg(test)]
+    pub(crate) fn qt(&self) -> Array2<f64> {
+        let mut qt = Array2::<f64>::eye(self.n).slice_move(s![..self.m, ..]).to_owned();
+        for p in self.panels.iter().rev() {
+            let mut qs = qt.slice_mut(s![p.j0.., p.j0..]);
+            let w1 = qs.dot(&p.v.t());
+            let w2 = w1.dot(&p.t.t());
+            general_mat_mul(-1.0, &w2, &p.v, 1.0, &mut qs);
+        }
+        qt
+    }
+}
+
+/// The QR factorisation M = Q R of an n × k matrix M handed in *transposed*, as `xt` (k × n,
+/// row i = column i of M), so every Householder step works on contiguous rows; Q is kept as
+/// its reflectors, R (m × k, m = min(n, k)) is upper trapezoidal. The signs of diag(R) are
+/// whatever the reflectors give (β = −sign(α)‖x‖, LAPACK's choice); singular values do not
+/// depend on them.
+///
+/// Blocked as LAPACK's `dgeqrf` is: each panel of [`PANEL`] reflectors is factored one
+/// column at a time, then applied to the rest of the matrix as `I − Vᵀ T V`, with T from the
+/// compact WY recurrence (Schreiber & Van Loan 1989), so nearly all the work is matrix
+/// products. Golub & Van Loan, *Matrix Computations* (4th ed.), Algorithms 5.1.1, 5.2.1 and
+/// §5.2.3.
+pub(crate) fn compact_qr_t(xt: Array2<f64>) -> (Reflectors, Array2<f64>) {
     let (k, n) = xt.dim();
     let m = n.min(k);
     let mut x = xt.as_standard_layout().into_owned();
     let mut tau = vec![0.0; m];
     let mut beta = vec![0.0; m];
-    // Per panel: its first reflector, V (nb × n, rows v_j with zeros before j) and T.
-    let mut panels: Vec<(usize, Array2<f64>, Array2<f64>)> = Vec::new();
+    let mut panels: Vec<Panel> = Vec::new();
     let mut j0 = 0;
     while j0 < m {
         let nb = PANEL.min(m - j0);
@@ -157,19 +185,11 @@ fn blocked_qr_t(xt: Array2<f64>) -> (Array2<f64>, Array2<f64>) {
             let w2 = w1.dot(&t);
             general_mat_mul(-1.0, &w2, &v, 1.0, &mut xtr);
         }
-        panels.push((j0, v, t));
+        panels.push(Panel { j0, v, t });
         j0 += nb;
     }
     let r = upper_factor(x.as_slice().expect("standard layout"), n, k, &tau, &beta);
-    // Qᵀ = Eᵀ P_{B−1}ᵀ ⋯ P_0ᵀ; rows c < j0 of panel b are still e_c there and unaffected.
-    let mut qt = Array2::<f64>::eye(n).slice_move(s![..m, ..]).to_owned();
-    for (j0, v, t) in panels.iter().rev() {
-        let mut qs = qt.slice_mut(s![*j0.., *j0..]);
-        let w1 = qs.dot(&v.t());
-        let w2 = w1.dot(&t.t());
-        general_mat_mul(-1.0, &w2, v, 1.0, &mut qs);
-    }
-    (qt, r)
+    (Reflectors { n, m, panels }, r)
 }
 
 /// Below this inner dimension the structured products fall back to one plain product.
@@ -322,10 +342,11 @@ fn dot(x: &[f64], y: &[f64]) -> f64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn lcg(seed: &mut u64) -> f64 {
+    /// Uniform on [−0.5, 0.5), from a 64-bit LCG (Knuth's MMIX constants).
+    pub(crate) fn lcg(seed: &mut u64) -> f64 {
         *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         ((*seed >> 11) as f64 / (1u64 << 53) as f64) - 0.5
     }
@@ -349,6 +370,20 @@ mod tests {
                     assert_eq!(r[[j, i]], 0.0);
                 }
             }
+        }
+    }
+
+    #[test]
+    fn reflectors_apply_the_formed_q() {
+        let mut s = 11;
+        for &(n, k, p) in &[(150, 150, 40), (200, 70, 90), (70, 200, 33), (5, 5, 3)] {
+            let xt = Array2::from_shape_fn((k, n), |_| lcg(&mut s));
+            let y = Array2::from_shape_fn((n, p), |_| lcg(&mut s));
+            let (q, _) = compact_qr_t(xt.clone());
+            let want = householder_qr_t(xt).0.dot(&y);
+            let got = q.apply_qt(y);
+            assert_eq!(got.dim(), want.dim());
+            assert!((&got - &want).iter().all(|d| d.abs() < 1e-13), "{n}x{k}x{p}");
         }
     }
 

@@ -8,6 +8,11 @@
 //! under- or overflow, and its singular values (those of J) come from a one-sided Jacobi SVD
 //! that works with those exponents. Units whose σ′ is exactly 0 (relu's dead units) are
 //! dropped from the frame, so J's exact zero singular values come out as exact zeros.
+//!
+//! Q is kept as the QR's Householder reflectors and applied to the next layer's Wᵀ, never
+//! formed (on the CPU). Where the frame stays well conditioned (near-isometric chains)
+//! several layers are multiplied on between two QRs; where the layers spread it (ρ, see
+//! `RHO_MAX`) each gets its own, as above.
 
 pub(crate) mod linalg;
 pub mod output;
@@ -21,7 +26,7 @@ pub mod device;
 pub use cli::{SpectrumArgs, run_spectrum};
 pub use device::SpectrumSplit;
 
-use ndarray::{Array2, ArrayView2, Axis, s};
+use ndarray::{Array1, Array2, ArrayView2, Axis, s};
 use serde::Serialize;
 
 use crate::backend::assemble::{pow2, renormalise_rows};
@@ -80,65 +85,173 @@ pub fn log10_abs_det(w: &Array2<f64>) -> f64 {
     (0..n).map(|i| u[(i, i)].abs().log10()).sum()
 }
 
+/// The frame Q (n_l × k) of a [`Frame`]: formed, or as the reflectors of the last QR.
+#[derive(Clone)]
+enum Basis {
+    /// Qᵀ as a matrix (k × n_l): the identity, or a product not yet factored.
+    Formed(Array2<f64>),
+    /// Qᵀ = Eᵀ P_{B−1}ᵀ ⋯ P_0ᵀ on the coordinates `live` of n_out (all when None).
+    Reflectors { q: linalg::Reflectors, live: Option<Vec<usize>>, n_out: usize },
+}
+
+impl Basis {
+    /// `Qᵀ diag(pre) Wᵀ` (k × n_out of W; W = I when absent).
+    fn times_wt(&self, pre: Option<ndarray::ArrayView1<f64>>, w: Option<&Array2<f64>>) -> Array2<f64> {
+        match self {
+            Basis::Formed(qt) => {
+                let scaled;
+                let qt = match pre {
+                    Some(pre) => {
+                        scaled = qt * &pre.insert_axis(Axis(0));
+                        &scaled
+                    }
+                    None => qt,
+                };
+                match w {
+                    Some(w) => qt.dot(&w.t()),
+                    None => qt.clone(),
+                }
+            }
+            Basis::Reflectors { q, live, n_out } => {
+                // Y = diag(pre) Wᵀ on the live coordinates, then Qᵀ Y by the reflectors.
+                let mut y = match (w, live) {
+                    (Some(w), None) => w.t().as_standard_layout().into_owned(),
+                    (Some(w), Some(live)) => w.t().select(Axis(0), live),
+                    (None, None) => Array2::eye(*n_out),
+                    (None, Some(live)) => Array2::from_shape_fn((live.len(), *n_out), |(a, c)| f64::from(u8::from(live[a] == c))),
+                };
+                if let Some(pre) = pre {
+                    let pre = match live {
+                        Some(live) => pre.select(Axis(0), live),
+                        None => pre.to_owned(),
+                    };
+                    y *= &pre.insert_axis(Axis(1));
+                }
+                debug_assert_eq!(y.nrows(), q.rows());
+                q.apply_qt(y)
+            }
+        }
+    }
+}
+
 /// An orthonormal frame and the accumulated triangular factor: the chain so far is
-/// `qtᵀ · diag(2^te) · t`.
+/// `2^shift · Xᵀ · diag(2^te) · t`, where X = Q right after a factorisation (`pending` = 0)
+/// and Q times the layers pushed since otherwise.
+#[derive(Clone)]
 struct Frame {
-    /// Qᵀ, k × n_l (orthonormal rows).
-    qt: Array2<f64>,
+    basis: Basis,
     /// T with its rows renormalised, k × n_start.
     t: Array2<f64>,
     /// One exponent per row of T.
     te: Vec<i64>,
+    /// Layers multiplied onto the basis since the last QR.
+    pending: usize,
+    /// The power of two taken out of the basis since the last QR.
+    shift: i64,
+    /// Layers to take per QR next.
+    block: usize,
+    /// The most layers per QR ([`MAX_BLOCK`]; 1 for a QR after every layer).
+    max_block: usize,
+    /// ln ρ per layer, averaged over the recent blocks (None before the first QR).
+    ln_rho: Option<f64>,
+    /// A ∂z/∂z chain's Σ′(z^{l-1}) waiting to join on the right of Qᵀ with the next product
+    /// (Qᵀ diag(d) Wᵀ), when Q is held as reflectors.
+    right: Option<Array1<f64>>,
 }
 
 impl Frame {
     fn identity(n: usize) -> Frame {
-        Frame { qt: Array2::eye(n), t: Array2::eye(n), te: vec![0; n] }
+        Frame { basis: Basis::Formed(Array2::eye(n)), t: Array2::eye(n), te: vec![0; n], pending: 0, shift: 0, block: 1, max_block: MAX_BLOCK, ln_rho: None, right: None }
+    }
+
+    /// `Qᵀ diag(right) Wᵀ` (k × n_out of W; W = I when absent): the next layer's product on
+    /// the CPU, through the reflectors when Q is held so.
+    fn times_wt(&self, w: Option<&Array2<f64>>) -> Array2<f64> {
+        self.basis.times_wt(self.right.as_ref().map(|r| r.view()), w)
+    }
+
+    /// Qᵀ as a matrix (for products taken elsewhere, on the GPU): the reflectors and a
+    /// waiting Σ′ are applied to the identity once.
+    fn formed_qt(&mut self) -> ArrayView2<'_, f64> {
+        if matches!(self.basis, Basis::Reflectors { .. }) || self.right.is_some() {
+            self.basis = Basis::Formed(self.times_wt(None));
+            self.right = None;
+        }
+        match &self.basis {
+            Basis::Formed(qt) => qt.view(),
+            Basis::Reflectors { .. } => unreachable!("formed just above"),
+        }
     }
 
     /// Multiplies the chain on the left by `diag(d)`, the factor of a ∂z/∂z chain that
     /// precedes W^l. A `d` with exact zeros is a factor of its own (re-orthonormalised
-    /// here), so the rank it removes drops exactly; otherwise it is folded into Qᵀ, which
-    /// the next [`Frame::absorb`] replaces.
+    /// here), so the rank it removes drops exactly; otherwise it is folded into Qᵀ (or, when
+    /// Q is held as reflectors, waits for the next product).
     fn pre(&mut self, d: ndarray::ArrayView1<f64>) {
         if d.iter().any(|&v| v == 0.0) {
-            let q = self.qt.clone();
-            self.absorb(q, Some(d));
+            let x = self.times_wt(None);
+            self.absorb(x, Some(d));
+        } else if let (Basis::Formed(qt), None) = (&mut self.basis, &self.right) {
+            *qt *= &d.insert_axis(Axis(0));
         } else {
-            self.qt *= &d.insert_axis(Axis(0));
+            self.right = Some(match self.right.take() {
+                Some(r) => r * &d,
+                None => d.to_owned(),
+            });
         }
     }
 
     /// Takes the layer product `x = (W Q)ᵀ = Qᵀ Wᵀ` (k × n_out), however it was computed
-    /// (by the CPU or the GPU): multiplies it by `diag(d)` and re-orthonormalises, so the
-    /// frame gains the layer and T gains R.
+    /// (by the CPU or the GPU) and multiplies it by `diag(d)`; the frame is
+    /// re-orthonormalised (T gains R) once the block is complete or the layer has exact
+    /// zeros.
     fn absorb(&mut self, mut x: Array2<f64>, d: Option<ndarray::ArrayView1<f64>>) {
         if let Some(d) = d {
             x *= &d.view().insert_axis(Axis(0));
         }
-        // A global power of two keeps the QR's entries near 1; every row of R shares it.
+        // A global power of two keeps the entries near 1; every row of R shares it.
         let top = x.iter().fold(0.0_f64, |m, v| m.max(v.abs()));
         let shift = if top > 0.0 && top.is_finite() { top.log2().floor() as i64 } else { 0 };
         if shift != 0 {
             let f = pow2(-shift.clamp(-1022, 1022));
             x.mapv_inplace(|v| v * f);
         }
-        // Units with σ′ = 0 exactly contribute zero rows to Σ′WQ: leave them out, so the
-        // rank they remove is removed exactly rather than left at rounding level.
+        let dead = dead_columns(&x);
+        self.basis = Basis::Formed(x);
+        self.right = None;
+        self.shift += shift;
+        self.pending += 1;
+        // Units with σ′ = 0 exactly contribute zero rows to Σ′WQ, and a layer narrower than
+        // the frame caps its rank: both are factored at once, so the rank they remove is
+        // removed exactly rather than left at rounding level.
+        let narrow = matches!(&self.basis, Basis::Formed(x) if x.nrows() > x.ncols());
+        if dead || narrow || self.pending >= self.block {
+            self.factor();
+        }
+    }
+
+    /// The QR of the pending block: `qt` becomes orthonormal again and T ← R T.
+    fn factor(&mut self) {
+        let Basis::Formed(x) = std::mem::replace(&mut self.basis, Basis::Formed(Array2::zeros((0, 0)))) else {
+            return; // already factored
+        };
+        let shift = self.shift;
         let n_out = x.ncols();
         let live: Vec<usize> = (0..n_out).filter(|&i| x.column(i).iter().any(|&v| v != 0.0)).collect();
         let xl = if live.len() == n_out { x } else { x.select(Axis(1), &live) };
-        let (qt_live, r) = linalg::householder_qr_t(xl);
-        let m = qt_live.nrows();
-        self.qt = if live.len() == n_out {
-            qt_live
-        } else {
-            let mut q = Array2::zeros((m, n_out));
-            for (j, &i) in live.iter().enumerate() {
-                q.column_mut(i).assign(&qt_live.column(j));
-            }
-            q
-        };
+        let norms: Vec<f64> = xl.rows().into_iter().map(|r| r.dot(&r).sqrt()).collect();
+        let (q, r) = linalg::compact_qr_t(xl);
+        let m = r.nrows();
+        let rho = (0..m).map(|j| norms[j] / r[[j, j]].abs()).fold(1.0_f64, f64::max);
+        // ρ of one block says little about the next (its tail is heavy): the plan follows a
+        // running average, so one quiet layer does not open a long block.
+        let now = rho.ln() / self.pending as f64;
+        let avg = self.ln_rho.map_or(now, |a| a + (now - a) / 4.0);
+        self.ln_rho = Some(avg);
+        self.block = next_block(avg, self.max_block);
+        self.pending = 0;
+        self.shift = 0;
+        self.basis = Basis::Reflectors { q, live: (live.len() < n_out).then_some(live), n_out };
         // T ← R T with row exponents: row i of R·diag(2^te) is brought to the scale of its
         // largest live term, so nothing overflows and only negligible terms underflow.
         let mut rs = r;
@@ -158,13 +271,51 @@ impl Frame {
         self.te = me;
     }
 
-    /// log10 of the chain's singular values, padded with −∞ to `count` (exact zeros).
+    /// log10 of the chain's singular values, padded with −∞ to `count` (exact zeros). A
+    /// pending block is factored on a copy, so the frame goes on exactly as if unrecorded.
     fn log10_singular_values(&self, count: usize) -> Result<Vec<f64>> {
-        let mut v: Vec<f64> = linalg::graded_jacobi_log2_sv(&self.t, &self.te)?.into_iter().map(|x| x * LOG10_2).collect();
+        let done;
+        let f = if self.pending > 0 {
+            let mut c = self.clone();
+            c.factor();
+            done = c;
+            &done
+        } else {
+            self
+        };
+        let mut v: Vec<f64> = linalg::graded_jacobi_log2_sv(&f.t, &f.te)?.into_iter().map(|x| x * LOG10_2).collect();
         v.resize(count, f64::NEG_INFINITY);
         v.truncate(count);
         Ok(v)
     }
+}
+
+/// Whether a column of `x` (a unit of the layer) is exactly zero in every frame vector.
+fn dead_columns(x: &Array2<f64>) -> bool {
+    let mut live = vec![false; x.ncols()];
+    for row in x.rows() {
+        live.iter_mut().zip(row).for_each(|(l, &v)| *l |= v != 0.0);
+    }
+    live.contains(&false)
+}
+
+/// The most layers multiplied onto the frame between two QRs.
+const MAX_BLOCK: usize = 8;
+
+/// The largest ρ = max_j ‖x_j‖ / |R_jj| a block is planned to reach. A QR is backward stable
+/// column by column, so R_jj carries a relative error of about ε ρ_j: a block of layers
+/// whose columns have drawn this close together (as happens fast where the Lyapunov
+/// exponents spread, ~100 per layer at tanh's critical point and width 512) loses that
+/// many more digits than one layer would. 1e3 is the per-layer ρ of a typical such layer,
+/// so only well-conditioned chains (near-isometries) take more than one layer per QR.
+const RHO_MAX: f64 = 1e3;
+
+/// Layers per QR in the next block (at most `cap`), from the growth of ln ρ per layer.
+fn next_block(ln_rho_per_layer: f64, cap: usize) -> usize {
+    if !(ln_rho_per_layer > 0.0) {
+        return cap;
+    }
+    ((RHO_MAX.ln() / ln_rho_per_layer).floor() as usize).clamp(1, cap)
 }
 
 /// Bytes one example's frame holds at its peak (Qᵀ, T, the layer product and the QR's copy).
@@ -212,7 +363,7 @@ pub(crate) fn validate(p: &Problem, examples: usize, chain: Chain, depths: &[usi
 /// Out-of-range depths or examples, too little memory, a forward pass that overflows f64,
 /// or `det_check` on a chain whose layers are not all square.
 pub fn measure(p: &Problem, examples: usize, chain: Chain, depths: &[usize], det_check: bool) -> Result<Vec<DepthSpectrum>> {
-    measure_with(p, examples, chain, depths, det_check, &mut |_, w, qts| Ok(qts.iter().map(|q| q.dot(&w.t())).collect()))
+    measure_by(p, examples, chain, depths, det_check, None)
 }
 
 /// The layer products of [`measure_with`]: given l, W^l and every example's frame Qᵀ
@@ -222,6 +373,12 @@ pub(crate) type Products<'a> = dyn FnMut(usize, &Array2<f64>, &[ArrayView2<f64>]
 /// [`measure`] with the layer products computed by `products` (the CPU's own, or the GPU's);
 /// the forward pass, the QR, T and the SVD are always the CPU engine's, in f64.
 pub(crate) fn measure_with(p: &Problem, examples: usize, chain: Chain, depths: &[usize], det_check: bool, products: &mut Products<'_>) -> Result<Vec<DepthSpectrum>> {
+    measure_by(p, examples, chain, depths, det_check, Some(products))
+}
+
+/// [`measure`] (`products` None: Q applied through its reflectors on the CPU) or
+/// [`measure_with`].
+fn measure_by(p: &Problem, examples: usize, chain: Chain, depths: &[usize], det_check: bool, mut products: Option<&mut Products<'_>>) -> Result<Vec<DepthSpectrum>> {
     let net = &p.net;
     let start = chain.start();
     let top = validate(p, examples, chain, depths, det_check)?;
@@ -267,9 +424,15 @@ pub(crate) fn measure_with(p: &Problem, examples: usize, chain: Chain, depths: &
         if let (Chain::FromLayer(_), Some(d_prev), false) = (chain, &pending, pending_applied) {
             frames.iter_mut().zip(d_prev.rows()).for_each(|(f, d)| f.pre(d));
         }
-        let xs = {
-            let qts: Vec<ArrayView2<f64>> = frames.iter().map(|f| f.qt.view()).collect();
-            products(l, &w, &qts)?
+        let xs = match products.as_mut() {
+            None => frames.iter().map(|f| f.times_wt(Some(&w))).collect(),
+            Some(products) => {
+                // A product rounded elsewhere (f32 on the GPU) is taken on an orthonormal
+                // frame every layer: a pending block's spread would share its rounding.
+                frames.iter_mut().for_each(|f| f.max_block = 1);
+                let qts: Vec<ArrayView2<f64>> = frames.iter_mut().map(|f| f.formed_qt()).collect();
+                products(l, &w, &qts)?
+            }
         };
         let mut spectra = Vec::new();
         // Σ′(z^l) joins after the product, exactly in f64 whatever rounded the product (a
@@ -290,4 +453,52 @@ pub(crate) fn measure_with(p: &Problem, examples: usize, chain: Chain, depths: &
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::linalg::tests::lcg;
+    use super::*;
+
+    /// Near-isometric layers (I + a small perturbation, σ′ near 1) are well conditioned:
+    /// the frame takes several of them per QR and gives the values a QR per layer gives.
+    #[test]
+    fn blocks_of_well_conditioned_layers_match_a_qr_per_layer() {
+        let (n, depth) = (24, 300);
+        let mut s = 3;
+        let mut blocked = Frame::identity(n);
+        let mut single = Frame { max_block: 1, ..Frame::identity(n) };
+        let mut longest = 0;
+        for _ in 0..depth {
+            let w = Array2::from_shape_fn((n, n), |(i, j)| f64::from(u8::from(i == j)) + 0.1 * lcg(&mut s));
+            let d = Array1::from_shape_fn(n, |_| 0.9 + 0.1 * lcg(&mut s));
+            for f in [&mut blocked, &mut single] {
+                let x = f.times_wt(Some(&w));
+                f.absorb(x, Some(d.view()));
+            }
+            longest = longest.max(blocked.block);
+            assert_eq!(single.pending, 0);
+        }
+        assert!(longest >= 4, "the blocks stayed at {longest} layers");
+        let (a, b) = (blocked.log10_singular_values(n).unwrap(), single.log10_singular_values(n).unwrap());
+        assert!(a[0] - a[n - 1] > 3.0, "spread {}", a[0] - a[n - 1]);
+        for (x, y) in a.iter().zip(&b) {
+            assert!((x - y).abs() < 1e-12, "{x} vs {y}");
+        }
+    }
+
+    /// At tanh's critical point the layers spread the frame ~100-fold each: one QR per layer.
+    #[test]
+    fn ill_conditioned_layers_get_a_qr_each() {
+        let n = 64;
+        let mut s = 5;
+        let mut f = Frame::identity(n);
+        for _ in 0..40 {
+            let w = Array2::from_shape_fn((n, n), |_| 4.6 * lcg(&mut s) / (n as f64).sqrt());
+            let d = Array1::from_shape_fn(n, |_| 0.5 + lcg(&mut s));
+            let x = f.times_wt(Some(&w));
+            f.absorb(x, Some(d.view()));
+            assert_eq!(f.pending, 0);
+        }
+    }
 }

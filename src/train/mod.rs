@@ -142,6 +142,8 @@ pub fn train(plan: &TrainPlan, state: &mut TrainState, on_record: &mut dyn FnMut
     let spe = plan.steps_per_epoch();
     let n = plan.data.len();
     let mut order: Option<(u64, Vec<usize>)> = None;
+    // The data set's nonzeros, once (a batch then takes its rows of them).
+    let sparse = sgd::SparseRows::of(plan.data.x.view());
     while state.step < plan.total_steps {
         let t = state.step;
         let t0 = std::time::Instant::now();
@@ -151,7 +153,7 @@ pub fn train(plan: &TrainPlan, state: &mut TrainState, on_record: &mut dyn FnMut
         }
         let idx = &order.as_ref().unwrap().1[plan.batch_range(t)];
         let (xb, yb) = batch_rows(&plan.data, idx);
-        let g = sgd::gradients(&plan.net, &state.weights, xb.view(), yb.view()).map_err(|d| {
+        let g = sgd::gradients_by(&plan.net, &state.weights, xb.view(), yb.view(), sparse.as_ref().map(|sp| (sp, idx))).map_err(|d| {
             Error::Numerical(format!(
                 "training diverged at step {} (epoch {epoch}): the {} pass left the range of f64 at layer {} (the cost is NaN or infinite); lower --lr",
                 t + 1,
