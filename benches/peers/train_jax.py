@@ -14,7 +14,6 @@ With --check-numpy K it also runs train_numpy.py's backprop for K epochs from th
 and prints both costs (Nielsen's total_cost: mean cross-entropy + λ/(2n) Σ‖W‖²) and the
 largest difference of any weight; those K epochs are not timed.
 """
-import argparse
 import json
 import os
 import sys
@@ -24,15 +23,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from train_numpy import backprop, init, parser  # noqa: E402  (the numpy peer, beside this file)
+
 jax.config.update("jax_enable_x64", True)
-
-
-def init(widths):
-    """train_numpy.py's initial weights: the same generator, the same draws in the same order."""
-    rng = np.random.default_rng(0)
-    ws = [rng.standard_normal((o, i)) / np.sqrt(i) for i, o in zip(widths[:-1], widths[1:])]
-    bs = [rng.standard_normal(o) for o in widths[1:]]
-    return ws, bs
 
 
 def batch_cost(params, x, y):
@@ -70,14 +64,7 @@ def total_cost(ws, bs, x, y, l2):
 
 
 def main():
-    p = argparse.ArgumentParser()
-    p.add_argument("--inputs", required=True)
-    p.add_argument("--targets", required=True)
-    p.add_argument("--widths", required=True)
-    p.add_argument("--batch", type=int, default=1000)
-    p.add_argument("--epochs", type=int, default=100)
-    p.add_argument("--lr", type=float, default=0.1)
-    p.add_argument("--l2", type=float, default=5.0)
+    p = parser()
     p.add_argument("--check-numpy", type=int, default=0, metavar="K")
     a = p.parse_args()
     x_np, y_np = np.load(a.inputs).astype(np.float64), np.load(a.targets).astype(np.float64)
@@ -96,8 +83,6 @@ def main():
 
     out = {"peer": "jax " + jax.__version__, "epochs": a.epochs}
     if a.check_numpy:
-        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-        from train_numpy import backprop
         params = [(jnp.asarray(w), jnp.asarray(b)) for w, b in zip(ws0, bs0)]
         ws, bs = ws0, bs0
         for _ in range(a.check_numpy):

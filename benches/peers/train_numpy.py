@@ -41,7 +41,8 @@ def backprop(ws, bs, x, y):
     return nw, nb
 
 
-def main():
+def parser():
+    """The protocol's options, shared with train_jax.py."""
     p = argparse.ArgumentParser()
     p.add_argument("--inputs", required=True)
     p.add_argument("--targets", required=True)
@@ -50,13 +51,24 @@ def main():
     p.add_argument("--epochs", type=int, default=100)
     p.add_argument("--lr", type=float, default=0.1)
     p.add_argument("--l2", type=float, default=5.0)
+    return p
+
+
+def init(widths):
+    """Nielsen's default_weight_initializer, from default_rng(0) (train_jax.py starts here too)."""
+    rng = np.random.default_rng(0)
+    ws = [rng.standard_normal((o, i)) / np.sqrt(i) for i, o in zip(widths[:-1], widths[1:])]
+    bs = [rng.standard_normal(o) for o in widths[1:]]
+    return ws, bs
+
+
+def main():
+    p = parser()
     p.add_argument("--record", action="store_true")
     a = p.parse_args()
     x, y = np.load(a.inputs).astype(np.float64), np.load(a.targets).astype(np.float64)
     widths = [int(v) for v in a.widths.split(",")]
-    rng = np.random.default_rng(0)
-    ws = [rng.standard_normal((o, i)) / np.sqrt(i) for i, o in zip(widths[:-1], widths[1:])]
-    bs = [rng.standard_normal(o) for o in widths[1:]]
+    ws, bs = init(widths)
     n = x.shape[0]
     t_step = t_rec = 0.0
     norms = []
