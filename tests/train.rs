@@ -257,7 +257,7 @@ fn deep_sigmoid_network_reports_tiny_gradients_not_zero() {
 }
 
 /// `reproduce nielsen-training`: his three networks at the five epochs, the deep pair, the
-/// data labelled, and his cited epoch-0 values beside an MNIST-format run only.
+/// data labelled, and his JSON values for his three networks beside an MNIST-format run only.
 #[test]
 fn reproduce_nielsen_training_rows_and_labels() {
     let o = ok(&["reproduce", "nielsen-training", "--batch", "100", "--depth", "12", "--format", "json"]);
@@ -291,11 +291,19 @@ fn reproduce_nielsen_training_rows_and_labels() {
     std::fs::write(&l, lb).unwrap();
     let o = ok(&["reproduce", "nielsen-training", "--images", s(&i), "--labels", s(&l), "--depth", "4", "--format", "json"]);
     let v: serde_json::Value = serde_json::from_str(&o).unwrap();
-    let cited: Vec<_> = v["rows"].as_array().unwrap().iter().filter(|r| !r["published"].is_null()).collect();
-    assert_eq!(cited.len(), 1, "only epoch 0 of the 3-hidden-layer network is cited");
-    assert_eq!(cited[0]["network"], "[784, 30, 30, 30, 10]");
-    assert_eq!(cited[0]["epoch"], 0);
-    assert_eq!(cited[0]["published"], serde_json::json!([0.011838, 0.059965, 0.283142]));
+    let rows = v["rows"].as_array().unwrap();
+    let cited: Vec<_> = rows.iter().filter(|r| !r["published"].is_null()).collect();
+    assert_eq!(cited.len(), 3 * 5, "his three networks at the five epochs, nothing beside the deep pair");
+    for r in &cited {
+        let hidden = r["network"].as_str().unwrap().matches("30").count();
+        assert_eq!(r["published"].as_array().unwrap().len(), hidden, "{}", r["network"]);
+        assert_eq!(r["published"].as_array().unwrap().len(), r["grad_b_mean"].as_array().unwrap().len());
+    }
+    let at = |net: &str, epoch: u64| rows.iter().find(|r| r["network"] == net && r["epoch"] == epoch).unwrap()["published"].clone();
+    assert_eq!(at("[784, 30, 30, 30, 10]", 0), serde_json::json!([0.011838212272121293, 0.05996519457449515, 0.28314239285488185]));
+    // His file ends at entry 499 (before the 500th step); that entry stands beside our 500.
+    assert_eq!(at("[784, 30, 30, 10]", 500), serde_json::json!([0.003434568507576292, 0.009630366361002016]));
+    assert!(v["notes"].as_array().unwrap().iter().any(|n| n.as_str().unwrap().contains("his last entry, 499")));
 }
 
 /// Nielsen's networks are fixed by his protocol: options the reproductions would silently
