@@ -214,15 +214,5 @@ fn digits_cross_entropy_learns_within_50_epochs_on_the_gpu() {
     if common::gpu("digits_cross_entropy_learns_within_50_epochs_on_the_gpu").is_none() {
         return;
     }
-    let t = tempfile::tempdir().unwrap();
-    let dir = t.path().join("run");
-    ok(&["train", "--backend", "gpu", "--data", "digits", "--widths", "64,30,10", "--init", "nielsen", "--cost", "cross-entropy", "--lr", "0.5", "--batch", "10", "--epochs", "50", "--every", "1800", "--out", s(&dir), "-q"]);
-    let h = read_history(&dir);
-    let last = h.shape()[0] - 1;
-    assert_eq!(h[(last, 0, col("epoch"))], 50.0);
-    let (c0, c1) = (h[(0, 0, col("log10_cost"))], h[(last, 0, col("log10_cost"))]);
-    assert!(c1 < c0 - 1.0, "the cost fell from 10^{c0} to only 10^{c1}");
-    let acc = h[(last, 0, col("accuracy"))];
-    eprintln!("digits on the GPU, 50 epochs: cost 10^{c0} → 10^{c1}, accuracy {acc}");
-    assert!((acc - 1796.0 / 1797.0).abs() <= 5.0 / 1797.0, "accuracy {acc}, the f64 run's 1796/1797");
+    common::assert_digits_learn_within_50_epochs(&["--backend", "gpu"], 5.0);
 }
