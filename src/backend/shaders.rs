@@ -42,6 +42,11 @@ pub fn modules() -> Vec<ModuleSource> {
     ]
 }
 
+/// The module labelled `label` (a [`ModuleSource::label`]), if there is one.
+pub fn module(label: &str) -> Option<ModuleSource> {
+    modules().into_iter().find(|m| m.label == label)
+}
+
 /// Tile sizes of the workgroup-tiled products (`forward_tiled`, `backward_tiled` in
 /// shaders/matmul.wgsl), passed as its override constants `WG_X`, `WG_Y`, `TILE_K`.
 ///

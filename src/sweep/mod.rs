@@ -552,7 +552,7 @@ pub fn run(plan: &SweepPlan, opts: &RunOptions) -> Result<RunSummary> {
         // Each group of a batch is written (and counts as finished) when the batch is done.
         let secs = tg.elapsed().as_secs_f64() / batch.len() as f64;
         for ((g, r), pr) in batch.iter().zip(&reports).zip(&predicted) {
-            dir.write_group_with(plan, g, r, secs, pr)?;
+            dir.write_group(plan, g, r, secs, pr)?;
             bar.tick(g, plan.depths.len());
         }
     }

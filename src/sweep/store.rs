@@ -169,13 +169,9 @@ impl SweepDir {
         gf.group == *g && self.group_json(g).with_extension("npz").exists()
     }
 
-    /// Writes one finished group: profiles first, then the JSON that marks it done.
-    pub fn write_group(&self, plan: &SweepPlan, g: &Group, reports: &[Report], seconds: f64) -> Result<()> {
-        self.write_group_with(plan, g, reports, seconds, &plan.all_predictions(g))
-    }
-
-    /// [`SweepDir::write_group`] with the group's predictions already computed.
-    pub fn write_group_with(&self, plan: &SweepPlan, g: &Group, reports: &[Report], seconds: f64, pr: &Predicted) -> Result<()> {
+    /// Writes one finished group, with its predictions (`SweepPlan::all_predictions`,
+    /// computed beside the engine): profiles first, then the JSON that marks it done.
+    pub fn write_group(&self, plan: &SweepPlan, g: &Group, reports: &[Report], seconds: f64, pr: &Predicted) -> Result<()> {
         let (predicted, signal_predicted) = (&pr.gradient, &pr.signal);
         let mut npz = NpzWriter::new(std::io::Cursor::new(Vec::new()));
         // Ragged, not padded: row i's layers 1..=depth_i, rows concatenated (the padded

@@ -40,7 +40,7 @@ struct TrainKernels {
 impl TrainKernels {
     fn new(ctx: &Context) -> Result<TrainKernels> {
         let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let source = crate::backend::shaders::modules().into_iter().find(|m| m.label == Family::Train.label()).map(|m| m.source).unwrap_or_default();
+        let source = crate::backend::shaders::module(Family::Train.label()).ok_or_else(|| Error::Internal("shaders::modules has no train module".into()))?.source;
         let module = ctx.device.create_shader_module(wgpu::ShaderModuleDescriptor { label: Some("train"), source: wgpu::ShaderSource::Wgsl(source.into()) });
         use Access::{Read as R, ReadWrite as W};
         let opts = wgpu::PipelineCompilationOptions::default();
