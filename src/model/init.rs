@@ -193,6 +193,22 @@ fn fill_normal_rows(w: &mut Array2<f64>, stream: &Stream, layer: u32, std: f64) 
     });
 }
 
+/// W = std·G from the stream's unit normal matrix G (what [`Init::weights`] draws for
+/// gaussian-family inits with that std), into `out`'s storage: each entry is multiplied
+/// once by std, the very operation `fill_normal_rows` applies to a freshly drawn row, so
+/// the result is W bit for bit. For a caller that holds G already (`backend::norms`).
+pub fn scale_normal_into(out: &mut Array2<f64>, g: &Array2<f64>, std: f64) {
+    assert_eq!(out.dim(), g.dim(), "W and G of one shape");
+    par_rows(out, |i, r| {
+        let gr = g.row(i);
+        if std != 1.0 {
+            r.iter_mut().zip(gr).for_each(|(v, &x)| *v = x * std);
+        } else {
+            r.iter_mut().zip(gr).for_each(|(v, &x)| *v = x);
+        }
+    });
+}
+
 /// Calls `f(row index, row)` for every row, on all cores when the matrix is large. Each
 /// entry depends only on its own Philox counter, so the result is the same on any number
 /// of threads.
