@@ -463,3 +463,87 @@ impl NormCache {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Activation, Cost};
+
+    fn net(widths: &[usize], init: Init) -> Network {
+        Network::new(widths.to_vec(), Activation::Tanh, false, Cost::Quadratic, Params::Generated { init, seed: 7 }).unwrap()
+    }
+
+    /// The forward side at layer l: W and b must be `net.layer(l)`'s bits.
+    fn forward(share: &DrawShare, l: usize, spare: &mut Option<Array2<f64>>) {
+        let (w, b) = share.forward_layer(l, spare);
+        let (w0, b0) = share.net.layer(l);
+        assert!(w.iter().zip(w0.iter()).all(|(a, b)| a.to_bits() == b.to_bits()) && w.dim() == w0.dim(), "W^{l}");
+        assert_eq!(b, b0, "b^{l}");
+        assert!(share.held() <= SHARE_CAP, "at most {SHARE_CAP} held, {} at layer {l}", share.held());
+        if let Cow::Owned(w) = w {
+            *spare = Some(w);
+        }
+    }
+
+    /// The norm side's next layer, checked against a norm found alone; None when done.
+    fn norm(cache: &NormCache, share: &DrawShare) -> Option<usize> {
+        let l = share.next_norm_layer()?;
+        let alone = NormCache::default().log2_norm_on(share.net, l, None, 1);
+        assert_eq!(cache.norm_shared(share, l).to_bits(), alone.to_bits(), "log2 ‖W^{l}‖₂");
+        assert!(share.held() <= SHARE_CAP);
+        Some(l)
+    }
+
+    /// A forward three layers ahead for every layer the norms finish keeps handing over:
+    /// the norms take the G the forward left before the next layer in line, so more than
+    /// SHARE_CAP are handed over though never more than SHARE_CAP are held, and nothing is
+    /// held once both sides are done.
+    #[test]
+    fn a_forward_far_ahead_keeps_handing_over() {
+        let net = net(&[50, 60, 60, 40, 60, 60, 60, 60, 60, 60, 60, 60, 60, 60, 60, 60, 60, 60, 60, 60, 60], Init::new(InitKind::He, None, None).unwrap());
+        let cache = NormCache::default();
+        let share = DrawShare::new(&net, cache.clone());
+        let (mut spare, mut order) = (None, Vec::new());
+        for l in 1..=net.depth() {
+            forward(&share, l, &mut spare);
+            if l % 3 == 0 {
+                order.extend(norm(&cache, &share));
+            }
+        }
+        while let Some(l) = norm(&cache, &share) {
+            order.push(l);
+        }
+        let mut sorted = order.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (1..=net.depth()).collect::<Vec<_>>(), "each layer normed once");
+        assert_ne!(order, sorted, "the norms took the forward's G out of turn");
+        assert_eq!(cache.handoffs().0, 0);
+        assert!(cache.handoffs().1 > SHARE_CAP, "handed over: {:?}", cache.handoffs());
+        assert_eq!(share.held(), 0, "nothing held once both sides passed");
+    }
+
+    /// The side that comes second while the first is still drawing draws for itself (it
+    /// never waits) and the first then keeps its G; a side that passes a layer without
+    /// needing G frees what the other left there.
+    #[test]
+    fn no_side_waits_and_nothing_stays_held() {
+        let net = net(&[20; 5], Init::new(InitKind::Gaussian, Some(1.5), None).unwrap());
+        let share = DrawShare::new(&net, NormCache::default());
+        assert!(matches!(share.arrive(Side::Forward, 1, true), Arrival::Draw { publish: true }));
+        assert_eq!(share.held(), 1, "a slot reserved while G is drawn");
+        assert!(matches!(share.arrive(Side::Norms, 1, true), Arrival::Draw { publish: false }));
+        assert_eq!(share.held(), 0, "the second side gave the reservation up");
+        share.publish(1, &Arc::new(unit_matrix(7, 1, 20, 20)));
+        assert_eq!(share.held(), 0, "nobody is left to take it");
+        assert!(matches!(share.arrive(Side::Norms, 2, true), Arrival::Draw { publish: true }));
+        share.publish(2, &Arc::new(unit_matrix(7, 2, 20, 20)));
+        assert_eq!(share.held(), 1);
+        share.forward_skips(2);
+        assert_eq!(share.held(), 0, "a forward above an overflow frees the norms' G");
+        // A side that finds the other's G takes it.
+        assert!(matches!(share.arrive(Side::Forward, 3, true), Arrival::Draw { publish: true }));
+        share.publish(3, &Arc::new(unit_matrix(7, 3, 20, 20)));
+        assert!(matches!(share.arrive(Side::Norms, 3, true), Arrival::Take(_)));
+        assert_eq!(share.held(), 0);
+    }
+}

@@ -278,6 +278,23 @@ mod tests {
         }
     }
 
+    /// std·G formed from a held G is the W `Init::weights` draws, bit for bit, for a std
+    /// that rounds (σ_w² = 1.7), one that is a power of two, and std = 1; on a matrix large
+    /// enough to be scaled on several threads.
+    #[test]
+    fn scaled_unit_normals_are_the_drawn_weights() {
+        let s = Stream::new(3);
+        for (sw2, n_out, n_in) in [(1.7, 300, 200), (4.0 * 256.0, 40, 256), (50.0, 30, 50)] {
+            let init = Init::new(InitKind::Gaussian, Some(sw2), None).unwrap();
+            let unit = Init::new(InitKind::Gaussian, Some(n_in as f64), None).unwrap();
+            let g = unit.weights(&s, 4, n_out, n_in);
+            let mut w = Array2::zeros((n_out, n_in));
+            scale_normal_into(&mut w, &g, init.normal_std(n_in, n_out).unwrap());
+            let want = init.weights(&s, 4, n_out, n_in);
+            assert!(w.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "σ_w² = {sw2}");
+        }
+    }
+
     #[test]
     fn gaussian_variance_and_scheme_checks() {
         let s = Stream::new(1);
