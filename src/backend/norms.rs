@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use ndarray::{Array1, Array2};
 
 use crate::linalg::spectral_norm_on;
-use crate::model::init::scale_normal_into;
+use crate::model::init::{fill_normal_and_scaled, scale_normal_into};
 use crate::model::{Init, InitKind, Network, Params, Problem};
 use crate::rng::Stream;
 
@@ -210,13 +210,15 @@ impl<'n> DrawShare<'n> {
         };
         let (n_out, n_in) = (net.widths[l], net.widths[l - 1]);
         let offer = self.cache.cached_unit_norm(seed, l, n_out, n_in).is_none();
+        let mut reuse = || spare.take().filter(|w| w.dim() == (n_out, n_in)).unwrap_or_else(|| Array2::zeros((n_out, n_in)));
         let g = match self.arrive(Side::Forward, l, offer) {
             Arrival::Take(g) => g,
             Arrival::Draw { publish: false } => return net.layer(l),
             Arrival::Draw { publish: true } => {
-                let g = Arc::new(unit_matrix(seed, l, n_out, n_in));
-                self.publish(l, &g);
-                g
+                let (mut g, mut w) = (Array2::zeros((n_out, n_in)), reuse());
+                fill_normal_and_scaled(&mut g, &mut w, &Stream::new(seed), l, std);
+                self.publish(l, &Arc::new(g));
+                return (Cow::Owned(w), self.biases(l));
             }
         };
         let w = match Arc::try_unwrap(g) {
@@ -226,13 +228,20 @@ impl<'n> DrawShare<'n> {
                 g
             }
             Err(g) => {
-                let mut w = spare.take().filter(|w| w.dim() == g.dim()).unwrap_or_else(|| Array2::zeros(g.dim()));
+                let mut w = reuse();
                 scale_normal_into(&mut w, &g, std);
                 w
             }
         };
-        let Params::Generated { init, .. } = &net.params else { unreachable!("unit() holds only for generated weights") };
-        (Cow::Owned(w), Cow::Owned(init.biases(&Stream::new(seed), l, n_out)))
+        (Cow::Owned(w), self.biases(l))
+    }
+
+    /// b^l of the network's generated parameters.
+    fn biases(&self, l: usize) -> Cow<'n, Array1<f64>> {
+        match &self.net.params {
+            Params::Generated { init, seed } => Cow::Owned(init.biases(&Stream::new(*seed), l, self.net.widths[l])),
+            Params::Stored(_) => self.net.layer(l).1,
+        }
     }
 
     /// The forward pass passes layer l without its weights (above an overflow).
