@@ -90,7 +90,6 @@ struct Slot {
     g: Option<Arc<Array2<f64>>>,
 }
 
-#[derive(Default)]
 struct ShareState {
     /// Per layer: which sides have passed it, and whether a norm thread claimed it.
     seen: Vec<u8>,
@@ -353,6 +352,7 @@ impl NormCache {
                 }
                 BesideOrder::NormsFirst => {
                     let hs: Vec<_> = (0..workers).map(spawn).collect();
+                    parts.extend(take());
                     hs.into_iter().for_each(|h| parts.extend(join(h)));
                     products(&share)
                 }
