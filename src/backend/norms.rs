@@ -97,7 +97,13 @@ struct ShareState {
     slots: BTreeMap<usize, Slot>,
     /// Layers below this are all claimed by norm threads.
     cursor: usize,
+    /// Unit matrices the norm threads are done with, for the forward's next G: a G drawn
+    /// into one needs no zeroed allocation first (at most [`POOL_CAP`]).
+    pool: Vec<Array2<f64>>,
 }
+
+/// Spent matrices [`DrawShare`] keeps for reuse.
+const POOL_CAP: usize = 2;
 
 /// One draw of each layer's unit matrix G for both sides of [`NormCache::beside`]: the
 /// norm threads (‖W‖₂ = std·‖G‖₂) and the forward pass (W = std·G, formed with the very
@@ -117,7 +123,7 @@ pub struct DrawShare<'n> {
 
 impl<'n> DrawShare<'n> {
     fn new(net: &'n Network, cache: NormCache) -> Self {
-        let state = ShareState { seen: vec![0; net.depth() + 1], slots: BTreeMap::new(), cursor: 1 };
+        let state = ShareState { seen: vec![0; net.depth() + 1], slots: BTreeMap::new(), cursor: 1, pool: Vec::new() };
         DrawShare { net, cache, state: Mutex::new(state) }
     }
 
@@ -187,6 +193,22 @@ impl<'n> DrawShare<'n> {
         }
     }
 
+    /// Keeps a G no side needs any more for the forward's next draw, while there is room.
+    fn recycle(&self, g: Arc<Array2<f64>>) {
+        if let Ok(g) = Arc::try_unwrap(g) {
+            let mut st = self.lock();
+            if st.pool.len() < POOL_CAP {
+                st.pool.push(g);
+            }
+        }
+    }
+
+    /// A matrix of this shape to draw into: a spent one, else a new one.
+    fn fresh(&self, dim: (usize, usize)) -> Array2<f64> {
+        let spent = self.lock().pool.pop();
+        spent.filter(|g| g.dim() == dim).unwrap_or_else(|| Array2::zeros(dim))
+    }
+
     /// Matrices held for the other side now (drawn or being drawn).
     #[cfg(test)]
     fn held(&self) -> usize {
@@ -214,7 +236,7 @@ impl<'n> DrawShare<'n> {
             Arrival::Take(g) => g,
             Arrival::Draw { publish: false } => return net.layer(l),
             Arrival::Draw { publish: true } => {
-                let (mut g, mut w) = (Array2::zeros((n_out, n_in)), reuse());
+                let (mut g, mut w) = (self.fresh((n_out, n_in)), reuse());
                 fill_normal_and_scaled(&mut g, &mut w, &Stream::new(seed), l, std);
                 self.publish(l, &Arc::new(g));
                 return (Cow::Owned(w), self.biases(l));
@@ -390,6 +412,7 @@ impl NormCache {
             }
         };
         let v = spectral_norm_on(g.view(), 1).log2();
+        share.recycle(g);
         self.cache_unit_norm(seed, l, n_out, n_in, v);
         v + std.log2()
     }
@@ -529,6 +552,8 @@ mod tests {
         assert_eq!(cache.handoffs().0, 0);
         assert!(cache.handoffs().1 > SHARE_CAP, "handed over: {:?}", cache.handoffs());
         assert_eq!(share.held(), 0, "nothing held once both sides passed");
+        let spent = share.lock().pool.len();
+        assert!((1..=POOL_CAP).contains(&spent), "the norms return spent G for the forward's next draw: {spent}");
     }
 
     /// The side that comes second while the first is still drawing draws for itself (it
