@@ -20,7 +20,7 @@ use std::borrow::Cow;
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Axis, Zip};
 
 use super::assemble::{add_scaled, output_error, pow2, renormalise_rows, scale2, signal, top_exponent, Assembly, Grad, LayerSums};
-use super::norms::NormCache;
+use super::norms::{DrawShare, NormCache};
 use super::plan::{self, CpuPlan};
 use crate::error::{Error, Result};
 use crate::model::{Activation, Cost, Network, Problem};
@@ -228,16 +228,16 @@ impl CpuBackend {
         let q = plan::prefix(p, *ds.last().unwrap());
         let pl = CpuPlan::new(&q.net.widths, q.batch(), matches!(q.net.params, crate::model::Params::Generated { .. }), self.cache_budget);
         let workers = self.workers_for(&q.net);
-        let products = || {
-            let mut fw = self.forward(&q, &ds, pl, workers == 0);
+        let products = |share: Option<&DrawShare>| {
+            let mut fw = self.forward(&q, &ds, pl, share);
             let measured = (std::mem::take(&mut fw.log2_wnorm), std::mem::take(&mut fw.maxd), std::mem::take(&mut fw.signal), fw.overflow_layer);
             let grads = if fw.overflow_layer.is_none() { Some(self.backward(&q, &ds, pl, fw)) } else { None };
             (measured, grads)
         };
         let ((log2_wnorm, maxd, sig, overflow), grads) = if workers == 0 {
-            products()
+            products(None)
         } else {
-            let (norms, r) = self.norms.beside(&q.net, workers, products);
+            let (norms, r) = self.norms.beside(&q.net, workers, |share| products(Some(share)));
             let ((_, maxd, sig, overflow), grads) = r;
             ((norms, maxd, sig, overflow), grads)
         };
@@ -263,30 +263,34 @@ impl CpuBackend {
 
     /// The forward pass to the top depth of `ds`: norms, max |σ′|, checkpoints every K
     /// layers and the last segment's layers kept for the backward pass.
-    /// With `inline_norms` false the norms are left at 0 for [`NormCache::beside`] to find.
-    fn forward(&self, p: &Problem, ds: &[usize], pl: CpuPlan, inline_norms: bool) -> ForwardPass {
+    /// With a `share` the norms are left at 0 for [`NormCache::beside`] to find, and the
+    /// weights come through the share; without, each layer is normed inline.
+    fn forward(&self, p: &Problem, ds: &[usize], pl: CpuPlan, share: Option<&DrawShare>) -> ForwardPass {
         let net = &p.net;
         let (top, k, bsz) = (net.depth(), pl.k, p.batch());
         let ce = net.cost == Cost::CrossEntropy;
         let last_seg = plan::segments(top, k).next_back().map_or(0, |(s, _)| s);
         let mut fw = ForwardPass { log2_wnorm: vec![0.0; top + 1], maxd: vec![vec![0.0; bsz]; top + 1], checkpoints: Vec::new(), keep: Vec::new(), top: initial_activations(p), overflow_layer: None, signal: vec![Signal::NAN; top] };
         let (a, ea) = &mut fw.top;
+        let mut spare = None; // a W whose storage the next layer's may reuse
         for l in 1..=top {
             if (l - 1) % k == 0 {
                 fw.checkpoints.push((a.clone(), ea.clone()));
             }
             if fw.overflow_layer.is_some() {
-                if inline_norms {
-                    fw.log2_wnorm[l] = self.norms.layer_with_norm(net, l).2;
+                match share {
+                    None => fw.log2_wnorm[l] = self.norms.layer_with_norm(net, l).2,
+                    Some(s) => s.forward_skips(l),
                 }
                 continue;
             }
-            let (w, b) = if inline_norms {
-                let (w, b, log2_norm) = self.norms.layer_with_norm(net, l);
-                fw.log2_wnorm[l] = log2_norm;
-                (w, b)
-            } else {
-                net.layer(l)
+            let (w, b) = match share {
+                None => {
+                    let (w, b, log2_norm) = self.norms.layer_with_norm(net, l);
+                    fw.log2_wnorm[l] = log2_norm;
+                    (w, b)
+                }
+                Some(s) => s.forward_layer(l, &mut spare),
             };
             let f = forward_step(net.activation_at(l), &w, &b, a, ea);
             for (x, row) in f.dsig.rows().into_iter().enumerate() {
@@ -298,10 +302,16 @@ impl CpuBackend {
             }
             fw.signal[l - 1] = measure_signal(&f.z, &f.ez);
             if l > last_seg {
-                let w_keep = if pl.keep_w { Some(w.into_owned()) } else { None };
+                let w_keep = if pl.keep_w {
+                    Some(w.into_owned())
+                } else {
+                    recycle(w, &mut spare);
+                    None
+                };
                 let keep_z = ce && ds.binary_search(&l).is_ok();
                 fw.keep.push(LayerKeep::new(f, w_keep, keep_z, a, ea));
             } else {
+                recycle(w, &mut spare);
                 *a = f.a;
                 *ea = f.ea;
             }
@@ -431,6 +441,14 @@ impl PrevActivations {
             0.0
         };
         LayerSums { sq_d: &sq_d, ed: &ed_f, sq_a: &self.sq, ea: &self.ea_f, mean_sq, gram }.grad()
+    }
+}
+
+/// Keeps an owned W that is no longer needed as `spare`, whose storage the next layer's W
+/// may reuse ([`DrawShare::forward_layer`]).
+fn recycle(w: Cow<Array2<f64>>, spare: &mut Option<Array2<f64>>) {
+    if let Cow::Owned(w) = w {
+        *spare = Some(w);
     }
 }
 
