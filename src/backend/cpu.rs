@@ -268,11 +268,11 @@ impl CpuBackend {
         let net = &p.net;
         let (top, k, bsz) = (net.depth(), pl.k, p.batch());
         let ce = net.cost == Cost::CrossEntropy;
-        let last_seg = plan::segments(top, k).next_back().map_or(0, |(s, _)| s);
+        let last_seg = top - pl.top;
         let mut fw = ForwardPass { log2_wnorm: vec![0.0; top + 1], maxd: vec![vec![0.0; bsz]; top + 1], checkpoints: Vec::new(), keep: Vec::new(), top: initial_activations(p), overflow_layer: None, signal: vec![Signal::NAN; top] };
         let (a, ea) = &mut fw.top;
         for l in 1..=top {
-            if (l - 1) % k == 0 {
+            if l <= last_seg && (l - 1) % k == 0 {
                 fw.checkpoints.push((a.clone(), ea.clone()));
             }
             if fw.overflow_layer.is_some() {
@@ -298,7 +298,7 @@ impl CpuBackend {
             }
             fw.signal[l - 1] = measure_signal(&f.z, &f.ez);
             if l > last_seg {
-                let w_keep = if pl.keep_w { Some(w.into_owned()) } else { None };
+                let w_keep = if pl.top_w { Some(w.into_owned()) } else { None };
                 let keep_z = ce && ds.binary_search(&l).is_ok();
                 fw.keep.push(LayerKeep::new(f, w_keep, keep_z, a, ea));
             } else {
@@ -323,7 +323,7 @@ impl CpuBackend {
         let mut act: Vec<usize> = Vec::new();
         let mut g: Option<(Array2<f64>, Vec<i64>)> = None; // δ̂^{l+1} W^{l+1} for active depths
         let ForwardPass { checkpoints, mut keep, top: mut a_above, .. } = fw; // a^l while processing layer l
-        let segs: Vec<(usize, usize)> = plan::segments(net.depth(), pl.k).collect();
+        let segs: Vec<(usize, usize)> = pl.segments(net.depth()).collect();
         for (si, &(s, top)) in segs.iter().enumerate().rev() {
             if si + 1 != segs.len() {
                 keep = self.recompute(net, s, top, &checkpoints[si], pl.keep_w, ds);
