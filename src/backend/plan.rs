@@ -1,9 +1,11 @@
 //! The depth plan both engines follow: which depths a multi-depth probe serves, the prefix
 //! it runs, the checkpoint interval K and its segments, which depths are active or join at a
-//! layer of the stacked backward pass, and the CPU's memory estimate.
+//! layer of the stacked backward pass, and the CPU's memory plan and estimate.
 //!
-//! Checkpointing keeps a^l only every K ≈ √L layers and recomputes one segment of K layers
-//! at a time in the backward pass, so memory grows like B·N·√L, never L·B·N.
+//! Checkpointing keeps a^l only every K layers and recomputes one segment of K layers at a
+//! time in the backward pass. The GPU takes K ≈ √L, so memory grows like B·N·√L, never
+//! L·B·N. The CPU ([`CpuPlan`]) spends its budget first on the top layers' activations,
+//! which are then never recomputed, and takes K from what is left.
 
 use std::borrow::Cow;
 
@@ -272,8 +274,12 @@ mod tests {
         assert_eq!(floor.segments(1000).collect::<Vec<_>>(), segments(1000, 32).collect::<Vec<_>>());
         let stored = CpuPlan::new(&widths, 64, false, 512 << 20);
         assert!(!stored.keep_w && stored.top >= pl.top, "{stored:?}");
-        for l in [300, 1000, 3000, 10_000] {
-            eprintln!("{l}: {:?}", CpuPlan::new(&vec![1024; l + 1], 64, true, 512 << 20));
+        // 512 layers' activations fit: with k ≈ √(L/2) the checkpoints and one segment fit
+        // up to L ≈ 512²/2 (the README's 131,000 layers), and nothing fits past it.
+        let c = LayerCosts::new(&widths, 64);
+        for (l, fits) in [(130_000, true), (132_000, false)] {
+            let pl = CpuPlan::new(&vec![1024; l + 1], 64, true, 512 << 20);
+            assert_eq!(pl.held(l, &c) <= 512 << 20, fits, "depth {l}: {pl:?}");
         }
     }
 
