@@ -347,3 +347,16 @@ fn memory_plans_change_no_bit() {
 fn gcd(a: u64, b: u64) -> u64 {
     if b == 0 { a } else { gcd(b, a % b) }
 }
+
+/// A budget larger than the memory available is cut to fit it: keeping every weight matrix
+/// of 2,000 layers of 4096 × 4096 would take 256 GB, but the plan the backend runs (and
+/// checks before it runs) holds no more than the OS reports available.
+#[test]
+fn memory_plan_fits_the_memory_available() {
+    let Some(avail) = gradscope::backend::cpu::available_memory() else { return };
+    let widths = vec![4096; 2001];
+    let unlimited = CpuBackend { cache_budget: u64::MAX, ..Default::default() };
+    assert!(CpuPlan::new(&widths, 1, true, u64::MAX).bytes(&widths, 1, true) > avail, "the test needs more than {avail} bytes");
+    let needed = unlimited.memory_needed(&widths, 1, true);
+    assert!(needed <= avail, "{needed} bytes planned, {avail} available");
+}
