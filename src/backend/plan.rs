@@ -112,7 +112,7 @@ impl LayerCosts {
 }
 
 impl CpuPlan {
-    /// The plan that recomputes the least within `budget` bytes of stored activations,
+    /// The plan that adds the least work within `budget` bytes of stored activations,
     /// checkpoints and cached weights: every layer kept when they all fit; otherwise the top
     /// segment as large as fits beside the checkpoints below it (each layer is then
     /// recomputed at most once, and only those below the top segment), with the interval
