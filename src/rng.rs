@@ -349,6 +349,12 @@ mod avx512 {
         [_mm512_set1_epi64(x); N]
     }
 
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn ci1(x: i64) -> __m512i {
+        _mm512_set1_epi64(x)
+    }
+
     /// Philox4x32-10 on 8H blocks, counters `[first + i, ctr[1], ctr[2], ctr[3]]`:
     /// `[h][word]` holds block `8h + lane` in 64-bit lane `lane`, each word in the low 32
     /// bits; the high 32 are whatever the round left there (`vpmuludq` reads only the low
@@ -357,29 +363,29 @@ mod avx512 {
     #[target_feature(enable = "avx512f")]
     fn philox<const H: usize>(first: u32, ctr: [u32; 4], key: [u32; 2]) -> [[__m512i; 4]; H] {
         let lanes = _mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0);
-        let set = |x: u32| _mm512_set1_epi64(x as i64);
-        let mut s: [[__m512i; 4]; H] = std::array::from_fn(|h| {
-            let c0 = _mm512_add_epi64(set(first.wrapping_add(8 * h as u32)), lanes);
-            [c0, set(ctr[1]), set(ctr[2]), set(ctr[3])]
-        });
-        let (m0, m1) = (set(M0), set(M1));
+        // Counters in 64-bit lanes: only their low 32 bits are read, which wrap as u32s do.
+        let start = |h: i64| {
+            let c0 = _mm512_add_epi64(ci1(first as i64 + 8 * h), lanes);
+            [c0, ci1(ctr[1] as i64), ci1(ctr[2] as i64), ci1(ctr[3] as i64)]
+        };
+        let mut s: [[__m512i; 4]; H] = std::array::from_fn(|h| start(h as i64));
+        let (m0, m1) = (ci1(M0 as i64), ci1(M1 as i64));
         let mut k = key;
         for round in 0..10 {
             if round > 0 {
                 k[0] = k[0].wrapping_add(W0);
                 k[1] = k[1].wrapping_add(W1);
             }
-            let (k0, k1) = (set(k[0]), set(k[1]));
+            let (k0, k1) = (ci1(k[0] as i64), ci1(k[1] as i64));
             for w in &mut s {
                 let p0 = _mm512_mul_epu32(w[0], m0);
                 let p1 = _mm512_mul_epu32(w[2], m1);
-                // The high words moved down by a shuffle, not a shift: shifts share the
-                // pipes Box–Muller's additions need.
-                let (hi0, hi1) = (_mm512_shuffle_epi32::<0xf5>(p0), _mm512_shuffle_epi32::<0xf5>(p1));
+                // The high words move down by a shuffle, not a shift: on Zen 4 shifts share
+                // the pipes Box–Muller's additions need.
                 *w = [
-                    _mm512_ternarylogic_epi64::<0x96>(hi1, w[1], k0),
+                    _mm512_ternarylogic_epi64::<0x96>(_mm512_shuffle_epi32::<0xf5>(p1), w[1], k0),
                     p1,
-                    _mm512_ternarylogic_epi64::<0x96>(hi0, w[3], k1),
+                    _mm512_ternarylogic_epi64::<0x96>(_mm512_shuffle_epi32::<0xf5>(p0), w[3], k1),
                     p0,
                 ];
             }
@@ -462,36 +468,37 @@ mod avx512 {
         add(w, add(sub(sub(c(1.0), w), hz), sub(mul(z, r), mul(x, y))))
     }
 
-    /// Blocks per run: 16, so Box–Muller takes 4 registers of pairs at once (2 or 8 ran
-    /// slower here).
-    const H: usize = 2;
+    /// Registers of 8 blocks per run: 2, so Box–Muller takes 4 registers of pairs at once
+    /// (2 or 8 ran slower here).
+    const RUN: usize = 2;
 
     /// The normals of the 8H blocks from counter `first` in column order, 32 per 8 blocks
     /// (block i's four at 4i..4i+3).
     #[inline]
     #[target_feature(enable = "avx512f,avx512dq")]
-    fn run(first: u32, ctr: [u32; 4], key: [u32; 2], out: &mut [[f64; 32]; H]) {
+    fn run<const H: usize, const N: usize>(first: u32, ctr: [u32; 4], key: [u32; 2], out: &mut [[f64; 32]; H]) {
+        const { assert!(N == 2 * H) };
         let w = philox::<H>(first, ctr, key);
         // Register 2h holds pairs (w0, w1) of blocks 8h..8h+7, register 2h+1 pairs (w2, w3).
         let a = std::array::from_fn(|i| w[i / 2][2 * (i % 2)]);
         let b = std::array::from_fn(|i| w[i / 2][2 * (i % 2) + 1]);
-        let (cs, sn) = box_muller::<{ 2 * H }>(a, b);
+        let (cs, sn) = box_muller::<N>(a, b);
         let lo = _mm512_set_epi64(11, 3, 10, 2, 9, 1, 8, 0);
         let hi = _mm512_set_epi64(15, 7, 14, 6, 13, 5, 12, 4);
         let pair_lo = _mm512_set_epi64(11, 10, 3, 2, 9, 8, 1, 0);
         let pair_hi = _mm512_set_epi64(15, 14, 7, 6, 13, 12, 5, 4);
-        for (h, out) in out.iter_mut().enumerate() {
+        for h in 0..H {
             let (c0, s0, c1, s1) = (cs[2 * h], sn[2 * h], cs[2 * h + 1], sn[2 * h + 1]);
             // (c0, s0) of blocks 0..3 interleaved, then of blocks 4..7; the same for (c1, s1);
             // then two blocks' [c0, s0, c1, s1] per register.
             let p = [_mm512_permutex2var_pd(c0, lo, s0), _mm512_permutex2var_pd(c0, hi, s0)];
             let q = [_mm512_permutex2var_pd(c1, lo, s1), _mm512_permutex2var_pd(c1, hi, s1)];
             for i in 0..2 {
-                let o = out[16 * i..].as_mut_ptr();
-                // SAFETY: out holds 32 doubles; these store 16i..16i+16.
+                let o = out[h].as_mut_ptr();
+                // SAFETY: out[h] holds 32 doubles; these store 16i..16i+16.
                 unsafe {
-                    _mm512_storeu_pd(o, _mm512_permutex2var_pd(p[i], pair_lo, q[i]));
-                    _mm512_storeu_pd(o.add(8), _mm512_permutex2var_pd(p[i], pair_hi, q[i]));
+                    _mm512_storeu_pd(o.add(16 * i), _mm512_permutex2var_pd(p[i], pair_lo, q[i]));
+                    _mm512_storeu_pd(o.add(16 * i + 8), _mm512_permutex2var_pd(p[i], pair_hi, q[i]));
                 }
             }
         }
@@ -501,17 +508,23 @@ mod avx512 {
     /// scratch run, as `for_each_batch` does.
     #[target_feature(enable = "avx512f,avx512dq")]
     pub(super) fn fill_normal(ctr: [u32; 4], key: [u32; 2], out: &mut [f64]) {
+        fill::<RUN, { 2 * RUN }>(ctr, key, out)
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512dq")]
+    fn fill<const H: usize, const N: usize>(ctr: [u32; 4], key: [u32; 2], out: &mut [f64]) {
         let (blocks, rest) = out.as_chunks_mut::<32>();
         let mut runs = blocks.chunks_exact_mut(H);
         let mut first = ctr[0];
         for r in &mut runs {
-            run(first, ctr, key, r.try_into().expect("runs of H"));
+            run::<H, N>(first, ctr, key, r.try_into().expect("runs of H"));
             first = first.wrapping_add(8 * H as u32);
         }
         let partial = runs.into_remainder();
         if !partial.is_empty() || !rest.is_empty() {
             let mut scratch = [[0.0; 32]; H];
-            run(first, ctr, key, &mut scratch);
+            run::<H, N>(first, ctr, key, &mut scratch);
             let n = partial.len();
             partial.copy_from_slice(&scratch[..n]);
             rest.copy_from_slice(&scratch[n][..rest.len()]);
