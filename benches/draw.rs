@@ -7,7 +7,8 @@
 //! - `rows/{baseline,avx2,avx512}`: `Stream::fill_normal` forced to each instruction set
 //!   the CPU has (baseline = SSE2 on x86-64, what a build runs on a CPU without AVX2);
 //!   `avx512` is the hand-written kernel, and `rows/avx512_autovec` the compiler-vectorised
-//!   fill it replaced (same bits), timed in the same run;
+//!   fill it replaced (same bits), timed in the same run; `rows/uniform_avx512{,_autovec}`
+//!   the same pair for `Stream::fill_uniform` (ns per uniform in the table);
 //! - `matrix/libm`, `matrix/autovec` and `matrix/fast`: one 1024×1024 matrix, split by
 //!   rows over all cores as `Init::weights` does (`autovec`: the compiler-vectorised fill
 //!   on the widest level); `matrix/init_weights` is `Init::weights` itself (the fast fill
@@ -108,12 +109,25 @@ fn main() {
         if simd == Simd::Avx512 {
             let autovec_rows = |buf: &mut [f64]| {
                 for (i, row) in buf.chunks_mut(N).take(ROWS).enumerate() {
-                    s.fill_normal_autovec_on(simd, Purpose::Weight, 1, i as u32, row);
+                    s.fill_autovec_on(simd, true, Purpose::Weight, 1, i as u32, row);
                 }
             };
             let id = "avx512_autovec".to_string();
             bench(&mut g, "rows", &id, || autovec_rows(&mut buf));
             cpu.push((id, cpu_seconds(Cpu::Thread, || autovec_rows(&mut buf))));
+            for (id, kernel) in [("uniform_avx512", true), ("uniform_avx512_autovec", false)] {
+                let uniform_rows = |buf: &mut [f64]| {
+                    for (i, row) in buf.chunks_mut(N).take(ROWS).enumerate() {
+                        if kernel {
+                            s.fill_uniform_on(simd, Purpose::Weight, 1, i as u32, row);
+                        } else {
+                            s.fill_autovec_on(simd, false, Purpose::Weight, 1, i as u32, row);
+                        }
+                    }
+                };
+                bench(&mut g, "rows", id, || uniform_rows(&mut buf));
+                cpu.push((id.to_string(), cpu_seconds(Cpu::Thread, || uniform_rows(&mut buf))));
+            }
         }
     }
     g.finish();
@@ -122,7 +136,7 @@ fn main() {
     let libm_matrix = |buf: &mut [f64]| matrix(buf, |i, row| libm_reference::fill_normal(&s, Purpose::Weight, 1, i, row));
     let fast_matrix = |buf: &mut [f64]| matrix(buf, |i, row| s.fill_normal(Purpose::Weight, 1, i, row));
     let autovec_matrix =
-        |buf: &mut [f64]| matrix(buf, |i, row| s.fill_normal_autovec_on(Simd::best(), Purpose::Weight, 1, i, row));
+        |buf: &mut [f64]| matrix(buf, |i, row| s.fill_autovec_on(Simd::best(), true, Purpose::Weight, 1, i, row));
     let init = Init::new(InitKind::Gaussian, Some(1.0), None).unwrap();
     let init_weights = || {
         std::hint::black_box(init.weights(&s, 1, N, N));

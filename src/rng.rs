@@ -137,12 +137,18 @@ impl Stream {
         fill_on::<true>(simd, [0, row, layer, purpose as u32], self.key, out);
     }
 
-    /// [`Stream::fill_normal_on`] through the compiler-vectorised fill on every level, as
-    /// AVX-512 drew before its hand-written kernel: the tests hold the two to the same bits,
-    /// the benches time one against the other.
+    /// [`Stream::fill_normal_on`] (`normal`) or [`Stream::fill_uniform_on`] through the
+    /// compiler-vectorised fill on every level, as AVX-512 drew before its hand-written
+    /// kernel: the tests hold the two to the same bits, the benches time one against the
+    /// other.
     #[doc(hidden)]
-    pub fn fill_normal_autovec_on(&self, simd: Simd, purpose: Purpose, layer: u32, row: u32, out: &mut [f64]) {
-        fill_autovec::<true>(simd, [0, row, layer, purpose as u32], self.key, out);
+    pub fn fill_autovec_on(&self, simd: Simd, normal: bool, purpose: Purpose, layer: u32, row: u32, out: &mut [f64]) {
+        let ctr = [0, row, layer, purpose as u32];
+        if normal {
+            fill_autovec::<true>(simd, ctr, self.key, out)
+        } else {
+            fill_autovec::<false>(simd, ctr, self.key, out)
+        }
     }
 
     /// Fills `out[c] = uniform(purpose, layer, row, c)`, vectorised as [`Stream::fill_normal`].
@@ -158,12 +164,12 @@ impl Stream {
 }
 
 /// The row fill of normals (`NORMAL`) or uniforms on `simd`, or the widest narrower level
-/// the CPU has: on AVX-512, normals go through the hand-written kernel.
+/// the CPU has: on AVX-512, the hand-written kernel.
 fn fill_on<const NORMAL: bool>(simd: Simd, ctr: [u32; 4], key: [u32; 2], out: &mut [f64]) {
     #[cfg(target_arch = "x86_64")]
-    if NORMAL && simd.available() == Simd::Avx512 {
+    if simd.available() == Simd::Avx512 {
         // SAFETY: `available` returned the level only after detecting its features.
-        return unsafe { avx512::fill_normal(ctr, key, out) };
+        return unsafe { avx512::fill_on::<NORMAL>(ctr, key, out) };
     }
     fill_autovec::<NORMAL>(simd, ctr, key, out)
 }
@@ -442,6 +448,15 @@ mod avx512 {
         (mul(r, cs), mul(r, sn))
     }
 
+    /// `unit` of each word: (w >> 8)·2^-24, formed exactly as 2^28 + (w >> 8)·2^-24 (the
+    /// low bits of 2^28's mantissa weigh 2^-24) less 2^28.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512dq")]
+    fn unit<const N: usize>(w: I<N>) -> F<N> {
+        const TWO_28: f64 = 268_435_456.0;
+        sub(as_f64(or_and(ci(TWO_28.to_bits() as i64), shr8(w), ci(0xff_ffff))), c(TWO_28))
+    }
+
     /// `k_sin`, operation for operation.
     #[inline]
     #[target_feature(enable = "avx512f,avx512dq")]
@@ -476,13 +491,19 @@ mod avx512 {
     /// (block i's four at 4i..4i+3).
     #[inline]
     #[target_feature(enable = "avx512f,avx512dq")]
-    fn run<const H: usize, const N: usize>(first: u32, ctr: [u32; 4], key: [u32; 2], out: &mut [[f64; 32]; H]) {
+    fn run<const H: usize, const N: usize, const NORMAL: bool>(
+        first: u32,
+        ctr: [u32; 4],
+        key: [u32; 2],
+        out: &mut [[f64; 32]; H],
+    ) {
         const { assert!(N == 2 * H) };
         let w = philox::<H>(first, ctr, key);
         // Register 2h holds pairs (w0, w1) of blocks 8h..8h+7, register 2h+1 pairs (w2, w3).
         let a = std::array::from_fn(|i| w[i / 2][2 * (i % 2)]);
         let b = std::array::from_fn(|i| w[i / 2][2 * (i % 2) + 1]);
-        let (cs, sn) = box_muller::<N>(a, b);
+        // Uniforms go through the same shuffles: "cos" and "sin" are then words 0 and 1 (2, 3).
+        let (cs, sn) = if NORMAL { box_muller::<N>(a, b) } else { (unit(a), unit(b)) };
         let lo = _mm512_set_epi64(11, 3, 10, 2, 9, 1, 8, 0);
         let hi = _mm512_set_epi64(15, 7, 14, 6, 13, 5, 12, 4);
         let pair_lo = _mm512_set_epi64(11, 10, 3, 2, 9, 8, 1, 0);
@@ -504,27 +525,27 @@ mod avx512 {
         }
     }
 
-    /// `Stream::fill_normal` on AVX-512: runs of 8H blocks, the last partial run through a
-    /// scratch run, as `for_each_batch` does.
+    /// `Stream::fill_normal` (`NORMAL`) or `Stream::fill_uniform` on AVX-512: runs of 8H
+    /// blocks, the last partial run through a scratch run, as `for_each_batch` does.
     #[target_feature(enable = "avx512f,avx512dq")]
-    pub(super) fn fill_normal(ctr: [u32; 4], key: [u32; 2], out: &mut [f64]) {
-        fill::<RUN, { 2 * RUN }>(ctr, key, out)
+    pub(super) fn fill_on<const NORMAL: bool>(ctr: [u32; 4], key: [u32; 2], out: &mut [f64]) {
+        fill::<RUN, { 2 * RUN }, NORMAL>(ctr, key, out)
     }
 
     #[inline]
     #[target_feature(enable = "avx512f,avx512dq")]
-    fn fill<const H: usize, const N: usize>(ctr: [u32; 4], key: [u32; 2], out: &mut [f64]) {
+    fn fill<const H: usize, const N: usize, const NORMAL: bool>(ctr: [u32; 4], key: [u32; 2], out: &mut [f64]) {
         let (blocks, rest) = out.as_chunks_mut::<32>();
         let mut runs = blocks.chunks_exact_mut(H);
         let mut first = ctr[0];
         for r in &mut runs {
-            run::<H, N>(first, ctr, key, r.try_into().expect("runs of H"));
+            run::<H, N, NORMAL>(first, ctr, key, r.try_into().expect("runs of H"));
             first = first.wrapping_add(8 * H as u32);
         }
         let partial = runs.into_remainder();
         if !partial.is_empty() || !rest.is_empty() {
             let mut scratch = [[0.0; 32]; H];
-            run::<H, N>(first, ctr, key, &mut scratch);
+            run::<H, N, NORMAL>(first, ctr, key, &mut scratch);
             let n = partial.len();
             partial.copy_from_slice(&scratch[..n]);
             rest.copy_from_slice(&scratch[n][..rest.len()]);

@@ -40,36 +40,42 @@ fn every_instruction_set_draws_the_bits_of_single_draws() {
 
 /// The hand-written AVX-512 fill against the compiler-vectorised fill it replaced (on
 /// AVX-512 and on the SSE2 baseline), bit for bit: 2^20 normals in rows of 1024 over two
-/// seeds and three purposes, then rows of every length 1..=80 and a few long odd ones, so
-/// that partial runs of 16 blocks and partial blocks go through the scratch path too. Where
-/// the CPU has no AVX-512 both sides are the autovectorised fill and this is the baseline
-/// check above again.
+/// seeds and three purposes, uniforms likewise, then rows of every length 1..=80 and a few
+/// long odd ones, so that partial runs of 16 blocks and partial blocks go through the
+/// scratch path too. Where the CPU has no AVX-512 both sides are the autovectorised fill.
 #[test]
 fn avx512_kernel_draws_the_bits_of_the_autovectorised_fill() {
-    let mut compared = 0usize;
-    let mut check = |s: &Stream, purpose: Purpose, layer: u32, row: u32, len: usize| {
+    let mut compared = [0usize; 2];
+    let mut check = |s: &Stream, normal: bool, purpose: Purpose, layer: u32, row: u32, len: usize| {
         let (mut new, mut old, mut base) = (vec![f64::NAN; len], vec![0.0; len], vec![0.0; len]);
-        s.fill_normal_on(Simd::Avx512, purpose, layer, row, &mut new);
-        s.fill_normal_autovec_on(Simd::Avx512, purpose, layer, row, &mut old);
-        s.fill_normal_autovec_on(Simd::Baseline, purpose, layer, row, &mut base);
-        for c in 0..len {
-            assert_eq!(new[c].to_bits(), old[c].to_bits(), "{purpose:?} layer {layer} row {row} col {c} of {len}");
-            assert_eq!(new[c].to_bits(), base[c].to_bits(), "{purpose:?} layer {layer} row {row} col {c} of {len}");
+        if normal {
+            s.fill_normal_on(Simd::Avx512, purpose, layer, row, &mut new);
+        } else {
+            s.fill_uniform_on(Simd::Avx512, purpose, layer, row, &mut new);
         }
-        compared += len;
+        s.fill_autovec_on(Simd::Avx512, normal, purpose, layer, row, &mut old);
+        s.fill_autovec_on(Simd::Baseline, normal, purpose, layer, row, &mut base);
+        for c in 0..len {
+            let at = format!("normal {normal} {purpose:?} layer {layer} row {row} col {c} of {len}");
+            assert_eq!(new[c].to_bits(), old[c].to_bits(), "{at}");
+            assert_eq!(new[c].to_bits(), base[c].to_bits(), "{at}");
+        }
+        compared[normal as usize] += len;
     };
     for seed in [0, 0x5eed_0000_0000_0011] {
         let s = Stream::new(seed);
-        for (purpose, rows) in [(Purpose::Weight, 384), (Purpose::Bias, 64), (Purpose::Input, 64)] {
-            for row in 0..rows {
-                check(&s, purpose, 7, row, 1024);
+        for normal in [true, false] {
+            for (purpose, rows) in [(Purpose::Weight, 384), (Purpose::Bias, 64), (Purpose::Input, 64)] {
+                for row in 0..rows {
+                    check(&s, normal, purpose, 7, row, 1024);
+                }
+            }
+            for len in (1..=80).chain([127, 129, 1000, 4099]) {
+                check(&s, normal, Purpose::Target, 0, len as u32, len);
             }
         }
-        for len in (1..=80).chain([127, 129, 1000, 4099]) {
-            check(&s, Purpose::Target, 0, len as u32, len);
-        }
     }
-    assert!(compared >= 1 << 20, "{compared} compared");
+    assert!(compared.iter().all(|&n| n >= 1 << 20), "{compared:?} compared");
 }
 
 /// The stream's first values, pinned (these four equal the libm formula's bit for bit): a
