@@ -169,7 +169,7 @@ fn fill_on<const NORMAL: bool>(simd: Simd, ctr: [u32; 4], key: [u32; 2], out: &m
     #[cfg(target_arch = "x86_64")]
     if simd.available() == Simd::Avx512 {
         // SAFETY: `available` returned the level only after detecting its features.
-        return unsafe { avx512::fill_on::<NORMAL>(ctr, key, out) };
+        return unsafe { kernel::avx512::fill_on::<NORMAL>(ctr, key, out) };
     }
     fill_autovec::<NORMAL>(simd, ctr, key, out)
 }
@@ -241,32 +241,29 @@ mod x86 {
     }
 }
 
-/// The AVX-512 normal fill, written out in intrinsics: the same IEEE operations on the
-/// same values as `box_muller` and `philox_rounds`, so the same bits, arranged so that
-/// Zen 4 runs them about 1.2× faster than the compiler's vectorisation of the portable
-/// code (BENCHMARKS.md, "Issue 11 in session 11: the draw").
+/// The row fills written out in intrinsics for AVX-512 and AVX2: the same IEEE operations
+/// on the same values as `box_muller`, `unit` and `philox_rounds`, so the same bits,
+/// arranged so that Zen 4 runs them about 1.2× faster than the compiler's vectorisation of
+/// the portable code (BENCHMARKS.md, "Issue 11 in session 11: the draw").
 ///
 /// What the compiler could not do itself without changing a bit, or did not do:
-/// - four registers of 8 pairs go through Box–Muller side by side, one operation on all
-///   four before the next: ln's division, its polynomial and the square root form one
+/// - several registers of pairs go through Box–Muller side by side, one operation on all
+///   of them before the next: ln's division, its polynomial and the square root form one
 ///   long dependency chain per register, and with one register at a time the core's
 ///   schedulers fill with work waiting on it (this alone is most of the gain);
-/// - Philox runs in 64-bit lanes, 8 blocks per register, and its words go to Box–Muller
-///   as they are, not packed to 32-bit lanes and widened again;
+/// - Philox runs in 64-bit lanes and its words go to Box–Muller as they are, not packed to
+///   32-bit lanes and widened again;
 /// - integers become doubles by OR-ing them into the mantissa of 2^52 and subtracting
 ///   2^52 (exact), not by a conversion instruction;
 /// - scalings by 2^-24 are folded into constants where the product they scale is exact
 ///   or its rounding commutes with the scaling (nothing here is subnormal): u1 is never
 ///   formed (ln reads the bits of 2^24·u1 and takes 24 off the exponent), and 2π's split
 ///   halves are stored pre-scaled;
-/// - `(n as f64) * TAU_ERR_4` for the quadrant n ∈ 0..=4 is looked up among the same
-///   products;
-/// - the quadrant's swap and sign changes are mask blends and sign-bit xors, and each
-///   output register is a permute of permutes of the cosine and sine registers.
+/// - the quadrant's swap and sign changes are blends and sign-bit xors, and the outputs
+///   are put in column order by permutes in registers.
 #[cfg(target_arch = "x86_64")]
-mod avx512 {
-    use super::{C, LG, LN2_HI, LN2_LO, M0, M1, S, TAU_ERR_4, TAU_HI, TAU_LO, TWO_M24, W0, W1};
-    use std::arch::x86_64::*;
+mod kernel {
+    use super::{TAU_HI, TAU_LO, TWO_M24};
 
     /// 2^52: `from_bits(MAGIC | j) − 2^52` is the integer j < 2^52 as a double, exactly.
     const MAGIC: i64 = 0x4330_0000_0000_0000;
@@ -277,29 +274,13 @@ mod avx512 {
     /// 2π's halves times 2^-24 (exact: a power of two).
     const TAU_HI_S: f64 = TAU_HI * TWO_M24;
     const TAU_LO_S: f64 = TAU_LO * TWO_M24;
-    /// `(n as f64) * TAU_ERR_4` for n = 0..8: the products `sincos_turn` forms.
-    const N_TAU_ERR: [f64; 8] = [
-        0.0 * TAU_ERR_4,
-        1.0 * TAU_ERR_4,
-        2.0 * TAU_ERR_4,
-        3.0 * TAU_ERR_4,
-        4.0 * TAU_ERR_4,
-        5.0 * TAU_ERR_4,
-        6.0 * TAU_ERR_4,
-        7.0 * TAU_ERR_4,
-    ];
 
-    /// N registers of 8 doubles (or 64-bit integers, or lane masks): each operation below
-    /// is N independent instructions in a row.
-    type F<const N: usize> = [__m512d; N];
-    type I<const N: usize> = [__m512i; N];
-    type K<const N: usize> = [__mmask8; N];
-
-    /// Defines each `fn name(args) -> R = expr;` as `expr` applied register by register.
+    /// Defines each `fn name(args) -> R = expr;` as `expr` applied register by register
+    /// (each argument and the result are arrays of N registers), compiled for `features`.
     macro_rules! registerwise {
-        ($(fn $name:ident($($a:ident: $t:ty),*) -> $r:ty = $e:expr;)*) => {$(
+        ($features:literal; $(fn $name:ident($($a:ident: $t:ty),*) -> $r:ty = $e:expr;)*) => {$(
             #[inline]
-            #[target_feature(enable = "avx512f,avx512dq")]
+            #[target_feature(enable = $features)]
             fn $name<const N: usize>($($a: $t),*) -> $r {
                 // SAFETY: vectors and masks are plain bits; all zeros is a valid value.
                 let mut o: $r = unsafe { std::mem::zeroed() };
@@ -312,264 +293,297 @@ mod avx512 {
         )*};
     }
 
-    registerwise! {
-        fn add(a: F<N>, b: F<N>) -> F<N> = _mm512_add_pd(a, b);
-        fn sub(a: F<N>, b: F<N>) -> F<N> = _mm512_sub_pd(a, b);
-        fn mul(a: F<N>, b: F<N>) -> F<N> = _mm512_mul_pd(a, b);
-        fn div(a: F<N>, b: F<N>) -> F<N> = _mm512_div_pd(a, b);
-        fn sqrt(a: F<N>) -> F<N> = _mm512_sqrt_pd(a);
-        // −x where k is set: a sign-bit flip, which is what `-x` is.
-        fn neg_where(k: K<N>, x: F<N>) -> F<N> = _mm512_mask_xor_pd(x, k, x, _mm512_set1_pd(-0.0));
-        fn blend(k: K<N>, no: F<N>, yes: F<N>) -> F<N> = _mm512_mask_blend_pd(k, no, yes);
-        fn as_f64(a: I<N>) -> F<N> = _mm512_castsi512_pd(a);
-        fn as_bits(a: F<N>) -> I<N> = _mm512_castpd_si512(a);
-        fn and(a: I<N>, b: I<N>) -> I<N> = _mm512_and_si512(a, b);
-        fn iadd(a: I<N>, b: I<N>) -> I<N> = _mm512_add_epi64(a, b);
-        fn shr8(a: I<N>) -> I<N> = _mm512_srli_epi64::<8>(a);
-        fn shr22(a: I<N>) -> I<N> = _mm512_srli_epi64::<22>(a);
-        fn shr52(a: I<N>) -> I<N> = _mm512_srli_epi64::<52>(a);
-        // a | (b & c)
-        fn or_and(a: I<N>, b: I<N>, c: I<N>) -> I<N> = _mm512_ternarylogic_epi64::<0xf8>(a, b, c);
-        // The integer j < 2^52 in each lane as a double, exactly.
-        fn int_to_f64(j: I<N>) -> F<N> =
-            _mm512_sub_pd(_mm512_castsi512_pd(_mm512_or_si512(j, _mm512_set1_epi64(MAGIC))), _mm512_set1_pd(TWO_52));
-        fn gt(a: I<N>, b: I<N>) -> K<N> = _mm512_cmpgt_epu64_mask(a, b);
-        fn test(a: I<N>, b: I<N>) -> K<N> = _mm512_test_epi64_mask(a, b);
-        // a − b where k is set, else b.
-        fn isub_where(k: K<N>, a: I<N>, b: I<N>) -> I<N> = _mm512_mask_sub_epi64(b, k, a, b);
-        // a + b where k is set, else a.
-        fn iadd_where(k: K<N>, a: I<N>, b: I<N>) -> I<N> = _mm512_mask_add_epi64(a, k, a, b);
-        fn lookup(n: I<N>, table: F<N>) -> F<N> = _mm512_permutexvar_pd(n, table);
-    }
+    /// Box–Muller, `unit` and the sin/cos kernels on N registers, written once over the
+    /// operations each instruction set's module defines with `registerwise!`.
+    macro_rules! kernels {
+        ($features:literal) => {
+        /// `box_muller` on N registers of pairs of words (the low 32 bits of each 64-bit lane): (r cos θ, r sin θ).
+        #[inline]
+        #[target_feature(enable = $features)]
+        fn box_muller<const N: usize>(a: I<N>, b: I<N>) -> (F<N>, F<N>) {
+            let low24 = ci(0xff_ffff);
+            // ln u1 as `ln_normal`, on the bits of 2^24·u1 = (a >> 8) + 1.
+            let k = sub(as_f64(or_and(ci(MAGIC), shr8(a), low24)), c(TWO_52 - 1.0));
+            let hx = iadd(as_bits(k), ci(HX_ADD));
+            let dk = sub(int_to_f64(shr52(hx)), c(1023.0));
+            let f = sub(as_f64(iadd(and(hx, ci(0x000f_ffff_ffff_ffff)), ci(0x3fe6_a09e << 32))), c(1.0));
+            let hfsq = mul(mul(c(0.5), f), f);
+            let s = div(f, add(c(2.0), f));
+            let z = mul(s, s);
+            let w = mul(z, z);
+            let t1 = mul(w, add(c(LG[1]), mul(w, add(c(LG[3]), mul(w, c(LG[5]))))));
+            let t2 = mul(z, add(c(LG[0]), mul(w, add(c(LG[2]), mul(w, add(c(LG[4]), mul(w, c(LG[6]))))))));
+            let ln = add(
+                add(sub(add(mul(s, add(hfsq, add(t2, t1))), mul(dk, c(LN2_LO))), hfsq), f),
+                mul(dk, c(LN2_HI)),
+            );
+            let r = sqrt(mul(c(-2.0), ln));
 
-    /// An all-`x` operand.
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    fn c<const N: usize>(x: f64) -> F<N> {
-        [_mm512_set1_pd(x); N]
-    }
-
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    fn ci<const N: usize>(x: i64) -> I<N> {
-        [_mm512_set1_epi64(x); N]
-    }
-
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    fn ci1(x: i64) -> __m512i {
-        _mm512_set1_epi64(x)
-    }
-
-    /// Philox4x32-10 on 8H blocks, counters `[first + i, ctr[1], ctr[2], ctr[3]]`:
-    /// `[h][word]` holds block `8h + lane` in 64-bit lane `lane`, each word in the low 32
-    /// bits; the high 32 are whatever the round left there (`vpmuludq` reads only the low
-    /// half, and Box–Muller masks its 24 bits out).
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    fn philox<const H: usize>(first: u32, ctr: [u32; 4], key: [u32; 2]) -> [[__m512i; 4]; H] {
-        let lanes = _mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0);
-        // Counters in 64-bit lanes: only their low 32 bits are read, which wrap as u32s do.
-        let start = |h: i64| {
-            let c0 = _mm512_add_epi64(ci1(first as i64 + 8 * h), lanes);
-            [c0, ci1(ctr[1] as i64), ci1(ctr[2] as i64), ci1(ctr[3] as i64)]
-        };
-        let mut s: [[__m512i; 4]; H] = std::array::from_fn(|h| start(h as i64));
-        let (m0, m1) = (ci1(M0 as i64), ci1(M1 as i64));
-        let mut k = key;
-        for round in 0..10 {
-            if round > 0 {
-                k[0] = k[0].wrapping_add(W0);
-                k[1] = k[1].wrapping_add(W1);
-            }
-            let (k0, k1) = (ci1(k[0] as i64), ci1(k[1] as i64));
-            for w in &mut s {
-                let p0 = _mm512_mul_epu32(w[0], m0);
-                let p1 = _mm512_mul_epu32(w[2], m1);
-                // The high words move down by a shuffle, not a shift: on Zen 4 shifts share
-                // the pipes Box–Muller's additions need.
-                *w = [
-                    _mm512_ternarylogic_epi64::<0x96>(_mm512_shuffle_epi32::<0xf5>(p1), w[1], k0),
-                    p1,
-                    _mm512_ternarylogic_epi64::<0x96>(_mm512_shuffle_epi32::<0xf5>(p0), w[3], k1),
-                    p0,
-                ];
-            }
+            // sin and cos of θ = fl(TAU·j·2^-24) as `sincos_turn`, with rho, xh and xl already
+            // scaled by 2^-24.
+            let j = and(shr8(b), low24);
+            let jf = int_to_f64(j);
+            let (h, l) = (mul(c(TAU_HI_S), jf), mul(c(TAU_LO_S), jf));
+            let rho = sub(sub(add(h, l), h), l);
+            let m = and(j, ci(0x3f_ffff));
+            let upper = gt(m, ci(0x20_0000));
+            let t = isub_where(upper, ci(0x40_0000), m);
+            let n = iadd_where(upper, shr22(j), ci(1));
+            let tail = neg_where(upper, add(rho, n_tau_err(n)));
+            let tf = int_to_f64(t);
+            let xh = mul(c(TAU_HI_S), tf);
+            let xl = add(mul(c(TAU_LO_S), tf), tail);
+            let x = add(xh, xl);
+            let y = sub(xl, sub(x, xh));
+            let (sn, cs) = (k_sin(x, y), k_cos(x, y));
+            let sn = neg_where(upper, sn);
+            let odd = test(n, ci(1));
+            let (sn, cs) = (blend(odd, sn, cs), blend(odd, cs, sn));
+            let sn = neg_where(test(n, ci(2)), sn);
+            let cs = neg_where(test(iadd(n, ci(1)), ci(2)), cs);
+            (mul(r, cs), mul(r, sn))
         }
-        s
+
+        /// `unit` of each word: (w >> 8)·2^-24, formed exactly as 2^28 + (w >> 8)·2^-24 (the
+        /// low bits of 2^28's mantissa weigh 2^-24) less 2^28.
+        #[inline]
+        #[target_feature(enable = $features)]
+        fn unit<const N: usize>(w: I<N>) -> F<N> {
+            const TWO_28: f64 = 268_435_456.0;
+            sub(as_f64(or_and(ci(TWO_28.to_bits() as i64), shr8(w), ci(0xff_ffff))), c(TWO_28))
+        }
+
+        /// `k_sin`, operation for operation.
+        #[inline]
+        #[target_feature(enable = $features)]
+        fn k_sin<const N: usize>(x: F<N>, y: F<N>) -> F<N> {
+            let z = mul(x, x);
+            let w = mul(z, z);
+            let r = add(add(c(S[1]), mul(z, add(c(S[2]), mul(z, c(S[3]))))), mul(mul(z, w), add(c(S[4]), mul(z, c(S[5])))));
+            let v = mul(z, x);
+            sub(x, sub(sub(mul(z, sub(mul(c(0.5), y), mul(v, r))), y), mul(v, c(S[0]))))
+        }
+
+        /// `k_cos`, operation for operation.
+        #[inline]
+        #[target_feature(enable = $features)]
+        fn k_cos<const N: usize>(x: F<N>, y: F<N>) -> F<N> {
+            let z = mul(x, x);
+            let w = mul(z, z);
+            let r = add(
+                mul(z, add(c(C[0]), mul(z, add(c(C[1]), mul(z, c(C[2])))))),
+                mul(mul(w, w), add(c(C[3]), mul(z, add(c(C[4]), mul(z, c(C[5])))))),
+            );
+            let hz = mul(c(0.5), z);
+            let w = sub(c(1.0), hz);
+            add(w, add(sub(sub(c(1.0), w), hz), sub(mul(z, r), mul(x, y))))
+        }
+
+        };
     }
 
-    /// `box_muller` on 8N pairs of words (the low 32 bits of each lane): (r cos θ, r sin θ).
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512dq")]
-    pub(super) fn box_muller<const N: usize>(a: I<N>, b: I<N>) -> (F<N>, F<N>) {
-        let low24 = ci(0xff_ffff);
-        // ln u1 as `ln_normal`, on the bits of 2^24·u1 = (a >> 8) + 1.
-        let k = sub(as_f64(or_and(ci(MAGIC), shr8(a), low24)), c(TWO_52 - 1.0));
-        let hx = iadd(as_bits(k), ci(HX_ADD));
-        let dk = sub(int_to_f64(shr52(hx)), c(1023.0));
-        let f = sub(as_f64(iadd(and(hx, ci(0x000f_ffff_ffff_ffff)), ci(0x3fe6_a09e << 32))), c(1.0));
-        let hfsq = mul(mul(c(0.5), f), f);
-        let s = div(f, add(c(2.0), f));
-        let z = mul(s, s);
-        let w = mul(z, z);
-        let t1 = mul(w, add(c(LG[1]), mul(w, add(c(LG[3]), mul(w, c(LG[5]))))));
-        let t2 = mul(z, add(c(LG[0]), mul(w, add(c(LG[2]), mul(w, add(c(LG[4]), mul(w, c(LG[6]))))))));
-        let ln = add(
-            add(sub(add(mul(s, add(hfsq, add(t2, t1))), mul(dk, c(LN2_LO))), hfsq), f),
-            mul(dk, c(LN2_HI)),
-        );
-        let r = sqrt(mul(c(-2.0), ln));
+    pub(super) mod avx512 {
+        use super::super::{C, LG, LN2_HI, LN2_LO, M0, M1, S, TAU_ERR_4, W0, W1};
+        use super::{HX_ADD, MAGIC, TAU_HI_S, TAU_LO_S, TWO_52};
+        use std::arch::x86_64::*;
 
-        // sin and cos of θ = fl(TAU·j·2^-24) as `sincos_turn`, with rho, xh and xl already
-        // scaled by 2^-24.
-        let j = and(shr8(b), low24);
-        let jf = int_to_f64(j);
-        let (h, l) = (mul(c(TAU_HI_S), jf), mul(c(TAU_LO_S), jf));
-        let rho = sub(sub(add(h, l), h), l);
-        let m = and(j, ci(0x3f_ffff));
-        let upper = gt(m, ci(0x20_0000));
-        let t = isub_where(upper, ci(0x40_0000), m);
-        let n = iadd_where(upper, shr22(j), ci(1));
-        // SAFETY: N_TAU_ERR is 8 doubles.
-        let table = [unsafe { _mm512_loadu_pd(N_TAU_ERR.as_ptr()) }; N];
-        let tail = neg_where(upper, add(rho, lookup(n, table)));
-        let tf = int_to_f64(t);
-        let xh = mul(c(TAU_HI_S), tf);
-        let xl = add(mul(c(TAU_LO_S), tf), tail);
-        let x = add(xh, xl);
-        let y = sub(xl, sub(x, xh));
-        let (sn, cs) = (k_sin(x, y), k_cos(x, y));
-        let sn = neg_where(upper, sn);
-        let odd = test(n, ci(1));
-        let (sn, cs) = (blend(odd, sn, cs), blend(odd, cs, sn));
-        let sn = neg_where(test(n, ci(2)), sn);
-        let cs = neg_where(test(iadd(n, ci(1)), ci(2)), cs);
-        (mul(r, cs), mul(r, sn))
-    }
+        /// `(n as f64) * TAU_ERR_4` for n = 0..8: the products `sincos_turn` forms.
+        const N_TAU_ERR: [f64; 8] = [
+            0.0 * TAU_ERR_4,
+            1.0 * TAU_ERR_4,
+            2.0 * TAU_ERR_4,
+            3.0 * TAU_ERR_4,
+            4.0 * TAU_ERR_4,
+            5.0 * TAU_ERR_4,
+            6.0 * TAU_ERR_4,
+            7.0 * TAU_ERR_4,
+        ];
 
-    /// `unit` of each word: (w >> 8)·2^-24, formed exactly as 2^28 + (w >> 8)·2^-24 (the
-    /// low bits of 2^28's mantissa weigh 2^-24) less 2^28.
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512dq")]
-    fn unit<const N: usize>(w: I<N>) -> F<N> {
-        const TWO_28: f64 = 268_435_456.0;
-        sub(as_f64(or_and(ci(TWO_28.to_bits() as i64), shr8(w), ci(0xff_ffff))), c(TWO_28))
-    }
+        /// N registers of 8 doubles, 64-bit integers or lane masks.
+        type F<const N: usize> = [__m512d; N];
+        type I<const N: usize> = [__m512i; N];
+        type K<const N: usize> = [__mmask8; N];
 
-    /// `k_sin`, operation for operation.
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512dq")]
-    fn k_sin<const N: usize>(x: F<N>, y: F<N>) -> F<N> {
-        let z = mul(x, x);
-        let w = mul(z, z);
-        let r = add(add(c(S[1]), mul(z, add(c(S[2]), mul(z, c(S[3]))))), mul(mul(z, w), add(c(S[4]), mul(z, c(S[5])))));
-        let v = mul(z, x);
-        sub(x, sub(sub(mul(z, sub(mul(c(0.5), y), mul(v, r))), y), mul(v, c(S[0]))))
-    }
+        registerwise! { "avx512f,avx512dq";
+            fn add(a: F<N>, b: F<N>) -> F<N> = _mm512_add_pd(a, b);
+            fn sub(a: F<N>, b: F<N>) -> F<N> = _mm512_sub_pd(a, b);
+            fn mul(a: F<N>, b: F<N>) -> F<N> = _mm512_mul_pd(a, b);
+            fn div(a: F<N>, b: F<N>) -> F<N> = _mm512_div_pd(a, b);
+            fn sqrt(a: F<N>) -> F<N> = _mm512_sqrt_pd(a);
+            // −x where k is set: a sign-bit flip, which is what `-x` is.
+            fn neg_where(k: K<N>, x: F<N>) -> F<N> = _mm512_mask_xor_pd(x, k, x, _mm512_set1_pd(-0.0));
+            fn blend(k: K<N>, no: F<N>, yes: F<N>) -> F<N> = _mm512_mask_blend_pd(k, no, yes);
+            fn as_f64(a: I<N>) -> F<N> = _mm512_castsi512_pd(a);
+            fn as_bits(a: F<N>) -> I<N> = _mm512_castpd_si512(a);
+            fn and(a: I<N>, b: I<N>) -> I<N> = _mm512_and_si512(a, b);
+            fn iadd(a: I<N>, b: I<N>) -> I<N> = _mm512_add_epi64(a, b);
+            fn shr8(a: I<N>) -> I<N> = _mm512_srli_epi64::<8>(a);
+            fn shr22(a: I<N>) -> I<N> = _mm512_srli_epi64::<22>(a);
+            fn shr52(a: I<N>) -> I<N> = _mm512_srli_epi64::<52>(a);
+            // a | (b & c)
+            fn or_and(a: I<N>, b: I<N>, c: I<N>) -> I<N> = _mm512_ternarylogic_epi64::<0xf8>(a, b, c);
+            // The integer j < 2^52 in each lane as a double, exactly.
+            fn int_to_f64(j: I<N>) -> F<N> =
+                _mm512_sub_pd(_mm512_castsi512_pd(_mm512_or_si512(j, _mm512_set1_epi64(MAGIC))), _mm512_set1_pd(TWO_52));
+            fn gt(a: I<N>, b: I<N>) -> K<N> = _mm512_cmpgt_epu64_mask(a, b);
+            fn test(a: I<N>, b: I<N>) -> K<N> = _mm512_test_epi64_mask(a, b);
+            // a − b where k is set, else b.
+            fn isub_where(k: K<N>, a: I<N>, b: I<N>) -> I<N> = _mm512_mask_sub_epi64(b, k, a, b);
+            // a + b where k is set, else a.
+            fn iadd_where(k: K<N>, a: I<N>, b: I<N>) -> I<N> = _mm512_mask_add_epi64(a, k, a, b);
+            // `(n as f64) * TAU_ERR_4`, looked up.
+            fn n_tau_err(n: I<N>) -> F<N> =
+                // SAFETY: N_TAU_ERR is 8 doubles.
+                _mm512_permutexvar_pd(n, unsafe { _mm512_loadu_pd(N_TAU_ERR.as_ptr()) });
+        }
 
-    /// `k_cos`, operation for operation.
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512dq")]
-    fn k_cos<const N: usize>(x: F<N>, y: F<N>) -> F<N> {
-        let z = mul(x, x);
-        let w = mul(z, z);
-        let r = add(
-            mul(z, add(c(C[0]), mul(z, add(c(C[1]), mul(z, c(C[2])))))),
-            mul(mul(w, w), add(c(C[3]), mul(z, add(c(C[4]), mul(z, c(C[5])))))),
-        );
-        let hz = mul(c(0.5), z);
-        let w = sub(c(1.0), hz);
-        add(w, add(sub(sub(c(1.0), w), hz), sub(mul(z, r), mul(x, y))))
-    }
+        /// An all-`x` operand.
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        fn c<const N: usize>(x: f64) -> F<N> {
+            [_mm512_set1_pd(x); N]
+        }
 
-    /// Registers of 8 blocks per run: 2, so Box–Muller takes 4 registers of pairs at once
-    /// (2 or 8 ran slower here).
-    const RUN: usize = 2;
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        fn ci<const N: usize>(x: i64) -> I<N> {
+            [_mm512_set1_epi64(x); N]
+        }
 
-    /// The normals of the 8H blocks from counter `first` in column order, 32 per 8 blocks
-    /// (block i's four at 4i..4i+3).
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512dq")]
-    fn run<const H: usize, const N: usize, const NORMAL: bool>(
-        first: u32,
-        ctr: [u32; 4],
-        key: [u32; 2],
-        out: &mut [[f64; 32]; H],
-    ) {
-        const { assert!(N == 2 * H) };
-        let w = philox::<H>(first, ctr, key);
-        // Register 2h holds pairs (w0, w1) of blocks 8h..8h+7, register 2h+1 pairs (w2, w3).
-        let a = std::array::from_fn(|i| w[i / 2][2 * (i % 2)]);
-        let b = std::array::from_fn(|i| w[i / 2][2 * (i % 2) + 1]);
-        // Uniforms go through the same shuffles: "cos" and "sin" are then words 0 and 1 (2, 3).
-        let (cs, sn) = if NORMAL { box_muller::<N>(a, b) } else { (unit(a), unit(b)) };
-        let lo = _mm512_set_epi64(11, 3, 10, 2, 9, 1, 8, 0);
-        let hi = _mm512_set_epi64(15, 7, 14, 6, 13, 5, 12, 4);
-        let pair_lo = _mm512_set_epi64(11, 10, 3, 2, 9, 8, 1, 0);
-        let pair_hi = _mm512_set_epi64(15, 14, 7, 6, 13, 12, 5, 4);
-        for h in 0..H {
-            let (c0, s0, c1, s1) = (cs[2 * h], sn[2 * h], cs[2 * h + 1], sn[2 * h + 1]);
-            // (c0, s0) of blocks 0..3 interleaved, then of blocks 4..7; the same for (c1, s1);
-            // then two blocks' [c0, s0, c1, s1] per register.
-            let p = [_mm512_permutex2var_pd(c0, lo, s0), _mm512_permutex2var_pd(c0, hi, s0)];
-            let q = [_mm512_permutex2var_pd(c1, lo, s1), _mm512_permutex2var_pd(c1, hi, s1)];
-            for i in 0..2 {
-                let o = out[h].as_mut_ptr();
-                // SAFETY: out[h] holds 32 doubles; these store 16i..16i+16.
-                unsafe {
-                    _mm512_storeu_pd(o.add(16 * i), _mm512_permutex2var_pd(p[i], pair_lo, q[i]));
-                    _mm512_storeu_pd(o.add(16 * i + 8), _mm512_permutex2var_pd(p[i], pair_hi, q[i]));
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        fn ci1(x: i64) -> __m512i {
+            _mm512_set1_epi64(x)
+        }
+
+        kernels!("avx512f,avx512dq");
+
+        /// Philox4x32-10 on 8H blocks, counters `[first + i, ctr[1], ctr[2], ctr[3]]`:
+        /// `[h][word]` holds block `8h + lane` in 64-bit lane `lane`, each word in the low 32
+        /// bits; the high 32 are whatever the round left there (`vpmuludq` reads only the low
+        /// half, and Box–Muller masks its 24 bits out).
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        fn philox<const H: usize>(first: u32, ctr: [u32; 4], key: [u32; 2]) -> [[__m512i; 4]; H] {
+            let lanes = _mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0);
+            // Counters in 64-bit lanes: only their low 32 bits are read, which wrap as u32s do.
+            let start = |h: i64| {
+                let c0 = _mm512_add_epi64(ci1(first as i64 + 8 * h), lanes);
+                [c0, ci1(ctr[1] as i64), ci1(ctr[2] as i64), ci1(ctr[3] as i64)]
+            };
+            let mut s: [[__m512i; 4]; H] = std::array::from_fn(|h| start(h as i64));
+            let (m0, m1) = (ci1(M0 as i64), ci1(M1 as i64));
+            let mut k = key;
+            for round in 0..10 {
+                if round > 0 {
+                    k[0] = k[0].wrapping_add(W0);
+                    k[1] = k[1].wrapping_add(W1);
+                }
+                let (k0, k1) = (ci1(k[0] as i64), ci1(k[1] as i64));
+                for w in &mut s {
+                    let p0 = _mm512_mul_epu32(w[0], m0);
+                    let p1 = _mm512_mul_epu32(w[2], m1);
+                    // The high words move down by a shuffle, not a shift: on Zen 4 shifts share
+                    // the pipes Box–Muller's additions need.
+                    *w = [
+                        _mm512_ternarylogic_epi64::<0x96>(_mm512_shuffle_epi32::<0xf5>(p1), w[1], k0),
+                        p1,
+                        _mm512_ternarylogic_epi64::<0x96>(_mm512_shuffle_epi32::<0xf5>(p0), w[3], k1),
+                        p0,
+                    ];
+                }
+            }
+            s
+        }
+
+        /// Registers of 8 blocks per run: 2, so Box–Muller takes 4 registers of pairs at once
+        /// (2 or 8 ran slower here).
+        const RUN: usize = 2;
+
+        /// The normals of the 8H blocks from counter `first` in column order, 32 per 8 blocks
+        /// (block i's four at 4i..4i+3).
+        #[inline]
+        #[target_feature(enable = "avx512f,avx512dq")]
+        fn run<const H: usize, const N: usize, const NORMAL: bool>(
+            first: u32,
+            ctr: [u32; 4],
+            key: [u32; 2],
+            out: &mut [[f64; 32]; H],
+        ) {
+            const { assert!(N == 2 * H) };
+            let w = philox::<H>(first, ctr, key);
+            // Register 2h holds pairs (w0, w1) of blocks 8h..8h+7, register 2h+1 pairs (w2, w3).
+            let a = std::array::from_fn(|i| w[i / 2][2 * (i % 2)]);
+            let b = std::array::from_fn(|i| w[i / 2][2 * (i % 2) + 1]);
+            // Uniforms go through the same shuffles: "cos" and "sin" are then words 0 and 1 (2, 3).
+            let (cs, sn) = if NORMAL { box_muller::<N>(a, b) } else { (unit(a), unit(b)) };
+            let lo = _mm512_set_epi64(11, 3, 10, 2, 9, 1, 8, 0);
+            let hi = _mm512_set_epi64(15, 7, 14, 6, 13, 5, 12, 4);
+            let pair_lo = _mm512_set_epi64(11, 10, 3, 2, 9, 8, 1, 0);
+            let pair_hi = _mm512_set_epi64(15, 14, 7, 6, 13, 12, 5, 4);
+            for h in 0..H {
+                let (c0, s0, c1, s1) = (cs[2 * h], sn[2 * h], cs[2 * h + 1], sn[2 * h + 1]);
+                // (c0, s0) of blocks 0..3 interleaved, then of blocks 4..7; the same for (c1, s1);
+                // then two blocks' [c0, s0, c1, s1] per register.
+                let p = [_mm512_permutex2var_pd(c0, lo, s0), _mm512_permutex2var_pd(c0, hi, s0)];
+                let q = [_mm512_permutex2var_pd(c1, lo, s1), _mm512_permutex2var_pd(c1, hi, s1)];
+                for i in 0..2 {
+                    let o = out[h].as_mut_ptr();
+                    // SAFETY: out[h] holds 32 doubles; these store 16i..16i+16.
+                    unsafe {
+                        _mm512_storeu_pd(o.add(16 * i), _mm512_permutex2var_pd(p[i], pair_lo, q[i]));
+                        _mm512_storeu_pd(o.add(16 * i + 8), _mm512_permutex2var_pd(p[i], pair_hi, q[i]));
+                    }
                 }
             }
         }
-    }
 
-    /// `Stream::fill_normal` (`NORMAL`) or `Stream::fill_uniform` on AVX-512: runs of 8H
-    /// blocks, the last partial run through a scratch run, as `for_each_batch` does.
-    #[target_feature(enable = "avx512f,avx512dq")]
-    pub(super) fn fill_on<const NORMAL: bool>(ctr: [u32; 4], key: [u32; 2], out: &mut [f64]) {
-        fill::<RUN, { 2 * RUN }, NORMAL>(ctr, key, out)
-    }
-
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512dq")]
-    fn fill<const H: usize, const N: usize, const NORMAL: bool>(ctr: [u32; 4], key: [u32; 2], out: &mut [f64]) {
-        let (blocks, rest) = out.as_chunks_mut::<32>();
-        let mut runs = blocks.chunks_exact_mut(H);
-        let mut first = ctr[0];
-        for r in &mut runs {
-            run::<H, N, NORMAL>(first, ctr, key, r.try_into().expect("runs of H"));
-            first = first.wrapping_add(8 * H as u32);
+        /// `Stream::fill_normal` (`NORMAL`) or `Stream::fill_uniform` on AVX-512: runs of 8H
+        /// blocks, the last partial run through a scratch run, as `for_each_batch` does.
+        #[target_feature(enable = "avx512f,avx512dq")]
+        pub(in crate::rng) fn fill_on<const NORMAL: bool>(ctr: [u32; 4], key: [u32; 2], out: &mut [f64]) {
+            fill::<RUN, { 2 * RUN }, NORMAL>(ctr, key, out)
         }
-        let partial = runs.into_remainder();
-        if !partial.is_empty() || !rest.is_empty() {
-            let mut scratch = [[0.0; 32]; H];
-            run::<H, N, NORMAL>(first, ctr, key, &mut scratch);
-            let n = partial.len();
-            partial.copy_from_slice(&scratch[..n]);
-            rest.copy_from_slice(&scratch[n][..rest.len()]);
-        }
-    }
 
-    /// `box_muller` on 32 chosen pairs of words, for the tests.
-    #[cfg(test)]
-    #[target_feature(enable = "avx512f,avx512dq")]
-    pub(super) fn box_muller_words(a: &[u32; 32], b: &[u32; 32]) -> ([f64; 32], [f64; 32]) {
-        let load = |w: &[u32; 32], i: usize| {
-            let lane = |l: usize| w[8 * i + l] as i64;
-            _mm512_set_epi64(lane(7), lane(6), lane(5), lane(4), lane(3), lane(2), lane(1), lane(0))
-        };
-        let (cs, sn) = box_muller::<4>(std::array::from_fn(|i| load(a, i)), std::array::from_fn(|i| load(b, i)));
-        let (mut c, mut s) = ([0.0; 32], [0.0; 32]);
-        for i in 0..4 {
-            // SAFETY: 8 doubles stored at 8i of 32.
-            unsafe {
-                _mm512_storeu_pd(c[8 * i..].as_mut_ptr(), cs[i]);
-                _mm512_storeu_pd(s[8 * i..].as_mut_ptr(), sn[i]);
+        #[inline]
+        #[target_feature(enable = "avx512f,avx512dq")]
+        fn fill<const H: usize, const N: usize, const NORMAL: bool>(ctr: [u32; 4], key: [u32; 2], out: &mut [f64]) {
+            let (blocks, rest) = out.as_chunks_mut::<32>();
+            let mut runs = blocks.chunks_exact_mut(H);
+            let mut first = ctr[0];
+            for r in &mut runs {
+                run::<H, N, NORMAL>(first, ctr, key, r.try_into().expect("runs of H"));
+                first = first.wrapping_add(8 * H as u32);
+            }
+            let partial = runs.into_remainder();
+            if !partial.is_empty() || !rest.is_empty() {
+                let mut scratch = [[0.0; 32]; H];
+                run::<H, N, NORMAL>(first, ctr, key, &mut scratch);
+                let n = partial.len();
+                partial.copy_from_slice(&scratch[..n]);
+                rest.copy_from_slice(&scratch[n][..rest.len()]);
             }
         }
-        (c, s)
+
+        /// `box_muller` on 32 chosen pairs of words, for the tests.
+        #[cfg(test)]
+        #[target_feature(enable = "avx512f,avx512dq")]
+        pub(in crate::rng) fn box_muller_words(a: &[u32; 32], b: &[u32; 32]) -> ([f64; 32], [f64; 32]) {
+            let load = |w: &[u32; 32], i: usize| {
+                let lane = |l: usize| w[8 * i + l] as i64;
+                _mm512_set_epi64(lane(7), lane(6), lane(5), lane(4), lane(3), lane(2), lane(1), lane(0))
+            };
+            let (cs, sn) = box_muller::<4>(std::array::from_fn(|i| load(a, i)), std::array::from_fn(|i| load(b, i)));
+            let (mut c, mut s) = ([0.0; 32], [0.0; 32]);
+            for i in 0..4 {
+                // SAFETY: 8 doubles stored at 8i of 32.
+                unsafe {
+                    _mm512_storeu_pd(c[8 * i..].as_mut_ptr(), cs[i]);
+                    _mm512_storeu_pd(s[8 * i..].as_mut_ptr(), sn[i]);
+                }
+            }
+            (c, s)
+        }
     }
 }
 
@@ -908,7 +922,7 @@ mod tests {
         }
         let check = |a: &[u32; 32], b: &[u32; 32]| {
             // SAFETY: AVX-512 F and DQ were detected above.
-            let (c, s) = unsafe { avx512::box_muller_words(a, b) };
+            let (c, s) = unsafe { kernel::avx512::box_muller_words(a, b) };
             for i in 0..32 {
                 let (c0, s0) = box_muller(a[i], b[i]);
                 assert_eq!(
