@@ -123,9 +123,9 @@ impl Stream {
     /// Eight blocks (32 normals) at a time in fixed-size lanes with no branches and no libm
     /// calls, so the compiler vectorises Philox and Box–Muller alike; on x86-64 the widest
     /// of AVX-512, AVX2 and the SSE2 baseline that the CPU has is chosen at run time, and
-    /// AVX-512 runs a hand-written kernel (16 blocks at a time) instead. The arithmetic is
-    /// the same IEEE operations in every case (no fused multiply–add), so the values do not
-    /// depend on the CPU.
+    /// AVX-512 and AVX2 run hand-written kernels (16 and 8 blocks at a time) instead. The
+    /// arithmetic is the same IEEE operations in every case (no fused multiply–add), so the
+    /// values do not depend on the CPU.
     pub fn fill_normal(&self, purpose: Purpose, layer: u32, row: u32, out: &mut [f64]) {
         self.fill_normal_on(Simd::best(), purpose, layer, row, out);
     }
@@ -138,9 +138,9 @@ impl Stream {
     }
 
     /// [`Stream::fill_normal_on`] (`normal`) or [`Stream::fill_uniform_on`] through the
-    /// compiler-vectorised fill on every level, as AVX-512 drew before its hand-written
-    /// kernel: the tests hold the two to the same bits, the benches time one against the
-    /// other.
+    /// compiler-vectorised fill on every level, as AVX-512 and AVX2 drew before their
+    /// hand-written kernels: the tests hold the two to the same bits, the benches time one
+    /// against the other.
     #[doc(hidden)]
     pub fn fill_autovec_on(&self, simd: Simd, normal: bool, purpose: Purpose, layer: u32, row: u32, out: &mut [f64]) {
         let ctr = [0, row, layer, purpose as u32];
@@ -164,12 +164,15 @@ impl Stream {
 }
 
 /// The row fill of normals (`NORMAL`) or uniforms on `simd`, or the widest narrower level
-/// the CPU has: on AVX-512, the hand-written kernel.
+/// the CPU has: on AVX-512 and AVX2, the hand-written kernels.
 fn fill_on<const NORMAL: bool>(simd: Simd, ctr: [u32; 4], key: [u32; 2], out: &mut [f64]) {
     #[cfg(target_arch = "x86_64")]
-    if simd.available() == Simd::Avx512 {
+    match simd.available() {
         // SAFETY: `available` returned the level only after detecting its features.
-        return unsafe { kernel::avx512::fill_on::<NORMAL>(ctr, key, out) };
+        Simd::Avx512 => return unsafe { kernel::avx512::fill_on::<NORMAL>(ctr, key, out) },
+        // SAFETY: as above.
+        Simd::Avx2 => return unsafe { kernel::avx2::fill_on::<NORMAL>(ctr, key, out) },
+        Simd::Baseline => {}
     }
     fill_autovec::<NORMAL>(simd, ctr, key, out)
 }
@@ -243,8 +246,9 @@ mod x86 {
 
 /// The row fills written out in intrinsics for AVX-512 and AVX2: the same IEEE operations
 /// on the same values as `box_muller`, `unit` and `philox_rounds`, so the same bits,
-/// arranged so that Zen 4 runs them about 1.2× faster than the compiler's vectorisation of
-/// the portable code (BENCHMARKS.md, "Issue 11 in session 11: the draw").
+/// arranged so that Zen 4 runs them about 1.2× (AVX-512) and 1.13× (AVX2) faster than the
+/// compiler's vectorisation of the portable code (BENCHMARKS.md, "Issue 11 in session 11:
+/// the draw").
 ///
 /// What the compiler could not do itself without changing a bit, or did not do:
 /// - several registers of pairs go through Box–Muller side by side, one operation on all
@@ -585,6 +589,193 @@ mod kernel {
             (c, s)
         }
     }
+
+    pub(super) mod avx2 {
+        use super::super::{C, LG, LN2_HI, LN2_LO, M0, M1, S, TAU_ERR_4, W0, W1};
+        use super::{HX_ADD, MAGIC, TAU_HI_S, TAU_LO_S, TWO_52};
+        use std::arch::x86_64::*;
+
+        /// N registers of 4 doubles or 64-bit integers; masks are all-ones lanes.
+        type F<const N: usize> = [__m256d; N];
+        type I<const N: usize> = [__m256i; N];
+        type K<const N: usize> = [__m256i; N];
+
+        registerwise! { "avx2";
+            fn add(a: F<N>, b: F<N>) -> F<N> = _mm256_add_pd(a, b);
+            fn sub(a: F<N>, b: F<N>) -> F<N> = _mm256_sub_pd(a, b);
+            fn mul(a: F<N>, b: F<N>) -> F<N> = _mm256_mul_pd(a, b);
+            fn div(a: F<N>, b: F<N>) -> F<N> = _mm256_div_pd(a, b);
+            fn sqrt(a: F<N>) -> F<N> = _mm256_sqrt_pd(a);
+            // −x where k is set: a sign-bit flip, which is what `-x` is.
+            fn neg_where(k: K<N>, x: F<N>) -> F<N> =
+                _mm256_xor_pd(x, _mm256_and_pd(_mm256_castsi256_pd(k), _mm256_set1_pd(-0.0)));
+            fn blend(k: K<N>, no: F<N>, yes: F<N>) -> F<N> = _mm256_blendv_pd(no, yes, _mm256_castsi256_pd(k));
+            fn as_f64(a: I<N>) -> F<N> = _mm256_castsi256_pd(a);
+            fn as_bits(a: F<N>) -> I<N> = _mm256_castpd_si256(a);
+            fn and(a: I<N>, b: I<N>) -> I<N> = _mm256_and_si256(a, b);
+            fn iadd(a: I<N>, b: I<N>) -> I<N> = _mm256_add_epi64(a, b);
+            fn shr8(a: I<N>) -> I<N> = _mm256_srli_epi64::<8>(a);
+            fn shr22(a: I<N>) -> I<N> = _mm256_srli_epi64::<22>(a);
+            fn shr52(a: I<N>) -> I<N> = _mm256_srli_epi64::<52>(a);
+            // a | (b & c)
+            fn or_and(a: I<N>, b: I<N>, c: I<N>) -> I<N> = _mm256_or_si256(a, _mm256_and_si256(b, c));
+            // The integer j < 2^52 in each lane as a double, exactly.
+            fn int_to_f64(j: I<N>) -> F<N> =
+                _mm256_sub_pd(_mm256_castsi256_pd(_mm256_or_si256(j, _mm256_set1_epi64x(MAGIC))), _mm256_set1_pd(TWO_52));
+            // Signed, which is unsigned here: every operand is below 2^23.
+            fn gt(a: I<N>, b: I<N>) -> K<N> = _mm256_cmpgt_epi64(a, b);
+            // For a one-bit b.
+            fn test(a: I<N>, b: I<N>) -> K<N> = _mm256_cmpeq_epi64(_mm256_and_si256(a, b), b);
+            // a − b where k is set, else b.
+            fn isub_where(k: K<N>, a: I<N>, b: I<N>) -> I<N> = _mm256_blendv_epi8(b, _mm256_sub_epi64(a, b), k);
+            // a + b where k is set, else a.
+            fn iadd_where(k: K<N>, a: I<N>, b: I<N>) -> I<N> = _mm256_add_epi64(a, _mm256_and_si256(b, k));
+            // `(n as f64) * TAU_ERR_4`, the product itself (n < 5, so n as a double is exact).
+            fn n_tau_err(n: I<N>) -> F<N> = _mm256_mul_pd(
+                _mm256_sub_pd(_mm256_castsi256_pd(_mm256_or_si256(n, _mm256_set1_epi64x(MAGIC))), _mm256_set1_pd(TWO_52)),
+                _mm256_set1_pd(TAU_ERR_4),
+            );
+        }
+
+        /// An all-`x` operand.
+        #[inline]
+        #[target_feature(enable = "avx2")]
+        fn c<const N: usize>(x: f64) -> F<N> {
+            [_mm256_set1_pd(x); N]
+        }
+
+        #[inline]
+        #[target_feature(enable = "avx2")]
+        fn ci<const N: usize>(x: i64) -> I<N> {
+            [_mm256_set1_epi64x(x); N]
+        }
+
+        #[inline]
+        #[target_feature(enable = "avx2")]
+        fn ci1(x: i64) -> __m256i {
+            _mm256_set1_epi64x(x)
+        }
+
+        kernels!("avx2");
+
+        /// Philox4x32-10 on 4H blocks, counters `[first + i, ctr[1], ctr[2], ctr[3]]`:
+        /// `[h][word]` holds block `4h + lane` in 64-bit lane `lane`, as in the AVX-512
+        /// module.
+        #[inline]
+        #[target_feature(enable = "avx2")]
+        fn philox<const H: usize>(first: u32, ctr: [u32; 4], key: [u32; 2]) -> [[__m256i; 4]; H] {
+            let lanes = _mm256_set_epi64x(3, 2, 1, 0);
+            // Counters in 64-bit lanes: only their low 32 bits are read, which wrap as u32s do.
+            let start = |h: i64| {
+                let c0 = _mm256_add_epi64(ci1(first as i64 + 4 * h), lanes);
+                [c0, ci1(ctr[1] as i64), ci1(ctr[2] as i64), ci1(ctr[3] as i64)]
+            };
+            let mut s: [[__m256i; 4]; H] = std::array::from_fn(|h| start(h as i64));
+            let (m0, m1) = (ci1(M0 as i64), ci1(M1 as i64));
+            let mut k = key;
+            for round in 0..10 {
+                if round > 0 {
+                    k[0] = k[0].wrapping_add(W0);
+                    k[1] = k[1].wrapping_add(W1);
+                }
+                let (k0, k1) = (ci1(k[0] as i64), ci1(k[1] as i64));
+                for w in &mut s {
+                    let p0 = _mm256_mul_epu32(w[0], m0);
+                    let p1 = _mm256_mul_epu32(w[2], m1);
+                    let (hi0, hi1) = (_mm256_shuffle_epi32::<0xf5>(p0), _mm256_shuffle_epi32::<0xf5>(p1));
+                    *w = [
+                        _mm256_xor_si256(_mm256_xor_si256(hi1, w[1]), k0),
+                        p1,
+                        _mm256_xor_si256(_mm256_xor_si256(hi0, w[3]), k1),
+                        p0,
+                    ];
+                }
+            }
+            s
+        }
+
+        /// Registers of 4 blocks per run: Box–Muller takes 2H registers of pairs at once.
+        const RUN: usize = 2;
+
+        /// The normals (or uniforms) of the 4H blocks from counter `first` in column order.
+        #[inline]
+        #[target_feature(enable = "avx2")]
+        fn run<const H: usize, const N: usize, const NORMAL: bool>(
+            first: u32,
+            ctr: [u32; 4],
+            key: [u32; 2],
+            out: &mut [[f64; 16]; H],
+        ) {
+            const { assert!(N == 2 * H) };
+            let w = philox::<H>(first, ctr, key);
+            // Register 2h holds pairs (w0, w1) of blocks 4h..4h+3, register 2h+1 pairs (w2, w3).
+            let a = std::array::from_fn(|i| w[i / 2][2 * (i % 2)]);
+            let b = std::array::from_fn(|i| w[i / 2][2 * (i % 2) + 1]);
+            let (cs, sn) = if NORMAL { box_muller::<N>(a, b) } else { (unit(a), unit(b)) };
+            for h in 0..H {
+                let (c0, s0, c1, s1) = (cs[2 * h], sn[2 * h], cs[2 * h + 1], sn[2 * h + 1]);
+                // [c0, s0] of blocks 0 and 2, then of 1 and 3; the same for [c1, s1]; then
+                // one block's [c0, s0, c1, s1] per register.
+                let (t0, t1) = (_mm256_unpacklo_pd(c0, s0), _mm256_unpackhi_pd(c0, s0));
+                let (t2, t3) = (_mm256_unpacklo_pd(c1, s1), _mm256_unpackhi_pd(c1, s1));
+                let o = out[h].as_mut_ptr();
+                // SAFETY: out[h] holds 16 doubles; these store 4 each at 0, 4, 8, 12.
+                unsafe {
+                    _mm256_storeu_pd(o, _mm256_permute2f128_pd::<0x20>(t0, t2));
+                    _mm256_storeu_pd(o.add(4), _mm256_permute2f128_pd::<0x20>(t1, t3));
+                    _mm256_storeu_pd(o.add(8), _mm256_permute2f128_pd::<0x31>(t0, t2));
+                    _mm256_storeu_pd(o.add(12), _mm256_permute2f128_pd::<0x31>(t1, t3));
+                }
+            }
+        }
+
+        /// `Stream::fill_normal` (`NORMAL`) or `Stream::fill_uniform` on AVX2, as the AVX-512
+        /// module's `fill_on`.
+        #[target_feature(enable = "avx2")]
+        pub(in crate::rng) fn fill_on<const NORMAL: bool>(ctr: [u32; 4], key: [u32; 2], out: &mut [f64]) {
+            fill::<RUN, { 2 * RUN }, NORMAL>(ctr, key, out)
+        }
+
+        #[inline]
+        #[target_feature(enable = "avx2")]
+        fn fill<const H: usize, const N: usize, const NORMAL: bool>(ctr: [u32; 4], key: [u32; 2], out: &mut [f64]) {
+            let (blocks, rest) = out.as_chunks_mut::<16>();
+            let mut runs = blocks.chunks_exact_mut(H);
+            let mut first = ctr[0];
+            for r in &mut runs {
+                run::<H, N, NORMAL>(first, ctr, key, r.try_into().expect("runs of H"));
+                first = first.wrapping_add(4 * H as u32);
+            }
+            let partial = runs.into_remainder();
+            if !partial.is_empty() || !rest.is_empty() {
+                let mut scratch = [[0.0; 16]; H];
+                run::<H, N, NORMAL>(first, ctr, key, &mut scratch);
+                let n = partial.len();
+                partial.copy_from_slice(&scratch[..n]);
+                rest.copy_from_slice(&scratch[n][..rest.len()]);
+            }
+        }
+
+        /// `box_muller` on 32 chosen pairs of words, for the tests.
+        #[cfg(test)]
+        #[target_feature(enable = "avx2")]
+        pub(in crate::rng) fn box_muller_words(a: &[u32; 32], b: &[u32; 32]) -> ([f64; 32], [f64; 32]) {
+            let load = |w: &[u32; 32], i: usize| {
+                let lane = |l: usize| w[4 * i + l] as i64;
+                _mm256_set_epi64x(lane(3), lane(2), lane(1), lane(0))
+            };
+            let (cs, sn) = box_muller::<8>(std::array::from_fn(|i| load(a, i)), std::array::from_fn(|i| load(b, i)));
+            let (mut c, mut s) = ([0.0; 32], [0.0; 32]);
+            for i in 0..8 {
+                // SAFETY: 4 doubles stored at 4i of 32.
+                unsafe {
+                    _mm256_storeu_pd(c[4 * i..].as_mut_ptr(), cs[i]);
+                    _mm256_storeu_pd(s[4 * i..].as_mut_ptr(), sn[i]);
+                }
+            }
+            (c, s)
+        }
+    }
 }
 
 /// Philox4x32-10 on `L` blocks at once, counters `ctr0[i], ctr[1], ctr[2], ctr[3]`. The loop
@@ -908,27 +1099,39 @@ mod tests {
         assert_eq!(-TAU_ERR_4, std::f64::consts::FRAC_PI_2.cos());
     }
 
-    /// The AVX-512 kernel against the portable `box_muller` on every word it can tell
-    /// apart: all 2^24 values of `a >> 8` (u1 from 2^-24 to 1) paired with all 2^24 of
+    /// The AVX-512 and AVX2 kernels against the portable `box_muller` on every word they
+    /// can tell apart: all 2^24 values of `a >> 8` (u1 from 2^-24 to 1) paired with all 2^24 of
     /// `b >> 8` (every angle), the discarded low bytes varied, and then the edge cases
     /// named: u1 = 2^-24 and u1 = 1 (r = 0, so the sign of zero) against angles on and
     /// beside each quadrant and octant boundary. Bit for bit.
     #[cfg(target_arch = "x86_64")]
     #[test]
-    fn avx512_box_muller_is_bit_identical_on_every_word() {
-        if Simd::Avx512.available() != Simd::Avx512 {
-            eprintln!("no AVX-512 on this CPU: the kernel is not run here");
-            return;
+    fn simd_box_muller_is_bit_identical_on_every_word() {
+        for simd in [Simd::Avx512, Simd::Avx2] {
+            if simd.available() != simd {
+                eprintln!("no {simd:?} on this CPU: its kernel is not run here");
+            } else {
+                box_muller_kernel_is_bit_identical_on_every_word(simd);
+            }
         }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    fn box_muller_kernel_is_bit_identical_on_every_word(simd: Simd) {
         let check = |a: &[u32; 32], b: &[u32; 32]| {
-            // SAFETY: AVX-512 F and DQ were detected above.
-            let (c, s) = unsafe { kernel::avx512::box_muller_words(a, b) };
+            // SAFETY: the caller detected the level's features.
+            let (c, s) = unsafe {
+                match simd {
+                    Simd::Avx512 => kernel::avx512::box_muller_words(a, b),
+                    _ => kernel::avx2::box_muller_words(a, b),
+                }
+            };
             for i in 0..32 {
                 let (c0, s0) = box_muller(a[i], b[i]);
                 assert_eq!(
                     (c[i].to_bits(), s[i].to_bits()),
                     (c0.to_bits(), s0.to_bits()),
-                    "words {:#010x} {:#010x}: kernel ({:e}, {:e}), portable ({c0:e}, {s0:e})",
+                    "{simd:?} words {:#010x} {:#010x}: kernel ({:e}, {:e}), portable ({c0:e}, {s0:e})",
                     a[i],
                     b[i],
                     c[i],
