@@ -6,8 +6,8 @@
 //!   `sin_cos` per pair), 64 rows of 1024, one thread;
 //! - `rows/{baseline,avx2,avx512}`: `Stream::fill_normal` forced to each instruction set
 //!   the CPU has (baseline = SSE2 on x86-64, what a build runs on a CPU without AVX2);
-//!   `avx512` is the hand-written kernel, and `rows/avx512_autovec` the compiler-vectorised
-//!   fill it replaced (same bits), timed in the same run; `rows/uniform_avx512{,_autovec}`
+//!   `avx2` and `avx512` are the hand-written kernels, and `rows/{avx2,avx512}_autovec` the
+//!   compiler-vectorised fills they replaced (same bits), timed in the same run; `rows/uniform_avx512{,_autovec}`
 //!   the same pair for `Stream::fill_uniform` (ns per uniform in the table);
 //! - `matrix/libm`, `matrix/autovec` and `matrix/fast`: one 1024×1024 matrix, split by
 //!   rows over all cores as `Init::weights` does (`autovec`: the compiler-vectorised fill
@@ -106,15 +106,17 @@ fn main() {
         };
         bench(&mut g, "rows", &id, || fast_rows(&mut buf));
         cpu.push((id, cpu_seconds(Cpu::Thread, || fast_rows(&mut buf))));
-        if simd == Simd::Avx512 {
+        if simd != Simd::Baseline {
             let autovec_rows = |buf: &mut [f64]| {
                 for (i, row) in buf.chunks_mut(N).take(ROWS).enumerate() {
                     s.fill_autovec_on(simd, true, Purpose::Weight, 1, i as u32, row);
                 }
             };
-            let id = "avx512_autovec".to_string();
+            let id = format!("{id}_autovec");
             bench(&mut g, "rows", &id, || autovec_rows(&mut buf));
             cpu.push((id, cpu_seconds(Cpu::Thread, || autovec_rows(&mut buf))));
+        }
+        if simd == Simd::Avx512 {
             for (id, kernel) in [("uniform_avx512", true), ("uniform_avx512_autovec", false)] {
                 let uniform_rows = |buf: &mut [f64]| {
                     for (i, row) in buf.chunks_mut(N).take(ROWS).enumerate() {
