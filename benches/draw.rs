@@ -105,7 +105,7 @@ fn main() {
             }
         };
         bench(&mut g, "rows", &id, || fast_rows(&mut buf));
-        cpu.push((id, cpu_seconds(Cpu::Thread, || fast_rows(&mut buf))));
+        cpu.push((id.clone(), cpu_seconds(Cpu::Thread, || fast_rows(&mut buf))));
         if simd != Simd::Baseline {
             let autovec_rows = |buf: &mut [f64]| {
                 for (i, row) in buf.chunks_mut(N).take(ROWS).enumerate() {
