@@ -297,200 +297,202 @@ mod kernel {
         )*};
     }
 
-    /// Box–Muller, `unit` and the sin/cos kernels on N registers, written once over the
-    /// operations each instruction set's module defines with `registerwise!`.
+    /// Box–Muller, `unit`, the sin/cos kernels, Philox, a run and the row fill, written once
+    /// over what each instruction set's module defines: the `registerwise!` operations,
+    /// five one-register helpers, `store_blocks`, `LANES` and `RUN`.
     macro_rules! kernels {
         ($features:literal) => {
-        /// `box_muller` on N registers of pairs of words (the low 32 bits of each 64-bit lane): (r cos θ, r sin θ).
-        #[inline]
-        #[target_feature(enable = $features)]
-        fn box_muller<const N: usize>(a: I<N>, b: I<N>) -> (F<N>, F<N>) {
-            let low24 = ci(0xff_ffff);
-            // ln u1 as `ln_normal`, on the bits of 2^24·u1 = (a >> 8) + 1.
-            let k = sub(as_f64(or_and(ci(MAGIC), shr8(a), low24)), c(TWO_52 - 1.0));
-            let hx = iadd(as_bits(k), ci(HX_ADD));
-            let dk = sub(int_to_f64(shr52(hx)), c(1023.0));
-            let f = sub(as_f64(iadd(and(hx, ci(0x000f_ffff_ffff_ffff)), ci(0x3fe6_a09e << 32))), c(1.0));
-            let hfsq = mul(mul(c(0.5), f), f);
-            let s = div(f, add(c(2.0), f));
-            let z = mul(s, s);
-            let w = mul(z, z);
-            let t1 = mul(w, add(c(LG[1]), mul(w, add(c(LG[3]), mul(w, c(LG[5]))))));
-            let t2 = mul(z, add(c(LG[0]), mul(w, add(c(LG[2]), mul(w, add(c(LG[4]), mul(w, c(LG[6]))))))));
-            let ln = add(
-                add(sub(add(mul(s, add(hfsq, add(t2, t1))), mul(dk, c(LN2_LO))), hfsq), f),
-                mul(dk, c(LN2_HI)),
-            );
-            let r = sqrt(mul(c(-2.0), ln));
+            /// `box_muller` on N registers of pairs of words (the low 32 bits of each 64-bit
+            /// lane): (r cos θ, r sin θ).
+            #[inline]
+            #[target_feature(enable = $features)]
+            fn box_muller<const N: usize>(a: I<N>, b: I<N>) -> (F<N>, F<N>) {
+                let low24 = ci(0xff_ffff);
+                // ln u1 as `ln_normal`, on the bits of 2^24·u1 = (a >> 8) + 1.
+                let k = sub(as_f64(or_and(ci(MAGIC), shr8(a), low24)), c(TWO_52 - 1.0));
+                let hx = iadd(as_bits(k), ci(HX_ADD));
+                let dk = sub(int_to_f64(shr52(hx)), c(1023.0));
+                let f = sub(as_f64(iadd(and(hx, ci(0x000f_ffff_ffff_ffff)), ci(0x3fe6_a09e << 32))), c(1.0));
+                let hfsq = mul(mul(c(0.5), f), f);
+                let s = div(f, add(c(2.0), f));
+                let z = mul(s, s);
+                let w = mul(z, z);
+                let t1 = mul(w, add(c(LG[1]), mul(w, add(c(LG[3]), mul(w, c(LG[5]))))));
+                let t2 = mul(z, add(c(LG[0]), mul(w, add(c(LG[2]), mul(w, add(c(LG[4]), mul(w, c(LG[6]))))))));
+                let ln = add(
+                    add(sub(add(mul(s, add(hfsq, add(t2, t1))), mul(dk, c(LN2_LO))), hfsq), f),
+                    mul(dk, c(LN2_HI)),
+                );
+                let r = sqrt(mul(c(-2.0), ln));
 
-            // sin and cos of θ = fl(TAU·j·2^-24) as `sincos_turn`, with rho, xh and xl already
-            // scaled by 2^-24.
-            let j = and(shr8(b), low24);
-            let jf = int_to_f64(j);
-            let (h, l) = (mul(c(TAU_HI_S), jf), mul(c(TAU_LO_S), jf));
-            let rho = sub(sub(add(h, l), h), l);
-            let m = and(j, ci(0x3f_ffff));
-            let upper = gt(m, ci(0x20_0000));
-            let t = isub_where(upper, ci(0x40_0000), m);
-            let n = iadd_where(upper, shr22(j), ci(1));
-            let tail = neg_where(upper, add(rho, n_tau_err(n)));
-            let tf = int_to_f64(t);
-            let xh = mul(c(TAU_HI_S), tf);
-            let xl = add(mul(c(TAU_LO_S), tf), tail);
-            let x = add(xh, xl);
-            let y = sub(xl, sub(x, xh));
-            let (sn, cs) = (k_sin(x, y), k_cos(x, y));
-            let sn = neg_where(upper, sn);
-            let odd = test(n, ci(1));
-            let (sn, cs) = (blend(odd, sn, cs), blend(odd, cs, sn));
-            let sn = neg_where(test(n, ci(2)), sn);
-            let cs = neg_where(test(iadd(n, ci(1)), ci(2)), cs);
-            (mul(r, cs), mul(r, sn))
-        }
-
-        /// `unit` of each word: (w >> 8)·2^-24, formed exactly as 2^28 + (w >> 8)·2^-24 (the
-        /// low bits of 2^28's mantissa weigh 2^-24) less 2^28.
-        #[inline]
-        #[target_feature(enable = $features)]
-        fn unit<const N: usize>(w: I<N>) -> F<N> {
-            const TWO_28: f64 = 268_435_456.0;
-            sub(as_f64(or_and(ci(TWO_28.to_bits() as i64), shr8(w), ci(0xff_ffff))), c(TWO_28))
-        }
-
-        /// `k_sin`, operation for operation.
-        #[inline]
-        #[target_feature(enable = $features)]
-        fn k_sin<const N: usize>(x: F<N>, y: F<N>) -> F<N> {
-            let z = mul(x, x);
-            let w = mul(z, z);
-            let r = add(add(c(S[1]), mul(z, add(c(S[2]), mul(z, c(S[3]))))), mul(mul(z, w), add(c(S[4]), mul(z, c(S[5])))));
-            let v = mul(z, x);
-            sub(x, sub(sub(mul(z, sub(mul(c(0.5), y), mul(v, r))), y), mul(v, c(S[0]))))
-        }
-
-        /// `k_cos`, operation for operation.
-        #[inline]
-        #[target_feature(enable = $features)]
-        fn k_cos<const N: usize>(x: F<N>, y: F<N>) -> F<N> {
-            let z = mul(x, x);
-            let w = mul(z, z);
-            let r = add(
-                mul(z, add(c(C[0]), mul(z, add(c(C[1]), mul(z, c(C[2])))))),
-                mul(mul(w, w), add(c(C[3]), mul(z, add(c(C[4]), mul(z, c(C[5])))))),
-            );
-            let hz = mul(c(0.5), z);
-            let w = sub(c(1.0), hz);
-            add(w, add(sub(sub(c(1.0), w), hz), sub(mul(z, r), mul(x, y))))
-        }
-
-
-        /// `Stream::fill_normal` (`NORMAL`) or `Stream::fill_uniform`: runs of H registers
-        /// of LANES blocks, the last partial run through a scratch run, as
-        /// `for_each_batch` does.
-        #[target_feature(enable = $features)]
-        pub(in crate::rng) fn fill_on<const NORMAL: bool>(ctr: [u32; 4], key: [u32; 2], out: &mut [f64]) {
-            fill::<RUN, { 2 * RUN }, NORMAL>(ctr, key, out)
-        }
-
-        #[inline]
-        #[target_feature(enable = $features)]
-        fn fill<const H: usize, const N: usize, const NORMAL: bool>(ctr: [u32; 4], key: [u32; 2], out: &mut [f64]) {
-            let (blocks, rest) = out.as_chunks_mut::<{ 4 * LANES }>();
-            let mut runs = blocks.chunks_exact_mut(H);
-            let mut first = ctr[0];
-            for r in &mut runs {
-                run::<H, N, NORMAL>(first, ctr, key, r.try_into().expect("runs of H"));
-                first = first.wrapping_add((LANES * H) as u32);
+                // sin and cos of θ = fl(TAU·j·2^-24) as `sincos_turn`, with rho, xh and xl already
+                // scaled by 2^-24.
+                let j = and(shr8(b), low24);
+                let jf = int_to_f64(j);
+                let (h, l) = (mul(c(TAU_HI_S), jf), mul(c(TAU_LO_S), jf));
+                let rho = sub(sub(add(h, l), h), l);
+                let m = and(j, ci(0x3f_ffff));
+                let upper = gt(m, ci(0x20_0000));
+                let t = isub_where(upper, ci(0x40_0000), m);
+                let n = iadd_where(upper, shr22(j), ci(1));
+                let tail = neg_where(upper, add(rho, n_tau_err(n)));
+                let tf = int_to_f64(t);
+                let xh = mul(c(TAU_HI_S), tf);
+                let xl = add(mul(c(TAU_LO_S), tf), tail);
+                let x = add(xh, xl);
+                let y = sub(xl, sub(x, xh));
+                let (sn, cs) = (k_sin(x, y), k_cos(x, y));
+                let sn = neg_where(upper, sn);
+                let odd = test(n, ci(1));
+                let (sn, cs) = (blend(odd, sn, cs), blend(odd, cs, sn));
+                let sn = neg_where(test(n, ci(2)), sn);
+                let cs = neg_where(test(iadd(n, ci(1)), ci(2)), cs);
+                (mul(r, cs), mul(r, sn))
             }
-            let partial = runs.into_remainder();
-            if !partial.is_empty() || !rest.is_empty() {
-                let mut scratch = [[0.0; 4 * LANES]; H];
-                run::<H, N, NORMAL>(first, ctr, key, &mut scratch);
-                let n = partial.len();
-                partial.copy_from_slice(&scratch[..n]);
-                rest.copy_from_slice(&scratch[n][..rest.len()]);
-            }
-        }
 
-        /// `box_muller` on 32 chosen pairs of words, for the tests.
-        #[cfg(test)]
-        #[target_feature(enable = $features)]
-        pub(in crate::rng) fn box_muller_words(a: &[u32; 32], b: &[u32; 32]) -> ([f64; 32], [f64; 32]) {
-            const R: usize = 32 / LANES;
-            let load = |w: &[u32; 32], i: usize| {
-                let lanes: [i64; LANES] = std::array::from_fn(|l| w[LANES * i + l] as i64);
-                // SAFETY: a register is LANES 64-bit lanes; the read is unaligned.
-                unsafe { std::ptr::read_unaligned(lanes.as_ptr() as *const I<1>) }[0]
-            };
-            let (cs, sn) = box_muller::<R>(std::array::from_fn(|i| load(a, i)), std::array::from_fn(|i| load(b, i)));
-            let (mut c, mut s) = ([0.0; 32], [0.0; 32]);
-            for i in 0..R {
-                // SAFETY: a register is LANES doubles, written unaligned at LANES·i of 32.
-                unsafe {
-                    std::ptr::write_unaligned(c[LANES * i..].as_mut_ptr() as *mut F<1>, [cs[i]]);
-                    std::ptr::write_unaligned(s[LANES * i..].as_mut_ptr() as *mut F<1>, [sn[i]]);
+            /// `unit` of each word: (w >> 8)·2^-24, formed exactly as 2^28 + (w >> 8)·2^-24 (the
+            /// low bits of 2^28's mantissa weigh 2^-24) less 2^28.
+            #[inline]
+            #[target_feature(enable = $features)]
+            fn unit<const N: usize>(w: I<N>) -> F<N> {
+                const TWO_28: f64 = 268_435_456.0;
+                sub(as_f64(or_and(ci(TWO_28.to_bits() as i64), shr8(w), ci(0xff_ffff))), c(TWO_28))
+            }
+
+            /// `k_sin`, operation for operation.
+            #[inline]
+            #[target_feature(enable = $features)]
+            fn k_sin<const N: usize>(x: F<N>, y: F<N>) -> F<N> {
+                let z = mul(x, x);
+                let w = mul(z, z);
+                let r = add(add(c(S[1]), mul(z, add(c(S[2]), mul(z, c(S[3]))))), mul(mul(z, w), add(c(S[4]), mul(z, c(S[5])))));
+                let v = mul(z, x);
+                sub(x, sub(sub(mul(z, sub(mul(c(0.5), y), mul(v, r))), y), mul(v, c(S[0]))))
+            }
+
+            /// `k_cos`, operation for operation.
+            #[inline]
+            #[target_feature(enable = $features)]
+            fn k_cos<const N: usize>(x: F<N>, y: F<N>) -> F<N> {
+                let z = mul(x, x);
+                let w = mul(z, z);
+                let r = add(
+                    mul(z, add(c(C[0]), mul(z, add(c(C[1]), mul(z, c(C[2])))))),
+                    mul(mul(w, w), add(c(C[3]), mul(z, add(c(C[4]), mul(z, c(C[5])))))),
+                );
+                let hz = mul(c(0.5), z);
+                let w = sub(c(1.0), hz);
+                add(w, add(sub(sub(c(1.0), w), hz), sub(mul(z, r), mul(x, y))))
+            }
+
+
+            /// `Stream::fill_normal` (`NORMAL`) or `Stream::fill_uniform`: runs of H registers
+            /// of LANES blocks, the last partial run through a scratch run, as
+            /// `for_each_batch` does.
+            #[target_feature(enable = $features)]
+            pub(in crate::rng) fn fill_on<const NORMAL: bool>(ctr: [u32; 4], key: [u32; 2], out: &mut [f64]) {
+                fill::<RUN, { 2 * RUN }, NORMAL>(ctr, key, out)
+            }
+
+            #[inline]
+            #[target_feature(enable = $features)]
+            fn fill<const H: usize, const N: usize, const NORMAL: bool>(ctr: [u32; 4], key: [u32; 2], out: &mut [f64]) {
+                let (blocks, rest) = out.as_chunks_mut::<{ 4 * LANES }>();
+                let mut runs = blocks.chunks_exact_mut(H);
+                let mut first = ctr[0];
+                for r in &mut runs {
+                    run::<H, N, NORMAL>(first, ctr, key, r.try_into().expect("runs of H"));
+                    first = first.wrapping_add((LANES * H) as u32);
+                }
+                let partial = runs.into_remainder();
+                if !partial.is_empty() || !rest.is_empty() {
+                    let mut scratch = [[0.0; 4 * LANES]; H];
+                    run::<H, N, NORMAL>(first, ctr, key, &mut scratch);
+                    let n = partial.len();
+                    partial.copy_from_slice(&scratch[..n]);
+                    rest.copy_from_slice(&scratch[n][..rest.len()]);
                 }
             }
-            (c, s)
-        }
 
-        /// Philox4x32-10 on H registers of LANES blocks, counters
-        /// `[first + i, ctr[1], ctr[2], ctr[3]]`: `[h][word]` holds block `LANES·h + lane` in
-        /// 64-bit lane `lane`, each word in the low 32 bits; the high 32 are whatever the
-        /// round left there (`vpmuludq` reads only the low half, and Box–Muller masks its 24
-        /// bits out).
-        #[inline]
-        #[target_feature(enable = $features)]
-        fn philox<const H: usize>(first: u32, ctr: [u32; 4], key: [u32; 2]) -> [I<4>; H] {
-            // Counters in 64-bit lanes: only their low 32 bits are read, which wrap as u32s do.
-            let start = |h: i64| {
-                let c0 = add64(ci1(first as i64 + LANES as i64 * h), lane_index());
-                [c0, ci1(ctr[1] as i64), ci1(ctr[2] as i64), ci1(ctr[3] as i64)]
-            };
-            let mut s: [I<4>; H] = std::array::from_fn(|h| start(h as i64));
-            let (m0, m1) = (ci1(M0 as i64), ci1(M1 as i64));
-            let mut k = key;
-            for round in 0..10 {
-                if round > 0 {
-                    k[0] = k[0].wrapping_add(W0);
-                    k[1] = k[1].wrapping_add(W1);
+            /// `box_muller` on 32 chosen pairs of words, for the tests.
+            #[cfg(test)]
+            #[target_feature(enable = $features)]
+            pub(in crate::rng) fn box_muller_words(a: &[u32; 32], b: &[u32; 32]) -> ([f64; 32], [f64; 32]) {
+                const R: usize = 32 / LANES;
+                let load = |w: &[u32; 32], i: usize| {
+                    let lanes: [i64; LANES] = std::array::from_fn(|l| w[LANES * i + l] as i64);
+                    // SAFETY: a register is LANES 64-bit lanes; the read is unaligned.
+                    unsafe { std::ptr::read_unaligned(lanes.as_ptr() as *const I<1>) }[0]
+                };
+                let (cs, sn) = box_muller::<R>(std::array::from_fn(|i| load(a, i)), std::array::from_fn(|i| load(b, i)));
+                let (mut c, mut s) = ([0.0; 32], [0.0; 32]);
+                for i in 0..R {
+                    // SAFETY: a register is LANES doubles, written unaligned at LANES·i of 32.
+                    unsafe {
+                        std::ptr::write_unaligned(c[LANES * i..].as_mut_ptr() as *mut F<1>, [cs[i]]);
+                        std::ptr::write_unaligned(s[LANES * i..].as_mut_ptr() as *mut F<1>, [sn[i]]);
+                    }
                 }
-                let (k0, k1) = (ci1(k[0] as i64), ci1(k[1] as i64));
-                for w in &mut s {
-                    let p0 = mul32(w[0], m0);
-                    let p1 = mul32(w[2], m1);
-                    // The high words move down by a shuffle, not a shift: on Zen 4 shifts
-                    // share the pipes Box–Muller's additions need.
-                    *w = [xor3(hi_down(p1), w[1], k0), p1, xor3(hi_down(p0), w[3], k1), p0];
+                (c, s)
+            }
+
+            /// Philox4x32-10 on H registers of LANES blocks, counters
+            /// `[first + i, ctr[1], ctr[2], ctr[3]]`: `[h][word]` holds block `LANES·h + lane` in
+            /// 64-bit lane `lane`, each word in the low 32 bits; the high 32 are whatever the
+            /// round left there (`vpmuludq` reads only the low half, and Box–Muller masks its 24
+            /// bits out).
+            #[inline]
+            #[target_feature(enable = $features)]
+            fn philox<const H: usize>(first: u32, ctr: [u32; 4], key: [u32; 2]) -> [I<4>; H] {
+                // Counters in 64-bit lanes: only their low 32 bits are read, which wrap as u32s do.
+                let start = |h: i64| {
+                    let c0 = add64(ci1(first as i64 + LANES as i64 * h), lane_index());
+                    [c0, ci1(ctr[1] as i64), ci1(ctr[2] as i64), ci1(ctr[3] as i64)]
+                };
+                let mut s: [I<4>; H] = std::array::from_fn(|h| start(h as i64));
+                let (m0, m1) = (ci1(M0 as i64), ci1(M1 as i64));
+                let mut k = key;
+                for round in 0..10 {
+                    if round > 0 {
+                        k[0] = k[0].wrapping_add(W0);
+                        k[1] = k[1].wrapping_add(W1);
+                    }
+                    let (k0, k1) = (ci1(k[0] as i64), ci1(k[1] as i64));
+                    for w in &mut s {
+                        let p0 = mul32(w[0], m0);
+                        let p1 = mul32(w[2], m1);
+                        // The high words move down by a shuffle, not a shift: on Zen 4 shifts
+                        // share the pipes Box–Muller's additions need.
+                        *w = [xor3(hi_down(p1), w[1], k0), p1, xor3(hi_down(p0), w[3], k1), p0];
+                    }
+                }
+                s
+            }
+
+            /// The normals (or uniforms) of the LANES·H blocks from counter `first`, in column
+            /// order (block i's four at 4i..4i+3).
+            #[inline]
+            #[target_feature(enable = $features)]
+            fn run<const H: usize, const N: usize, const NORMAL: bool>(
+                first: u32,
+                ctr: [u32; 4],
+                key: [u32; 2],
+                out: &mut [[f64; 4 * LANES]; H],
+            ) {
+                const { assert!(N == 2 * H) };
+                let w = philox::<H>(first, ctr, key);
+                // Register 2h holds pairs (w0, w1) of register h's blocks, 2h+1 pairs (w2, w3).
+                let a = std::array::from_fn(|i| w[i / 2][2 * (i % 2)]);
+                let b = std::array::from_fn(|i| w[i / 2][2 * (i % 2) + 1]);
+                // Uniforms go through the same shuffles: "cos" and "sin" are then words 0 and 1 (2, 3).
+                let (cs, sn) = if NORMAL { box_muller::<N>(a, b) } else { (unit(a), unit(b)) };
+                // An index loop: with `iter_mut().enumerate()` this ran 10% slower (2.18 against
+                // 1.96 ns per normal on AVX-512), the stores scheduled differently.
+                #[allow(clippy::needless_range_loop)]
+                for h in 0..H {
+                    store_blocks(&mut out[h], cs[2 * h], sn[2 * h], cs[2 * h + 1], sn[2 * h + 1]);
                 }
             }
-            s
-        }
-
-        /// The normals (or uniforms) of the LANES·H blocks from counter `first`, in column
-        /// order (block i's four at 4i..4i+3).
-        #[inline]
-        #[target_feature(enable = $features)]
-        fn run<const H: usize, const N: usize, const NORMAL: bool>(
-            first: u32,
-            ctr: [u32; 4],
-            key: [u32; 2],
-            out: &mut [[f64; 4 * LANES]; H],
-        ) {
-            const { assert!(N == 2 * H) };
-            let w = philox::<H>(first, ctr, key);
-            // Register 2h holds pairs (w0, w1) of register h's blocks, 2h+1 pairs (w2, w3).
-            let a = std::array::from_fn(|i| w[i / 2][2 * (i % 2)]);
-            let b = std::array::from_fn(|i| w[i / 2][2 * (i % 2) + 1]);
-            // Uniforms go through the same shuffles: "cos" and "sin" are then words 0 and 1 (2, 3).
-            let (cs, sn) = if NORMAL { box_muller::<N>(a, b) } else { (unit(a), unit(b)) };
-            // An index loop: with `iter_mut().enumerate()` this ran 10% slower (2.18 against
-            // 1.96 ns per normal on AVX-512), the stores scheduled differently.
-            #[allow(clippy::needless_range_loop)]
-            for h in 0..H {
-                store_blocks(&mut out[h], cs[2 * h], sn[2 * h], cs[2 * h + 1], sn[2 * h + 1]);
-            }
-        }
         };
     }
 
