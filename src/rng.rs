@@ -422,7 +422,8 @@ mod kernel {
                 let load = |w: &[u32; 32], i: usize| {
                     let lanes: [i64; LANES] = std::array::from_fn(|l| w[LANES * i + l] as i64);
                     // SAFETY: a register is LANES 64-bit lanes; the read is unaligned.
-                    unsafe { std::ptr::read_unaligned(lanes.as_ptr() as *const I<1>) }[0]
+                    let v: I<1> = unsafe { std::ptr::read_unaligned(lanes.as_ptr() as *const I<1>) };
+                    v[0]
                 };
                 let (cs, sn) = box_muller::<R>(std::array::from_fn(|i| load(a, i)), std::array::from_fn(|i| load(b, i)));
                 let (mut c, mut s) = ([0.0; 32], [0.0; 32]);
