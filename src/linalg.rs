@@ -69,7 +69,7 @@ pub fn spectral_norm_counted(w: ArrayView2<f64>, threads: usize, f32_phase: bool
             passes[usize::from(low)] += 1;
             gram.sum(v, &low.then(|| to_f32(v)).unwrap_or_default(), |_| None)
         });
-        return (norm, passes);
+        return (norm / gram.scale, passes);
     }
     // Workers live for the whole norm (one spawn per norm, not per pass). Each pass, every
     // thread, the caller included, takes the next group not yet taken. A group a worker
@@ -137,7 +137,7 @@ pub fn spectral_norm_counted(w: ArrayView2<f64>, threads: usize, f32_phase: bool
             }
             gram.sum(v, &pass.v32, |g| parts[g].take())
         });
-        (norm, passes)
+        (norm / gram.scale, passes)
     })
 }
 
@@ -148,20 +148,41 @@ fn to_f32(v: &[f64]) -> Vec<f32> {
 /// The operator A = WᵀW of a tall row-major W (rows × m), in row groups, and an f32 copy
 /// of W (scaled by a power of two into f32's range) for the early passes where it pays.
 struct Gram<'a> {
-    w: &'a [f64],
+    w: std::borrow::Cow<'a, [f64]>,
     w32: Option<Vec<f32>>,
     m: usize,
     groups: Vec<std::ops::Range<usize>>,
+    /// The power of two W was multiplied by (1 for W in [`F64_RANGE`]): ‖W‖₂ = ‖sW‖₂ / s.
+    scale: f64,
 }
 
 /// The smallest Gram width m at which the norm starts with f32 passes: below it the norm
 /// takes few passes over a cache-resident W, and the f64 restart costs what f32 saves.
 const F32_MIN_WIDTH: usize = 128;
 
+/// The range of W's largest |entry| in which its products stay clear of overflow and
+/// underflow (entries of WᵀW v reach max²·rows): [2⁻²⁴⁰, 2²⁴⁰] in f64, [2⁻³², 2³²] in f32
+/// (max² · 2³⁰ rows < 2¹²⁷). Outside, W is copied scaled by a power of two: exact, but for
+/// entries that go subnormal, 2⁻⁷⁸⁰ below the largest, far under the rounding of ‖W‖₂.
+const F64_RANGE: (f64, f64) = (pow2(-240), pow2(240));
+const F32_RANGE: (f64, f64) = (pow2(-32), pow2(32));
+
+const fn pow2(e: i64) -> f64 {
+    f64::from_bits(((1023 + e) as u64) << 52)
+}
+
 impl<'a> Gram<'a> {
     fn new(w: &'a [f64], rows: usize, m: usize, f32_phase: bool) -> Self {
-        let w32 = if f32_phase && m >= F32_MIN_WIDTH { f32_copy(w) } else { None };
-        Gram { w, w32, m, groups: row_groups(rows, m) }
+        let f32_phase = f32_phase && m >= F32_MIN_WIDTH;
+        let (mut w32, big) = if f32_phase { f32_copy(w) } else { (None, max_abs(w)) };
+        let mut gram = Gram { w: w.into(), w32: None, m, groups: row_groups(rows, m), scale: 1.0 };
+        if big.is_finite() && big > 0.0 && !(F64_RANGE.0..=F64_RANGE.1).contains(&big) {
+            gram.scale = pow2_below(big).recip();
+            gram.w = gram.w.iter().map(|x| x * gram.scale).collect::<Vec<_>>().into();
+            w32 = if f32_phase { f32_copy(&gram.w).0 } else { None };
+        }
+        gram.w32 = w32;
+        gram
     }
 
     /// Group g's `Σ_rows (r·v) r`: in f64 when `v32` is empty, else in f32 on the f32 copy
@@ -199,26 +220,40 @@ impl<'a> Gram<'a> {
 }
 
 /// W in f32, scaled by a power of two (exact) when its largest entry lies outside
-/// [2⁻⁶⁰, 2⁶⁰], so that W's f32 products neither overflow nor flush: the f32 passes only
-/// find a start vector, on which a scale has no effect. None when W has a non-finite entry
-/// or is zero (the f64 passes alone then give NaN or 0).
-fn f32_copy(w: &[f64]) -> Option<Vec<f32>> {
-    let mut big = 0.0_f64;
+/// [`F32_RANGE`]: the f32 passes only find a start vector, on which a scale has no
+/// effect. None when W has a non-finite entry or is zero (the f64 passes alone then give
+/// NaN or 0). Also W's largest |entry| (NaN if it has a NaN), found in the same sweep.
+fn f32_copy(w: &[f64]) -> (Option<Vec<f32>>, f64) {
+    let (mut big, mut nan) = (0.0_f64, false);
     let mut out: Vec<f32> = w
         .iter()
         .map(|&x| {
             big = big.max(x.abs());
+            nan |= x.is_nan();
             x as f32
         })
         .collect();
-    if !big.is_finite() || big == 0.0 || big.is_nan() || w.iter().any(|x| x.is_nan()) {
-        return None;
+    if nan {
+        return (None, f64::NAN);
     }
-    if !(2f64.powi(-60)..=2f64.powi(60)).contains(&big) {
-        let scale = 2f64.powi(-(big.log2().floor() as i32));
+    if !big.is_finite() || big == 0.0 {
+        return (None, big);
+    }
+    if !(F32_RANGE.0..=F32_RANGE.1).contains(&big) {
+        let scale = pow2_below(big).recip();
         out.iter_mut().zip(w).for_each(|(o, &x)| *o = (x * scale) as f32);
     }
-    Some(out)
+    (Some(out), big)
+}
+
+/// The largest |entry| of w; NaN if w has a NaN.
+fn max_abs(w: &[f64]) -> f64 {
+    w.iter().fold(0.0_f64, |big, x| if x.is_nan() || big.is_nan() { f64::NAN } else { big.max(x.abs()) })
+}
+
+/// The largest power of two ≤ x (x finite, > 0).
+fn pow2_below(x: f64) -> f64 {
+    2f64.powi(x.log2().floor() as i32)
 }
 
 /// Row ranges of a `rows × m` matrix, by its shape alone: one range below ~2¹⁷ entries (a
@@ -248,27 +283,31 @@ fn lanczos_top(m: usize, eps: f64, two_phase: bool, mut apply: impl FnMut(&[f64]
     let mut start = lanczos_start(m);
     let mut gap_rel = f64::INFINITY;
     if two_phase {
-        let mut before = 0.0;
-        let run = lanczos(m, start.clone(), f64::INFINITY, |v| apply(v, true), |alpha, beta, bk, _| {
-            let (theta, th2, s_last) = top_ritz(alpha, beta);
-            let r = bk * s_last.abs();
-            let gap = (theta - th2).max(0.0);
-            let stalled = theta - before <= F32_QTOL * theta;
-            before = theta;
-            let done = theta <= 0.0
-                || r <= F32_RTOL * theta
-                || (gap.is_finite() && gap > r && r * r <= F32_QTOL * gap * theta)
-                || stalled
-                || bk <= F32_INVARIANT * theta;
-            (theta, done)
-        });
-        if let Some((y, g)) = run.ritz_vector() {
+        if let Some((y, g)) = lanczos_f32(m, |v| apply(v, true)).ritz_vector() {
             start = y;
             gap_rel = g;
         }
     }
     let run = lanczos(m, start, gap_rel, |v| apply(v, false), |alpha, beta, bk, gap_rel| ritz_test_gap(alpha, beta, bk, eps, gap_rel));
     run.theta.max(0.0).sqrt()
+}
+
+/// The f32 phase: Lanczos from the fixed start on the f32 products, to the loose rule above.
+fn lanczos_f32(m: usize, apply: impl FnMut(&[f64]) -> Array1<f64>) -> Run {
+    let mut before = 0.0;
+    lanczos(m, lanczos_start(m), f64::INFINITY, apply, |alpha, beta, bk, _| {
+        let (theta, th2, s_last) = top_ritz(alpha, beta);
+        let r = bk * s_last.abs();
+        let gap = (theta - th2).max(0.0);
+        let stalled = theta - before <= F32_QTOL * theta;
+        before = theta;
+        let done = theta <= 0.0
+            || r <= F32_RTOL * theta
+            || (gap.is_finite() && gap > r && r * r <= F32_QTOL * gap * theta)
+            || stalled
+            || bk <= F32_INVARIANT * theta;
+        (theta, done)
+    })
 }
 
 /// A Lanczos run: the basis, T's α and β, the last β_k and the top Ritz value.
@@ -797,6 +836,110 @@ mod tests {
             let bits = |x: &[f64]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&fast), bits(&portable), "{rows}x{m}: dispatched vs portable");
             assert_eq!(bits(&fast), bits(&plain), "{rows}x{m}: dispatched vs plain loops");
+        }
+    }
+
+    /// The relative error of ‖W‖₂ against the SVD, and the passes `[f64, f32]`.
+    fn svd_error(w: &Array2<f64>, want: f64) -> (f64, [usize; 2]) {
+        let (got, passes) = spectral_norm_counted(w.view(), 1, true);
+        ((got - want).abs() / want, passes)
+    }
+
+    #[test]
+    fn f32_phase_keeps_the_svd_accuracy() {
+        // Unit Gaussians at the widths the probe norms (the f32 phase runs from width 128),
+        // several seeds each; the f32 phase must run and the f64 phase must finish.
+        for (n, seeds) in [(100, 3), (256, 3), (512, 2), (1024, 1)] {
+            for seed in 0..seeds {
+                let w = gaussian(n, n, 200 + seed);
+                let (rel, passes) = svd_error(&w, svd_top(&w));
+                assert!(rel <= 1e-13, "{n}x{n} seed {seed}: rel {rel:e}");
+                assert_eq!(passes[1] > 0, n >= F32_MIN_WIDTH, "{n}: f32 passes {passes:?}");
+                // The restart leaves the f64 phase a handful of passes, not a run of its own.
+                assert!(passes[0] > 0 && (n < F32_MIN_WIDTH || passes[0] <= 12), "{n}: passes {passes:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn f32_phase_alone_is_not_enough() {
+        // The f32 run's own top Ritz value is ~1e-7 off (its products round to f32): the
+        // f64 phase is what makes the norm exact, and this fails if it were skipped.
+        let w = gaussian(300, 300, 210);
+        let want = svd_top(&w);
+        let gram = Gram::new(w.as_slice().unwrap(), 300, 300, true);
+        let run = lanczos_f32(300, |v| gram.sum(v, &to_f32(v), |_| None));
+        let alone = (run.theta.sqrt() - want).abs() / want;
+        assert!(alone > 1e-10 && alone < 1e-5, "f32 alone: rel {alone:e}");
+        let (rel, _) = svd_error(&w, want);
+        assert!(rel <= 1e-13, "both phases: rel {rel:e}");
+    }
+
+    #[test]
+    fn f32_phase_on_structured_and_scaled_matrices() {
+        let check = |w: &Array2<f64>, want: f64, what: &str| {
+            let (rel, passes) = svd_error(w, want);
+            assert!(rel <= 1e-13, "{what} {:?}: rel {rel:e}, passes {passes:?}", w.dim());
+            passes
+        };
+        // Orthogonal (all σ = 1): one pass in each precision, whatever the f32 noise.
+        let q = crate::model::init::haar_orthogonal(&gaussian(256, 256, 211));
+        assert_eq!(check(&q, 1.0, "orthogonal"), [1, 1]);
+        // Rank 5 of 300, and all σ equal to 3 but for σ₂ = 3(1 − 1e-4).
+        let (a, b) = (gaussian(300, 5, 212), gaussian(5, 280, 213));
+        let low = a.dot(&b);
+        check(&low, svd_top(&low), "rank 5");
+        let q = crate::model::init::haar_orthogonal(&gaussian(200, 200, 214));
+        let d = Array1::from_shape_fn(200, |i| if i == 1 { 3.0 * (1.0 - 1e-4) } else { 3.0 });
+        check(&(&q * &d).dot(&q.t()), 3.0, "σ₂ = σ₁(1 − 1e-4)");
+        // Scaled far out of f32's range and out of f64's for WᵀW: exact powers of two and
+        // powers of ten (W·10^±200 is rounded, but only in the 16th digit).
+        let g = gaussian(300, 260, 215);
+        let want = svd_top(&g);
+        for s in [1e-200, 1e200, 2f64.powi(-700), 2f64.powi(700), 1e-30, 1e30] {
+            check(&g.mapv(|x| x * s), want * s, &format!("scaled by {s:e}"));
+        }
+        // One row or column (‖W‖₂ = ‖w‖₂), wide enough for the f32 phase in the 1 × n case.
+        for (r, c) in [(1, 700), (700, 1)] {
+            let w = gaussian(r, c, 216);
+            check(&w, w.iter().map(|x| x * x).sum::<f64>().sqrt(), "vector");
+        }
+    }
+
+    #[test]
+    fn f32_kernel_paths_match_plain_loops_bit_for_bit() {
+        for (rows, m) in [(1, 1), (3, 33), (5, 32), (8, 65), (7, 100), (4, 300)] {
+            let w = gaussian(rows, m, 60).mapv(|x| x as f32);
+            let v = gaussian(1, m, 61).mapv(|x| x as f32);
+            let (w, v) = (w.as_slice().unwrap(), v.as_slice().unwrap());
+            let mut plain = vec![0.5_f32; m];
+            for r in w.chunks(m) {
+                let mut lanes = [0.0_f32; LANES32];
+                let full = m - m % LANES32;
+                for j in 0..full {
+                    lanes[j % LANES32] += r[j] * v[j];
+                }
+                let c = lane_sum32(&lanes) + r[full..].iter().zip(&v[full..]).fold(0.0_f32, |s, (x, y)| s + x * y);
+                for (z, x) in plain.iter_mut().zip(r) {
+                    *z += c * x;
+                }
+            }
+            let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            let mut got = vec![0.5_f32; m];
+            gram_rows_f32_impl(w, m, v, &mut got, dot2_lanes_f32);
+            assert_eq!(bits(&got), bits(&plain), "{rows}x{m}: portable");
+            let mut got = vec![0.5_f32; m];
+            gram_rows_f32(w, m, v, &mut got);
+            assert_eq!(bits(&got), bits(&plain), "{rows}x{m}: dispatched");
+            #[cfg(target_arch = "x86_64")]
+            for (feature, kernel) in [("avx2", gram_rows_f32_avx2 as unsafe fn(&[f32], usize, &[f32], &mut [f32])), ("avx512f", gram_rows_f32_avx512)] {
+                if std::arch::is_x86_feature_detected!("avx2") && (feature == "avx2" || std::arch::is_x86_feature_detected!("avx512f")) {
+                    let mut got = vec![0.5_f32; m];
+                    // SAFETY: the CPU has the feature, checked just above.
+                    unsafe { kernel(w, m, v, &mut got) };
+                    assert_eq!(bits(&got), bits(&plain), "{rows}x{m}: {feature}");
+                }
+            }
         }
     }
 
