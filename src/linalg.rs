@@ -394,7 +394,7 @@ pub(crate) fn gram_rows(w: &[f64], m: usize, v: &[f64], z: &mut [f64]) {
         unsafe { gram_rows_avx2(w, m, v, z) };
         return;
     }
-    gram_rows_impl(w, m, v, z, dot2_lanes);
+    gram_rows_impl(w, m, v, z, dot2_lanes::<f64, LANES>);
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -408,11 +408,17 @@ const LANES: usize = 16;
 
 type Lanes = [f64; LANES];
 
+/// The element of a Gram pass: f64, or f32 for the early passes. Generic code monomorphises
+/// to the same operations in the same order for each.
+trait Elem: Copy + Default + std::ops::Add<Output = Self> + std::ops::Mul<Output = Self> + std::ops::AddAssign {}
+impl Elem for f64 {}
+impl Elem for f32 {}
+
 #[inline(always)]
-fn gram_rows_impl(w: &[f64], m: usize, v: &[f64], z: &mut [f64], dot2: impl Fn(&[f64], &[f64], &[f64]) -> (Lanes, Lanes)) {
+fn gram_rows_impl<T: Elem, const L: usize>(w: &[T], m: usize, v: &[T], z: &mut [T], dot2: impl Fn(&[T], &[T], &[T]) -> ([T; L], [T; L])) {
     let (v, z) = (&v[..m], &mut z[..m]);
-    let full = m - m % LANES;
-    let dots = |r0: &[f64], r1: &[f64]| {
+    let full = m - m % L;
+    let dots = |r0: &[T], r1: &[T]| {
         let (a0, a1) = dot2(&r0[..full], &r1[..full], &v[..full]);
         (lane_sum(&a0) + tail_dot(&r0[full..], &v[full..]), lane_sum(&a1) + tail_dot(&r1[full..], &v[full..]))
     };
@@ -420,24 +426,24 @@ fn gram_rows_impl(w: &[f64], m: usize, v: &[f64], z: &mut [f64], dot2: impl Fn(&
     for pair in &mut pairs {
         let (r0, r1) = pair.split_at(m);
         let (c0, c1) = dots(r0, r1);
-        for ((zi, x0), x1) in z.iter_mut().zip(r0).zip(r1) {
+        for ((zi, &x0), &x1) in z.iter_mut().zip(r0).zip(r1) {
             *zi = (*zi + c0 * x0) + c1 * x1;
         }
     }
     for r in pairs.remainder().chunks_exact(m) {
         let (c, _) = dots(r, r);
-        for (zi, x) in z.iter_mut().zip(r) {
+        for (zi, &x) in z.iter_mut().zip(r) {
             *zi += c * x;
         }
     }
 }
 
-/// The lane sums of two dots with y over whole chunks: lane i sums x[i + LANES·j]·y[i + LANES·j]
+/// The lane sums of two dots with y over whole chunks: lane i sums x[i + L·j]·y[i + L·j]
 /// over j, each a multiply then an add (two roundings, never fused).
-fn dot2_lanes(x0: &[f64], x1: &[f64], y: &[f64]) -> (Lanes, Lanes) {
-    let (mut a0, mut a1) = ([0.0; LANES], [0.0; LANES]);
-    for ((x0, x1), y) in x0.chunks_exact(LANES).zip(x1.chunks_exact(LANES)).zip(y.chunks_exact(LANES)) {
-        for i in 0..LANES {
+fn dot2_lanes<T: Elem, const L: usize>(x0: &[T], x1: &[T], y: &[T]) -> ([T; L], [T; L]) {
+    let (mut a0, mut a1) = ([T::default(); L], [T::default(); L]);
+    for ((x0, x1), y) in x0.chunks_exact(L).zip(x1.chunks_exact(L)).zip(y.chunks_exact(L)) {
+        for i in 0..L {
             a0[i] += x0[i] * y[i];
             a1[i] += x1[i] * y[i];
         }
@@ -477,9 +483,9 @@ fn dot2_lanes_avx2(x0: &[f64], x1: &[f64], y: &[f64]) -> (Lanes, Lanes) {
 }
 
 #[inline(always)]
-fn lane_sum(a: &Lanes) -> f64 {
+fn lane_sum<T: Elem, const L: usize>(a: &[T; L]) -> T {
     let mut h = *a;
-    let mut n = LANES;
+    let mut n = L;
     while n > 1 {
         n /= 2;
         for i in 0..n {
@@ -490,8 +496,8 @@ fn lane_sum(a: &Lanes) -> f64 {
 }
 
 #[inline(always)]
-fn tail_dot(a: &[f64], b: &[f64]) -> f64 {
-    a.iter().zip(b).fold(0.0, |s, (x, y)| s + x * y)
+fn tail_dot<T: Elem>(a: &[T], b: &[T]) -> T {
+    a.iter().zip(b).fold(T::default(), |s, (&x, &y)| s + x * y)
 }
 
 /// [`gram_rows`] in f32 on an f32 copy of W: half the bytes per pass and twice the lanes.
@@ -512,61 +518,25 @@ fn gram_rows_f32(w: &[f32], m: usize, v: &[f32], z: &mut [f32]) {
             return;
         }
     }
-    gram_rows_f32_impl(w, m, v, z, dot2_lanes_f32);
+    gram_rows_impl(w, m, v, z, dot2_lanes::<f32, LANES32>);
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 fn gram_rows_f32_avx512(w: &[f32], m: usize, v: &[f32], z: &mut [f32]) {
-    gram_rows_f32_impl(w, m, v, z, |x0, x1, y| dot2_lanes_f32_avx512(x0, x1, y));
+    gram_rows_impl(w, m, v, z, |x0, x1, y| dot2_lanes_f32_avx512(x0, x1, y));
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 fn gram_rows_f32_avx2(w: &[f32], m: usize, v: &[f32], z: &mut [f32]) {
-    gram_rows_f32_impl(w, m, v, z, |x0, x1, y| dot2_lanes_f32_avx2(x0, x1, y));
+    gram_rows_impl(w, m, v, z, |x0, x1, y| dot2_lanes_f32_avx2(x0, x1, y));
 }
 
 /// Lanes per f32 dot: two AVX-512 or four AVX2 registers per row.
 const LANES32: usize = 32;
 
 type Lanes32 = [f32; LANES32];
-
-#[inline(always)]
-fn gram_rows_f32_impl(w: &[f32], m: usize, v: &[f32], z: &mut [f32], dot2: impl Fn(&[f32], &[f32], &[f32]) -> (Lanes32, Lanes32)) {
-    let (v, z) = (&v[..m], &mut z[..m]);
-    let full = m - m % LANES32;
-    let tail = |a: &[f32], b: &[f32]| a.iter().zip(b).fold(0.0_f32, |s, (x, y)| s + x * y);
-    let dots = |r0: &[f32], r1: &[f32]| {
-        let (a0, a1) = dot2(&r0[..full], &r1[..full], &v[..full]);
-        (lane_sum32(&a0) + tail(&r0[full..], &v[full..]), lane_sum32(&a1) + tail(&r1[full..], &v[full..]))
-    };
-    let mut pairs = w.chunks_exact(2 * m);
-    for pair in &mut pairs {
-        let (r0, r1) = pair.split_at(m);
-        let (c0, c1) = dots(r0, r1);
-        for ((zi, x0), x1) in z.iter_mut().zip(r0).zip(r1) {
-            *zi = (*zi + c0 * x0) + c1 * x1;
-        }
-    }
-    for r in pairs.remainder().chunks_exact(m) {
-        let (c, _) = dots(r, r);
-        for (zi, x) in z.iter_mut().zip(r) {
-            *zi += c * x;
-        }
-    }
-}
-
-fn dot2_lanes_f32(x0: &[f32], x1: &[f32], y: &[f32]) -> (Lanes32, Lanes32) {
-    let (mut a0, mut a1) = ([0.0; LANES32], [0.0; LANES32]);
-    for ((x0, x1), y) in x0.chunks_exact(LANES32).zip(x1.chunks_exact(LANES32)).zip(y.chunks_exact(LANES32)) {
-        for i in 0..LANES32 {
-            a0[i] += x0[i] * y[i];
-            a1[i] += x1[i] * y[i];
-        }
-    }
-    (a0, a1)
-}
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
@@ -624,19 +594,6 @@ fn dot2_lanes_f32_avx512(x0: &[f32], x1: &[f32], y: &[f32]) -> (Lanes32, Lanes32
         }
     }
     (l0, l1)
-}
-
-#[inline(always)]
-fn lane_sum32(a: &Lanes32) -> f32 {
-    let mut h = *a;
-    let mut n = LANES32;
-    while n > 1 {
-        n /= 2;
-        for i in 0..n {
-            h[i] += h[i + n];
-        }
-    }
-    h[0]
 }
 
 /// The Lanczos start vector of length m (a fixed Philox draw, unit norm): the same on every
@@ -935,7 +892,7 @@ mod tests {
             let mut fast = vec![0.5; m];
             gram_rows(w, m, v, &mut fast);
             let mut portable = vec![0.5; m];
-            gram_rows_impl(w, m, v, &mut portable, dot2_lanes);
+            gram_rows_impl(w, m, v, &mut portable, dot2_lanes::<f64, LANES>);
             let mut plain = vec![0.5; m];
             for r in w.chunks(m) {
                 let mut lanes = [0.0; LANES];
@@ -1034,14 +991,14 @@ mod tests {
                 for j in 0..full {
                     lanes[j % LANES32] += r[j] * v[j];
                 }
-                let c = lane_sum32(&lanes) + r[full..].iter().zip(&v[full..]).fold(0.0_f32, |s, (x, y)| s + x * y);
+                let c = lane_sum(&lanes) + r[full..].iter().zip(&v[full..]).fold(0.0_f32, |s, (x, y)| s + x * y);
                 for (z, x) in plain.iter_mut().zip(r) {
                     *z += c * x;
                 }
             }
             let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
             let mut got = vec![0.5_f32; m];
-            gram_rows_f32_impl(w, m, v, &mut got, dot2_lanes_f32);
+            gram_rows_impl(w, m, v, &mut got, dot2_lanes::<f32, LANES32>);
             assert_eq!(bits(&got), bits(&plain), "{rows}x{m}: portable");
             let mut got = vec![0.5_f32; m];
             gram_rows_f32(w, m, v, &mut got);
