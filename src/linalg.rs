@@ -31,8 +31,8 @@ pub const SPECTRAL_NORM_RTOL: f64 = 1e-12;
 ///
 /// From m = 128 on, the passes are bandwidth-bound and most of them run in f32 on an f32
 /// copy of W: Lanczos to ~1e-7, whose Ritz vector starts the f64 Lanczos, which then needs
-/// 3–5 passes to meet the rule above (its gap capped by the f32 run's, see
-/// [`ritz_test_gap`]). The f32 phase only picks the start vector: the value is the f64
+/// 4–6 passes to meet the rule above and confirm it (its gap capped by the f32 run's, see
+/// `ritz_test_gap`). The f32 phase only picks the start vector: the value is the f64
 /// run's, held to the same tolerance. The stopping test is O(k) a step (Sturm bisection on
 /// T), so it runs after every step.
 ///
