@@ -108,7 +108,8 @@ impl NormCache {
         let mut out = vec![0.0; big_l + 1];
         let r = std::thread::scope(|sc| {
             // Named, so that a profile (`perf report --sort comm`) shows the norms apart.
-            let spawn = |_| std::thread::Builder::new().name("gradscope-norms".into()).spawn_scoped(sc, take).expect("spawn a norm thread");
+            // Each worker holds its core (crate::gemm) until it runs out of layers: the products leave it alone.
+            let spawn = |_| std::thread::Builder::new().name("gradscope-norms".into()).spawn_scoped(sc, { let held = crate::gemm::hold(1); || { let _held = held; take() } }).expect("spawn a norm thread");
             let hs: Vec<_> = (0..workers).map(spawn).collect();
             let r = products();
             let mut parts = take();
@@ -163,7 +164,9 @@ impl NormCache {
         let parts: Vec<Vec<(usize, f64)>> = std::thread::scope(|sc| {
             let hs: Vec<_> = (0..threads)
                 .map(|_| {
+                    let held = crate::gemm::hold(1);
                     sc.spawn(|| {
+                        let _held = held;
                         let mut mine = Vec::new();
                         loop {
                             let l = next.fetch_add(1, Ordering::Relaxed);

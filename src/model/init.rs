@@ -193,11 +193,11 @@ fn fill_normal_rows(w: &mut Array2<f64>, stream: &Stream, layer: u32, std: f64) 
     });
 }
 
-/// Calls `f(row index, row)` for every row, on all cores when the matrix is large. Each
-/// entry depends only on its own Philox counter, so the result is the same on any number
-/// of threads.
+/// Calls `f(row index, row)` for every row, on the free cores ([`crate::gemm::free_cores`])
+/// when the matrix is large. Each entry depends only on its own Philox counter, so the
+/// result is the same on any number of threads.
 fn par_rows(w: &mut Array2<f64>, f: impl Fn(usize, &mut [f64]) + Sync) {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = crate::gemm::free_cores();
     let (rows, cols) = w.dim();
     if threads < 2 || rows < 2 || rows * cols < 1 << 15 {
         for (i, mut row) in w.rows_mut().into_iter().enumerate() {
@@ -207,6 +207,7 @@ fn par_rows(w: &mut Array2<f64>, f: impl Fn(usize, &mut [f64]) + Sync) {
     }
     let chunk = rows.div_ceil(threads);
     let f = &f;
+    let _helpers = crate::gemm::hold(rows.div_ceil(chunk) - 1);
     std::thread::scope(|s| {
         for (c, mut block) in w.axis_chunks_iter_mut(ndarray::Axis(0), chunk).enumerate() {
             s.spawn(move || {
