@@ -24,10 +24,11 @@ use ndarray::{Array2, ArrayRef2, ArrayViewMut2, Axis, ShapeBuilder, s};
 /// Cores held by long-running work (norm workers, and a product's own helper threads).
 static HELD: AtomicUsize = AtomicUsize::new(0);
 
-/// Below this many multiply-adds (m·k·n) a product stays on the calling thread: starting a
-/// thread (~30 µs with its first touch of the packing buffers) costs more than half of
-/// such a product saves (measured: BENCHMARKS.md, "products on the free cores").
-pub const SPLIT_MIN_MADDS: usize = 1 << 21;
+/// Below this many multiply-adds (m·k·n) a product stays on the calling thread. A helper
+/// thread costs ~30 µs of CPU to start, and ~60 µs more at 2^21 (32 × 256 × 256, ~100 µs
+/// on one thread), against nothing measurable at 2^22 (~230 µs): the split pays from here
+/// (BENCHMARKS.md, "products on the free cores").
+pub const SPLIT_MIN_MADDS: usize = 1 << 22;
 
 /// Rows (or columns) of a split block are a multiple of this, matrixmultiply's widest
 /// micro-kernel edge for f64, so no block ends in a partial tile that one call would not.
