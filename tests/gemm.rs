@@ -99,3 +99,18 @@ fn products_use_only_the_cores_not_held() {
     assert_eq!(gemm::free_cores(), cores, "a dropped hold gives its cores back");
     assert_eq!(gemm::product_threads(big, 1000), cores.min(cap));
 }
+
+#[test]
+fn norm_workers_hold_their_cores_while_they_run() {
+    use gradscope::backend::norms::NormCache;
+    use gradscope::model::{Activation, Cost, Init, InitKind, Network, Params};
+    let _one = HELD_COUNT.lock().unwrap_or_else(|e| e.into_inner());
+    let cores = gemm::cores();
+    let init = Init::new(InitKind::Gaussian, Some(1.0), Some(0.0)).unwrap();
+    // 40 Lanczos runs at width 200: far longer than the products below take to start.
+    let net = Network::new(vec![200; 41], Activation::Tanh, false, Cost::Quadratic, Params::Generated { init, seed: 3 }).unwrap();
+    let (norms, seen) = NormCache::default().beside(&net, 1, gemm::free_cores);
+    assert_eq!(seen, (cores - 1).max(1), "the products must see the norm worker's core as held");
+    assert!(norms[1..].iter().all(|v| v.is_finite() && *v > 0.0), "every layer normed: {norms:?}");
+    assert_eq!(gemm::free_cores(), cores, "the worker's core comes back when it is done");
+}
