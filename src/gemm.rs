@@ -52,9 +52,11 @@ pub fn hold(n: usize) -> Held {
     Held(n)
 }
 
-/// The cores of this machine (or of this process's CPU set).
+/// The cores of this machine (or of this process's CPU set and cgroup quota), read once:
+/// on Linux the std call reads cgroup files, too slow to repeat for every product.
 pub fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    static CORES: OnceLock<usize> = OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 /// Cores not held by long-running work: at least 1 (the caller's own).
