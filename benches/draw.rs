@@ -6,8 +6,12 @@
 //!   `sin_cos` per pair), 64 rows of 1024, one thread;
 //! - `rows/{baseline,avx2,avx512}`: `Stream::fill_normal` forced to each instruction set
 //!   the CPU has (baseline = SSE2 on x86-64, what a build runs on a CPU without AVX2);
-//! - `matrix/libm` and `matrix/fast`: one 1024×1024 matrix, split by rows over all cores as
-//!   `Init::weights` does; `matrix/init_weights` is `Init::weights` itself (the fast fill
+//!   `avx2` and `avx512` are the hand-written kernels, and `rows/{avx2,avx512}_autovec` the
+//!   compiler-vectorised fills they replaced (same bits), timed in the same run; `rows/uniform_avx512{,_autovec}`
+//!   the same pair for `Stream::fill_uniform` (ns per uniform in the table);
+//! - `matrix/libm`, `matrix/autovec` and `matrix/fast`: one 1024×1024 matrix, split by
+//!   rows over all cores as `Init::weights` does (`autovec`: the compiler-vectorised fill
+//!   on the widest level); `matrix/init_weights` is `Init::weights` itself (the fast fill
 //!   plus the σ_w/√n scaling).
 //!
 //! Both tables also give CPU time (`CLOCK_THREAD_CPUTIME_ID` for a row fill, the process's
@@ -101,22 +105,51 @@ fn main() {
             }
         };
         bench(&mut g, "rows", &id, || fast_rows(&mut buf));
-        cpu.push((id, cpu_seconds(Cpu::Thread, || fast_rows(&mut buf))));
+        cpu.push((id.clone(), cpu_seconds(Cpu::Thread, || fast_rows(&mut buf))));
+        if simd != Simd::Baseline {
+            let autovec_rows = |buf: &mut [f64]| {
+                for (i, row) in buf.chunks_mut(N).take(ROWS).enumerate() {
+                    s.fill_autovec_on(simd, true, Purpose::Weight, 1, i as u32, row);
+                }
+            };
+            let id = format!("{id}_autovec");
+            bench(&mut g, "rows", &id, || autovec_rows(&mut buf));
+            cpu.push((id, cpu_seconds(Cpu::Thread, || autovec_rows(&mut buf))));
+        }
+        if simd == Simd::Avx512 {
+            for (id, kernel) in [("uniform_avx512", true), ("uniform_avx512_autovec", false)] {
+                let uniform_rows = |buf: &mut [f64]| {
+                    for (i, row) in buf.chunks_mut(N).take(ROWS).enumerate() {
+                        if kernel {
+                            s.fill_uniform_on(simd, Purpose::Weight, 1, i as u32, row);
+                        } else {
+                            s.fill_autovec_on(simd, false, Purpose::Weight, 1, i as u32, row);
+                        }
+                    }
+                };
+                bench(&mut g, "rows", id, || uniform_rows(&mut buf));
+                cpu.push((id.to_string(), cpu_seconds(Cpu::Thread, || uniform_rows(&mut buf))));
+            }
+        }
     }
     g.finish();
 
     let mut g = group(&mut c, "matrix");
     let libm_matrix = |buf: &mut [f64]| matrix(buf, |i, row| libm_reference::fill_normal(&s, Purpose::Weight, 1, i, row));
     let fast_matrix = |buf: &mut [f64]| matrix(buf, |i, row| s.fill_normal(Purpose::Weight, 1, i, row));
+    let autovec_matrix =
+        |buf: &mut [f64]| matrix(buf, |i, row| s.fill_autovec_on(Simd::best(), true, Purpose::Weight, 1, i, row));
     let init = Init::new(InitKind::Gaussian, Some(1.0), None).unwrap();
     let init_weights = || {
         std::hint::black_box(init.weights(&s, 1, N, N));
     };
     bench(&mut g, "matrix", "libm", || libm_matrix(&mut buf));
+    bench(&mut g, "matrix", "autovec", || autovec_matrix(&mut buf));
     bench(&mut g, "matrix", "fast", || fast_matrix(&mut buf));
     bench(&mut g, "matrix", "init_weights", init_weights);
     let matrix_cpu = [
         cpu_seconds(Cpu::Process, || libm_matrix(&mut buf)),
+        cpu_seconds(Cpu::Process, || autovec_matrix(&mut buf)),
         cpu_seconds(Cpu::Process, || fast_matrix(&mut buf)),
         cpu_seconds(Cpu::Process, init_weights),
     ];
@@ -137,7 +170,7 @@ fn main() {
     println!("{:<26} {:>15} {:>9} {:>14} {:>9}", "1024×1024 matrix", "ms wall", "speed-up", "ms CPU", "speed-up");
     let ms = |t: Option<f64>| t.map(|t| t * 1e3);
     let libm = (seconds("matrix", "libm"), matrix_cpu[0]);
-    for (id, c) in ["libm", "fast", "init_weights"].into_iter().zip(matrix_cpu) {
+    for (id, c) in ["libm", "autovec", "fast", "init_weights"].into_iter().zip(matrix_cpu) {
         let w = seconds("matrix", id);
         println!("{:<26} {:>15} {:>9} {:>14} {:>9}", id, opt(ms(w), 2), ratio(libm.0, w), opt(ms(c), 2), ratio(libm.1, c));
     }

@@ -5,6 +5,7 @@ mod common;
 
 use common::*;
 use gradscope::backend::cpu::{CpuBackend, backprop_plain, cost_plain, norm2};
+use gradscope::backend::plan::CpuPlan;
 use gradscope::model::activation::all_activations;
 use gradscope::model::{Activation, Cost, Init, InitKind, TargetSpec};
 
@@ -297,4 +298,65 @@ fn norm_threads_change_no_bit() {
             assert_eq!(run(workers, budget), inline, "{what}: {workers:?} norm threads, budget {budget}");
         }
     }
+}
+
+/// Every memory plan gives the same bits (recomputing a layer repeats its arithmetic): no
+/// budget (⌈√L⌉ checkpoints), every budget at which the CPU plan changes (each top segment,
+/// interval and choice of kept weights at the first byte it fits), all activations kept with
+/// and without their weights, and no limit; several depths at once, cross-entropy (which
+/// keeps z at each output), stored weights, and a run that overflows.
+#[test]
+fn memory_plans_change_no_bit() {
+    let tanh = problem(&[12; 65], Activation::Tanh, Cost::Quadratic, gaussian(1.8, 0.05), 3, 21, TargetSpec::Gaussian);
+    let ce = problem(&[12; 41], Activation::Sigmoid, Cost::CrossEntropy, gaussian(4.0, 0.5), 3, 22, TargetSpec::Uniform);
+    let (w, b) = stored(&tanh);
+    let stored_tanh = with_params(&tanh, w, b);
+    let selu = problem(&[16; 401], Activation::Selu, Cost::Quadratic, gaussian(1000.0, 0.0), 3, 33, TargetSpec::Gaussian);
+    for (what, p, depths) in [("tanh", &tanh, vec![3, 20, 33, 64]), ("cross-entropy", &ce, vec![7, 40]), ("stored tanh", &stored_tanh, vec![64]), ("selu", &selu, vec![5, 400])] {
+        let (l, n, bsz) = (p.net.depth() as u64, p.net.widths[1] as u64, p.batch() as u64);
+        let generated = matches!(p.net.params, gradscope::model::Params::Generated { .. });
+        // Every size the plan weighs (a checkpoint B·n·8, a layer's activations twice that, a
+        // weight matrix n²·8) is a multiple of this step, so stepping by it meets every change.
+        let step = gcd(bsz * n * 8, n * n * 8);
+        let all = l * (2 * bsz * n * 8 + n * n * 8);
+        let mut budgets = vec![0, u64::MAX];
+        let mut last = CpuPlan::new(&p.net.widths, p.batch(), generated, 0);
+        for budget in (step..=all).step_by(step as usize) {
+            let pl = CpuPlan::new(&p.net.widths, p.batch(), generated, budget);
+            if pl != last {
+                budgets.push(budget);
+                last = pl;
+            }
+        }
+        assert!(budgets.len() > 8, "{what}: only {} plans", budgets.len());
+        // The overflowing run changes plan at about every layer; a sample of 20 keeps it quick.
+        let every = if what == "selu" { budgets.len() / 20 } else { 1 };
+        let run = |budget: u64| {
+            let r = CpuBackend { cache_budget: budget, ..Default::default() }.probe_depths(p, &depths).unwrap();
+            format!("{:?}", r.iter().map(|r| (&r.layers, r.overflow_layer, r.log10_cost.to_bits())).collect::<Vec<_>>())
+        };
+        let unlimited = run(u64::MAX);
+        for &budget in budgets[2..].iter().step_by(every) {
+            let pl = CpuPlan::new(&p.net.widths, p.batch(), generated, budget);
+            assert_eq!(run(budget), unlimited, "{what}: budget {budget}, {pl:?}");
+        }
+        assert_eq!(run(0), unlimited, "{what}: no budget");
+    }
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+/// A budget larger than the memory available is cut to fit it: keeping every weight matrix
+/// of 2,000 layers of 4096 × 4096 would take 256 GB, but the plan the backend runs (and
+/// checks before it runs) holds no more than the OS reports available.
+#[test]
+fn memory_plan_fits_the_memory_available() {
+    let Some(avail) = gradscope::backend::cpu::available_memory() else { return };
+    let widths = vec![4096; 2001];
+    let unlimited = CpuBackend { cache_budget: u64::MAX, ..Default::default() };
+    assert!(CpuPlan::new(&widths, 1, true, u64::MAX).bytes(&widths, 1, true) > avail, "the test needs more than {avail} bytes");
+    let needed = unlimited.memory_needed(&widths, 1, true);
+    assert!(needed <= avail, "{needed} bytes planned, {avail} available");
 }

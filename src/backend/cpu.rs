@@ -7,10 +7,11 @@
 //!   and k is added to an integer exponent. Multiplying by a power of two is exact in
 //!   floating point, and backprop is linear in δ, so the rescaled path computes the same
 //!   mantissas as the plain one wherever the plain one does not under- or overflow.
-//! - **Checkpointing** ([`super::plan`]). The forward pass keeps a^l only every K ≈ √L
-//!   layers; the backward pass recomputes one segment of K layers at a time. Memory grows
-//!   like B·N·√L, never L·N² or L·B·N; generated weights are redrawn from their Philox
-//!   counters when needed.
+//! - **Checkpointing** ([`super::plan::CpuPlan`]). Within the memory budget the forward
+//!   pass keeps the top layers' activations and a^s only every K layers below them; the
+//!   backward pass recomputes one segment of K layers at a time, so each layer is recomputed
+//!   at most once. Past the budget K ≈ √L and memory grows like B·N·√L, never L·N² or L·B·N;
+//!   generated weights are redrawn from their Philox counters when they are not kept.
 //!
 //! The engine measures per-layer sums and hands them to `backend/assemble.rs`, which the GPU
 //! engine shares.
@@ -20,7 +21,7 @@ use std::borrow::Cow;
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Axis, Zip};
 
 use super::assemble::{add_scaled, output_error, pow2, renormalise_rows, scale2, signal, top_exponent, Assembly, Grad, LayerSums};
-use super::norms::NormCache;
+use super::norms::{DrawShare, NormCache};
 use super::plan::{self, CpuPlan};
 use crate::error::{Error, Result};
 use crate::model::{Activation, Cost, Network, Problem};
@@ -29,8 +30,9 @@ use crate::stats::{Report, Signal};
 /// The CPU backend and its memory policy.
 #[derive(Debug, Clone)]
 pub struct CpuBackend {
-    /// Bytes the backend may spend on stored activations and cached weights before it
-    /// switches to √L checkpointing and redrawing weights.
+    /// Bytes the backend may spend on stored activations, checkpoints and cached weights
+    /// ([`CpuPlan::new`]; less where the OS reports less memory available); with less than
+    /// its plans need it checkpoints every ⌈√L⌉ layers.
     pub cache_budget: u64,
     /// The spectral-norm cache (shared by clones of the backend).
     pub norms: NormCache,
@@ -193,15 +195,37 @@ impl CpuBackend {
     /// Bytes the probe will hold at its peak (activations, checkpoints, weights, data), for
     /// a network with these widths and batch; saturates instead of overflowing.
     pub fn memory_needed(&self, widths: &[usize], batch: usize, generated: bool) -> u64 {
-        CpuPlan::new(widths, batch, generated, self.cache_budget).bytes(widths, batch, generated)
+        self.plan_for(widths, batch, generated, 0).bytes(widths, batch, generated)
+    }
+
+    /// The plan for these widths: the one for `cache_budget`, or for half of it, a quarter…
+    /// where that one, with `extra` bytes beside it, would not fit in the memory the OS
+    /// reports available. Every plan gives the same bits; a smaller one recomputes more.
+    fn plan_for(&self, widths: &[usize], batch: usize, generated: bool, extra: u64) -> CpuPlan {
+        let avail = available_memory();
+        let mut budget = self.cache_budget;
+        loop {
+            let pl = CpuPlan::new(widths, batch, generated, budget);
+            if budget == 0 || avail.is_none_or(|a| pl.bytes(widths, batch, generated).saturating_add(extra) <= a) {
+                return pl;
+            }
+            budget /= 2;
+        }
+    }
+
+    /// The plan of a multi-depth probe of `p` at the (validated, sorted) depths `ds`, and the
+    /// bytes it holds.
+    fn plan_for_depths(&self, p: &Problem, ds: &[usize]) -> (CpuPlan, u64) {
+        let widths = &p.net.widths[..=*ds.last().unwrap()];
+        let generated = matches!(p.net.params, crate::model::Params::Generated { .. });
+        let stacked = CpuPlan::stacked_bytes(ds.len(), p.batch(), *widths.last().unwrap());
+        let pl = self.plan_for(widths, p.batch(), generated, stacked);
+        (pl, pl.bytes(widths, p.batch(), generated).saturating_add(stacked))
     }
 
     /// Bytes a multi-depth probe of `p` at the (validated, sorted) depths `ds` holds.
     pub(crate) fn bytes_for_depths(&self, p: &Problem, ds: &[usize]) -> u64 {
-        let widths = &p.net.widths[..=*ds.last().unwrap()];
-        let generated = matches!(p.net.params, crate::model::Params::Generated { .. });
-        let stacked = CpuPlan::stacked_bytes(ds.len(), p.batch(), *widths.last().unwrap());
-        self.memory_needed(widths, p.batch(), generated).saturating_add(stacked)
+        self.plan_for_depths(p, ds).1
     }
 
     /// Runs the probe: every per-layer statistic of docs/MATH.md for `p`.
@@ -224,20 +248,20 @@ impl CpuBackend {
     /// change above the smallest depth, or too little memory.
     pub fn probe_depths(&self, p: &Problem, depths: &[usize]) -> Result<Vec<Report>> {
         let ds = plan::validate_depths(&p.net, depths)?;
-        check_memory(self.bytes_for_depths(p, &ds), "the CPU probe", "lower --batch, --width or --depth")?;
+        let (pl, bytes) = self.plan_for_depths(p, &ds);
+        check_memory(bytes, "the CPU probe", "lower --batch, --width or --depth")?;
         let q = plan::prefix(p, *ds.last().unwrap());
-        let pl = CpuPlan::new(&q.net.widths, q.batch(), matches!(q.net.params, crate::model::Params::Generated { .. }), self.cache_budget);
         let workers = self.workers_for(&q.net);
-        let products = || {
-            let mut fw = self.forward(&q, &ds, pl, workers == 0);
+        let products = |share: Option<&DrawShare>| {
+            let mut fw = self.forward(&q, &ds, pl, share);
             let measured = (std::mem::take(&mut fw.log2_wnorm), std::mem::take(&mut fw.maxd), std::mem::take(&mut fw.signal), fw.overflow_layer);
             let grads = if fw.overflow_layer.is_none() { Some(self.backward(&q, &ds, pl, fw)) } else { None };
             (measured, grads)
         };
         let ((log2_wnorm, maxd, sig, overflow), grads) = if workers == 0 {
-            products()
+            products(None)
         } else {
-            let (norms, r) = self.norms.beside(&q.net, workers, products);
+            let (norms, r) = self.norms.beside(&q.net, workers, |share| products(Some(share)));
             let ((_, maxd, sig, overflow), grads) = r;
             ((norms, maxd, sig, overflow), grads)
         };
@@ -262,31 +286,36 @@ impl CpuBackend {
     }
 
     /// The forward pass to the top depth of `ds`: norms, max |σ′|, checkpoints every K
-    /// layers and the last segment's layers kept for the backward pass.
-    /// With `inline_norms` false the norms are left at 0 for [`NormCache::beside`] to find.
-    fn forward(&self, p: &Problem, ds: &[usize], pl: CpuPlan, inline_norms: bool) -> ForwardPass {
+    /// layers below the plan's top segment and the top segment's layers kept for the
+    /// backward pass.
+    /// With a `share` the norms are left at 0 for [`NormCache::beside`] to find, and the
+    /// weights come through the share; without, each layer is normed inline.
+    fn forward(&self, p: &Problem, ds: &[usize], pl: CpuPlan, share: Option<&DrawShare>) -> ForwardPass {
         let net = &p.net;
         let (top, k, bsz) = (net.depth(), pl.k, p.batch());
         let ce = net.cost == Cost::CrossEntropy;
-        let last_seg = plan::segments(top, k).next_back().map_or(0, |(s, _)| s);
+        let last_seg = top - pl.top;
         let mut fw = ForwardPass { log2_wnorm: vec![0.0; top + 1], maxd: vec![vec![0.0; bsz]; top + 1], checkpoints: Vec::new(), keep: Vec::new(), top: initial_activations(p), overflow_layer: None, signal: vec![Signal::NAN; top] };
         let (a, ea) = &mut fw.top;
+        let mut spare = None; // a W whose storage the next layer's may reuse
         for l in 1..=top {
-            if (l - 1) % k == 0 {
+            if l <= last_seg && (l - 1) % k == 0 {
                 fw.checkpoints.push((a.clone(), ea.clone()));
             }
             if fw.overflow_layer.is_some() {
-                if inline_norms {
-                    fw.log2_wnorm[l] = self.norms.layer_with_norm(net, l).2;
+                match share {
+                    None => fw.log2_wnorm[l] = self.norms.layer_with_norm(net, l).2,
+                    Some(s) => s.forward_skips(l),
                 }
                 continue;
             }
-            let (w, b) = if inline_norms {
-                let (w, b, log2_norm) = self.norms.layer_with_norm(net, l);
-                fw.log2_wnorm[l] = log2_norm;
-                (w, b)
-            } else {
-                net.layer(l)
+            let (w, b) = match share {
+                None => {
+                    let (w, b, log2_norm) = self.norms.layer_with_norm(net, l);
+                    fw.log2_wnorm[l] = log2_norm;
+                    (w, b)
+                }
+                Some(s) => s.forward_layer(l, &mut spare),
             };
             let f = forward_step(net.activation_at(l), &w, &b, a, ea);
             for (x, row) in f.dsig.rows().into_iter().enumerate() {
@@ -298,10 +327,16 @@ impl CpuBackend {
             }
             fw.signal[l - 1] = measure_signal(&f.z, &f.ez);
             if l > last_seg {
-                let w_keep = if pl.keep_w { Some(w.into_owned()) } else { None };
+                let w_keep = if pl.top_w {
+                    Some(w.into_owned())
+                } else {
+                    recycle(w, &mut spare);
+                    None
+                };
                 let keep_z = ce && ds.binary_search(&l).is_ok();
                 fw.keep.push(LayerKeep::new(f, w_keep, keep_z, a, ea));
             } else {
+                recycle(w, &mut spare);
                 *a = f.a;
                 *ea = f.ea;
             }
@@ -323,7 +358,7 @@ impl CpuBackend {
         let mut act: Vec<usize> = Vec::new();
         let mut g: Option<(Array2<f64>, Vec<i64>)> = None; // δ̂^{l+1} W^{l+1} for active depths
         let ForwardPass { checkpoints, mut keep, top: mut a_above, .. } = fw; // a^l while processing layer l
-        let segs: Vec<(usize, usize)> = plan::segments(net.depth(), pl.k).collect();
+        let segs: Vec<(usize, usize)> = pl.segments(net.depth()).collect();
         for (si, &(s, top)) in segs.iter().enumerate().rev() {
             if si + 1 != segs.len() {
                 keep = self.recompute(net, s, top, &checkpoints[si], pl.keep_w, ds);
@@ -431,6 +466,14 @@ impl PrevActivations {
             0.0
         };
         LayerSums { sq_d: &sq_d, ed: &ed_f, sq_a: &self.sq, ea: &self.ea_f, mean_sq, gram }.grad()
+    }
+}
+
+/// Keeps an owned W that is no longer needed as `spare`, whose storage the next layer's W
+/// may reuse ([`DrawShare::forward_layer`]).
+fn recycle(w: Cow<Array2<f64>>, spare: &mut Option<Array2<f64>>) {
+    if let Cow::Owned(w) = w {
+        *spare = Some(w);
     }
 }
 

@@ -193,6 +193,57 @@ fn fill_normal_rows(w: &mut Array2<f64>, stream: &Stream, layer: u32, std: f64) 
     });
 }
 
+/// W = std·G from the stream's unit normal matrix G (what [`Init::weights`] draws for
+/// gaussian-family inits with that std), into `out`'s storage: each entry is multiplied
+/// once by std, the very operation `fill_normal_rows` applies to a freshly drawn row, so
+/// the result is W bit for bit. For a caller that holds G already (`backend::norms`).
+pub fn scale_normal_into(out: &mut Array2<f64>, g: &Array2<f64>, std: f64) {
+    assert_eq!(out.dim(), g.dim(), "W and G of one shape");
+    par_rows(out, |i, r| {
+        let gr = g.row(i);
+        if std != 1.0 {
+            r.iter_mut().zip(gr).for_each(|(v, &x)| *v = x * std);
+        } else {
+            r.iter_mut().zip(gr).for_each(|(v, &x)| *v = x);
+        }
+    });
+}
+
+/// Draws the stream's unit normal matrix G into `g` and W = std·G into `w` together,
+/// row by row: each row of W is formed while its row of G is in cache, with the multiply
+/// of `fill_normal_rows`, so W is what [`Init::weights`] draws for that std, bit for bit.
+/// For a caller that needs both (`backend::norms`: G for a norm, W for a product).
+pub fn fill_normal_and_scaled(g: &mut Array2<f64>, w: &mut Array2<f64>, stream: &Stream, layer: usize, std: f64) {
+    assert_eq!(w.dim(), g.dim(), "W and G of one shape");
+    let (rows, cols) = g.dim();
+    let threads = crate::gemm::free_cores();
+    let chunk = if threads < 2 || rows < 2 || rows * cols < 1 << 15 { rows.max(1) } else { rows.div_ceil(threads) };
+    let fill = |c: usize, mut gb: ndarray::ArrayViewMut2<f64>, mut wb: ndarray::ArrayViewMut2<f64>| {
+        for (i, (mut gr, mut wr)) in gb.rows_mut().into_iter().zip(wb.rows_mut()).enumerate() {
+            let gr = gr.as_slice_mut().expect("standard layout");
+            stream.fill_normal(Purpose::Weight, layer as u32, (c * chunk + i) as u32, gr);
+            let wr = wr.as_slice_mut().expect("standard layout");
+            if std != 1.0 {
+                wr.iter_mut().zip(gr.iter()).for_each(|(v, &x)| *v = x * std);
+            } else {
+                wr.copy_from_slice(gr);
+            }
+        }
+    };
+    let fill = &fill;
+    let _helpers = crate::gemm::hold(rows.div_ceil(chunk.max(1)).saturating_sub(1));
+    std::thread::scope(|s| {
+        let blocks = g.axis_chunks_iter_mut(ndarray::Axis(0), chunk).zip(w.axis_chunks_iter_mut(ndarray::Axis(0), chunk));
+        for (c, (gb, wb)) in blocks.enumerate() {
+            if c + 1 == rows.div_ceil(chunk) {
+                fill(c, gb, wb); // the last block on the caller's thread
+            } else {
+                s.spawn(move || fill(c, gb, wb));
+            }
+        }
+    });
+}
+
 /// Calls `f(row index, row)` for every row, on the free cores ([`crate::gemm::free_cores`])
 /// when the matrix is large. Each entry depends only on its own Philox counter, so the
 /// result is the same on any number of threads.
@@ -260,6 +311,27 @@ mod tests {
                     assert!((gram[(i, j)] - want).abs() < 1e-12, "{n_out}x{n_in}: gram[{i},{j}]");
                 }
             }
+        }
+    }
+
+    /// std·G formed from a held G, or drawn beside it, is the W `Init::weights` draws, bit
+    /// for bit (and G the unit draw), for a std
+    /// that rounds (σ_w² = 1.7), one that is a power of two, and std = 1; on a matrix large
+    /// enough to be scaled on several threads.
+    #[test]
+    fn scaled_unit_normals_are_the_drawn_weights() {
+        let s = Stream::new(3);
+        for (sw2, n_out, n_in) in [(1.7, 300, 200), (4.0 * 256.0, 40, 256), (50.0, 30, 50)] {
+            let init = Init::new(InitKind::Gaussian, Some(sw2), None).unwrap();
+            let unit = Init::new(InitKind::Gaussian, Some(n_in as f64), None).unwrap();
+            let g = unit.weights(&s, 4, n_out, n_in);
+            let mut w = Array2::zeros((n_out, n_in));
+            scale_normal_into(&mut w, &g, init.normal_std(n_in, n_out).unwrap());
+            let want = init.weights(&s, 4, n_out, n_in);
+            assert!(w.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "σ_w² = {sw2}");
+            let (mut g2, mut w2) = (Array2::zeros((n_out, n_in)), Array2::zeros((n_out, n_in)));
+            fill_normal_and_scaled(&mut g2, &mut w2, &s, 4, init.normal_std(n_in, n_out).unwrap());
+            assert!(g2 == g && w2.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "drawn together, σ_w² = {sw2}");
         }
     }
 
