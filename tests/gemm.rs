@@ -109,7 +109,7 @@ fn norm_workers_hold_their_cores_while_they_run() {
     let init = Init::new(InitKind::Gaussian, Some(1.0), Some(0.0)).unwrap();
     // 40 Lanczos runs at width 200: far longer than the products below take to start.
     let net = Network::new(vec![200; 41], Activation::Tanh, false, Cost::Quadratic, Params::Generated { init, seed: 3 }).unwrap();
-    let (norms, seen) = NormCache::default().beside(&net, 1, gemm::free_cores);
+    let (norms, seen) = NormCache::default().beside(&net, 1, |_| gemm::free_cores());
     assert_eq!(seen, (cores - 1).max(1), "the products must see the norm worker's core as held");
     assert!(norms[1..].iter().all(|v| v.is_finite() && *v > 0.0), "every layer normed: {norms:?}");
     assert_eq!(gemm::free_cores(), cores, "the worker's core comes back when it is done");
