@@ -28,7 +28,11 @@ Environment (GPU backend):
                                       (default 16)
   GRADSCOPE_PROFILE=1                 as --profile: print, per GPU probe or sweep batch, the
                                       submissions, blocking waits, dispatches, bytes read back
-                                      per layer and device time per kernel family";
+                                      per layer and device time per kernel family
+
+Environment (CPU backend):
+  MATMUL_NUM_THREADS=N                threads of one matrix product at most (default: the cores
+                                      the spectral-norm threads leave free)";
 
 #[derive(Debug, Subcommand)]
 pub enum Command {

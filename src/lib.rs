@@ -9,6 +9,7 @@
 pub mod backend;
 pub mod check;
 pub mod error;
+pub mod gemm;
 pub mod linalg;
 pub mod model;
 pub mod rng;

@@ -22,6 +22,20 @@ fn quiet_mesa() {
     }
 }
 
+/// glibc hands a freed heap top back to the kernel past a threshold that its first large
+/// frees set: a deep CPU probe then returned and re-faulted its 8 MiB weight buffers at every
+/// layer (1.8 M page faults and ~7 s of system time at depth 1,000, against 0.08 M with these
+/// settings; BENCHMARKS.md, "products on the free cores"). Matrices up to 32 MiB (glibc's
+/// largest mmap threshold) come from the heap, and up to 512 MiB of freed heap is kept.
+fn keep_freed_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters; called before any thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 512 << 20);
+    }
+}
+
 /// `--profile`: the GPU backend opened next prints its profile, as with GRADSCOPE_PROFILE=1
 /// (the CPU backend has no device to profile).
 fn request_profile(on: bool) {
@@ -33,6 +47,7 @@ fn request_profile(on: bool) {
 
 fn main() -> ExitCode {
     quiet_mesa();
+    keep_freed_heap();
     std::panic::set_hook(Box::new(|info| {
         let msg = info.payload().downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| info.payload().downcast_ref::<String>().cloned()).unwrap_or_default();
         // `gradscope probe … | head` closes stdout early: that is the reader's choice, not an error.

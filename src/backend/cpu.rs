@@ -81,7 +81,7 @@ pub fn initial_activations(p: &Problem) -> (Array2<f64>, Vec<i64>) {
 /// (homogeneous σ, or tiny rows) or `z = a Wᵀ + b`, then σ and σ′. Chain it from
 /// [`initial_activations`] with `net.layer(l)` to walk a network layer by layer.
 pub fn forward_step(act: Activation, w: &Array2<f64>, b: &Array1<f64>, a_prev: &Array2<f64>, ea_prev: &[i64]) -> ForwardStep {
-    let mut z = a_prev.dot(&w.t());
+    let mut z = crate::gemm::dot(a_prev, &w.t());
     let mut ea = ea_prev.to_vec();
     if let Some(kb) = top_exponent(b.view()) {
         for (mut row, e) in z.rows_mut().into_iter().zip(ea.iter_mut()) {
@@ -396,7 +396,7 @@ impl CpuBackend {
                         Some(w) => Cow::Owned(w),
                         None => net.layer(l).0,
                     };
-                    g = Some((delta.dot(&*w), ed));
+                    g = Some((crate::gemm::dot(&delta, &w), ed));
                 }
                 a_above = (lk.a_prev, lk.ea_prev);
             }

@@ -360,7 +360,8 @@ impl NormCache {
         let mut out = vec![0.0; net.depth() + 1];
         let r = std::thread::scope(|sc| {
             // Named, so that a profile (`perf report --sort comm`) shows the norms apart.
-            let spawn = |_| std::thread::Builder::new().name("gradscope-norms".into()).spawn_scoped(sc, take).expect("spawn a norm thread");
+            // Each worker holds its core (crate::gemm) until it runs out of layers: the products leave it alone.
+            let spawn = |_| std::thread::Builder::new().name("gradscope-norms".into()).spawn_scoped(sc, { let held = crate::gemm::hold(1); || { let _held = held; take() } }).expect("spawn a norm thread");
             // A worker's panic is a bug: re-raise it rather than leave its layers at 0.
             let join = |h: std::thread::ScopedJoinHandle<'_, Vec<(usize, f64)>>| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
             let mut parts = Vec::new();
@@ -470,7 +471,9 @@ impl NormCache {
         let parts: Vec<Vec<(usize, f64)>> = std::thread::scope(|sc| {
             let hs: Vec<_> = (0..threads)
                 .map(|_| {
+                    let held = crate::gemm::hold(1);
                     sc.spawn(|| {
+                        let _held = held;
                         let mut mine = Vec::new();
                         loop {
                             let l = next.fetch_add(1, Ordering::Relaxed);

@@ -216,7 +216,7 @@ pub fn scale_normal_into(out: &mut Array2<f64>, g: &Array2<f64>, std: f64) {
 pub fn fill_normal_and_scaled(g: &mut Array2<f64>, w: &mut Array2<f64>, stream: &Stream, layer: usize, std: f64) {
     assert_eq!(w.dim(), g.dim(), "W and G of one shape");
     let (rows, cols) = g.dim();
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = crate::gemm::free_cores();
     let chunk = if threads < 2 || rows < 2 || rows * cols < 1 << 15 { rows.max(1) } else { rows.div_ceil(threads) };
     let fill = |c: usize, mut gb: ndarray::ArrayViewMut2<f64>, mut wb: ndarray::ArrayViewMut2<f64>| {
         for (i, (mut gr, mut wr)) in gb.rows_mut().into_iter().zip(wb.rows_mut()).enumerate() {
@@ -231,6 +231,7 @@ pub fn fill_normal_and_scaled(g: &mut Array2<f64>, w: &mut Array2<f64>, stream: 
         }
     };
     let fill = &fill;
+    let _helpers = crate::gemm::hold(rows.div_ceil(chunk.max(1)).saturating_sub(1));
     std::thread::scope(|s| {
         let blocks = g.axis_chunks_iter_mut(ndarray::Axis(0), chunk).zip(w.axis_chunks_iter_mut(ndarray::Axis(0), chunk));
         for (c, (gb, wb)) in blocks.enumerate() {
@@ -243,11 +244,11 @@ pub fn fill_normal_and_scaled(g: &mut Array2<f64>, w: &mut Array2<f64>, stream: 
     });
 }
 
-/// Calls `f(row index, row)` for every row, on all cores when the matrix is large. Each
-/// entry depends only on its own Philox counter, so the result is the same on any number
-/// of threads.
+/// Calls `f(row index, row)` for every row, on the free cores ([`crate::gemm::free_cores`])
+/// when the matrix is large. Each entry depends only on its own Philox counter, so the
+/// result is the same on any number of threads.
 fn par_rows(w: &mut Array2<f64>, f: impl Fn(usize, &mut [f64]) + Sync) {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = crate::gemm::free_cores();
     let (rows, cols) = w.dim();
     if threads < 2 || rows < 2 || rows * cols < 1 << 15 {
         for (i, mut row) in w.rows_mut().into_iter().enumerate() {
@@ -257,6 +258,7 @@ fn par_rows(w: &mut Array2<f64>, f: impl Fn(usize, &mut [f64]) + Sync) {
     }
     let chunk = rows.div_ceil(threads);
     let f = &f;
+    let _helpers = crate::gemm::hold(rows.div_ceil(chunk) - 1);
     std::thread::scope(|s| {
         for (c, mut block) in w.axis_chunks_iter_mut(ndarray::Axis(0), chunk).enumerate() {
             s.spawn(move || {

@@ -1,10 +1,10 @@
 //! The two factorisations the spectrum rests on: a Householder QR laid out by rows, and a
 //! one-sided Jacobi SVD of a matrix whose rows carry their own power-of-two exponents.
 
-use ndarray::linalg::general_mat_mul;
 use ndarray::{Array2, ArrayView1, ArrayView2, ArrayViewMut2, s};
 
 use crate::backend::assemble::{pow2, renormalise_rows};
+use crate::gemm;
 use crate::error::{Error, Result};
 
 /// ‖x‖₂ without under- or overflow: the entries are scaled by their largest magnitude first
@@ -111,9 +111,9 @@ impl Reflectors {
         assert_eq!(y.nrows(), self.n, "Qᵀ Y needs Y with n rows");
         for p in &self.panels {
             let mut ys = y.slice_mut(s![p.j0.., ..]);
-            let w1 = p.v.dot(&ys);
-            let w2 = p.t.t().dot(&w1);
-            general_mat_mul(-1.0, &p.v.t(), &w2, 1.0, &mut ys);
+            let w1 = gemm::dot(&p.v, &ys);
+            let w2 = gemm::dot(&p.t.t(), &w1);
+            gemm::mat_mul(-1.0, &p.v.t(), &w2, 1.0, &mut ys);
         }
         if self.m == self.n { y } else { y.slice_move(s![..self.m, ..]) }
     }
@@ -127,7 +127,7 @@ impl Reflectors {
             let mut qs = qt.slice_mut(s![p.j0.., p.j0..]);
             let w1 = qs.dot(&p.v.t());
             let w2 = w1.dot(&p.t.t());
-            general_mat_mul(-1.0, &w2, &p.v, 1.0, &mut qs);
+            gemm::mat_mul(-1.0, &w2, &p.v, 1.0, &mut qs);
         }
         qt
     }
@@ -181,9 +181,9 @@ pub(crate) fn compact_qr_t(xt: Array2<f64>) -> (Reflectors, Array2<f64>) {
         let rest = j0 + nb;
         if rest < k {
             let mut xtr = x.slice_mut(s![rest.., j0..]);
-            let w1 = xtr.dot(&v.t());
-            let w2 = w1.dot(&t);
-            general_mat_mul(-1.0, &w2, &v, 1.0, &mut xtr);
+            let w1 = gemm::dot(&xtr, &v.t());
+            let w2 = gemm::dot(&w1, &t);
+            gemm::mat_mul(-1.0, &w2, &v, 1.0, &mut xtr);
         }
         panels.push(Panel { j0, v, t });
         j0 += nb;
@@ -200,7 +200,7 @@ const TRI_BASE: usize = 64;
 fn split_or_multiply(a: ArrayView2<f64>, b: ArrayView2<f64>, c: &mut ArrayViewMut2<f64>) -> Option<(usize, usize)> {
     let (m, k) = a.dim();
     if k <= TRI_BASE || m == 0 {
-        general_mat_mul(1.0, &a, &b, 1.0, c);
+        gemm::mat_mul(1.0, &a, &b, 1.0, c);
         return None;
     }
     Some((k / 2, m.min(k / 2)))
@@ -223,7 +223,7 @@ pub(crate) fn upper_times_upper(a: ArrayView2<f64>, b: ArrayView2<f64>, c: &mut 
 fn upper_times_full(a: ArrayView2<f64>, b: ArrayView2<f64>, c: &mut ArrayViewMut2<f64>) {
     let Some((h, m1)) = split_or_multiply(a, b, c) else { return };
     upper_times_full(a.slice(s![..m1, ..h]), b.slice(s![..h, ..]), &mut c.slice_mut(s![..m1, ..]));
-    general_mat_mul(1.0, &a.slice(s![..m1, h..]), &b.slice(s![h.., ..]), 1.0, &mut c.slice_mut(s![..m1, ..]));
+    gemm::mat_mul(1.0, &a.slice(s![..m1, h..]), &b.slice(s![h.., ..]), 1.0, &mut c.slice_mut(s![..m1, ..]));
     if a.nrows() > h {
         upper_times_full(a.slice(s![h.., h..]), b.slice(s![h.., ..]), &mut c.slice_mut(s![h.., ..]));
     }
@@ -233,12 +233,12 @@ fn upper_times_full(a: ArrayView2<f64>, b: ArrayView2<f64>, c: &mut ArrayViewMut
 fn full_times_upper(a: ArrayView2<f64>, b: ArrayView2<f64>, c: &mut ArrayViewMut2<f64>) {
     let k = b.nrows();
     if k <= TRI_BASE || a.nrows() == 0 {
-        general_mat_mul(1.0, &a, &b, 1.0, c);
+        gemm::mat_mul(1.0, &a, &b, 1.0, c);
         return;
     }
     let h = k / 2;
     full_times_upper(a.slice(s![.., ..h]), b.slice(s![..h, ..h]), &mut c.slice_mut(s![.., ..h]));
-    general_mat_mul(1.0, &a.slice(s![.., ..h]), &b.slice(s![..h, h..]), 1.0, &mut c.slice_mut(s![.., h..]));
+    gemm::mat_mul(1.0, &a.slice(s![.., ..h]), &b.slice(s![..h, h..]), 1.0, &mut c.slice_mut(s![.., h..]));
     full_times_upper(a.slice(s![.., h..]), b.slice(s![h.., h..]), &mut c.slice_mut(s![.., h..]));
 }
 

@@ -108,7 +108,7 @@ impl Basis {
                     None => qt,
                 };
                 match w {
-                    Some(w) => qt.dot(&w.t()),
+                    Some(w) => crate::gemm::dot(qt, &w.t()),
                     None => qt.clone(),
                 }
             }

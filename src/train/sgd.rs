@@ -9,6 +9,7 @@
 
 use ndarray::{Array1, Array2, ArrayView2, Axis};
 
+use crate::gemm;
 use crate::model::{Activation, Cost, Network};
 
 /// The parameters being trained: `w[l-1]` is W^l (n_l × n_{l-1}), `b[l-1]` is b^l.
@@ -62,7 +63,7 @@ pub fn forward(net: &Network, p: &Weights, x: ArrayView2<f64>) -> Result<Layers,
     let mut out: Vec<(Array2<f64>, Array2<f64>)> = Vec::with_capacity(net.depth());
     for l in 1..=net.depth() {
         let a_prev = if l == 1 { x } else { out[l - 2].1.view() };
-        let z = a_prev.dot(&p.w[l - 1].t()) + p.b[l - 1].view().insert_axis(Axis(0));
+        let z = gemm::dot(&a_prev, &p.w[l - 1].t()) + p.b[l - 1].view().insert_axis(Axis(0));
         if !all_finite(&z) {
             return Err(Diverged { layer: l, pass: "forward" });
         }
@@ -307,7 +308,7 @@ pub(crate) fn gradients_by(net: &Network, p: &Weights, x: ArrayView2<f64>, y: Ar
             (1, Some((sp, idx))) => sp.times_wt_plus_b(idx, &p.w[0], &p.b[0]),
             _ => {
                 let a_prev = if l == 1 { x } else { f[l - 2].1.view() };
-                a_prev.dot(&p.w[l - 1].t()) + p.b[l - 1].view().insert_axis(Axis(0))
+                gemm::dot(&a_prev, &p.w[l - 1].t()) + p.b[l - 1].view().insert_axis(Axis(0))
             }
         };
         if !all_finite(&z) {
@@ -331,13 +332,13 @@ pub(crate) fn gradients_by(net: &Network, p: &Weights, x: ArrayView2<f64>, y: Ar
             let e = &f[l - 1].1 - &y;
             if net.cost == Cost::Quadratic { e * dsig } else { e }
         } else {
-            delta.dot(&p.w[l]) * dsig
+            gemm::dot(&delta, &p.w[l]) * dsig
         };
         let g_w = match (l, sparse) {
             (1, Some((sp, idx))) => sp.delta_t_times(idx, &delta, x.ncols()) / bsz,
             _ => {
                 let a_prev = if l == 1 { x } else { f[l - 2].1.view() };
-                delta.t().dot(&a_prev) / bsz
+                gemm::dot(&delta.t(), &a_prev) / bsz
             }
         };
         if !all_finite(&delta) || !all_finite(&g_w) {
