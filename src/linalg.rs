@@ -44,7 +44,7 @@ pub const SPECTRAL_NORM_RTOL: f64 = 1e-12;
 /// assert!((gradscope::linalg::spectral_norm(w.view()) - 4.0).abs() < 1e-12);
 /// ```
 pub fn spectral_norm(w: ArrayView2<f64>) -> f64 {
-    spectral_norm_on(w, std::thread::available_parallelism().map_or(1, |n| n.get()))
+    spectral_norm_on(w, crate::gemm::cores())
 }
 
 /// [`spectral_norm`] on at most `threads` threads (the caller's among them): the same bits

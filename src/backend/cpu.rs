@@ -281,7 +281,7 @@ impl CpuBackend {
         if !NormCache::can_norm_beside(net) {
             return 0;
         }
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cores = crate::gemm::cores();
         self.norm_workers.unwrap_or(if net.depth() >= 2 * cores { (cores / 2).max(1) } else { 0 })
     }
 

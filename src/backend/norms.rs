@@ -312,7 +312,7 @@ impl NormCache {
 
     /// log2 ‖W^l‖₂ of `net`'s layer l, whose weights are `w`.
     pub fn log2_weight_norm(&self, net: &Network, l: usize, w: &Array2<f64>) -> f64 {
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let threads = crate::gemm::cores();
         self.log2_norm_on(net, l, Some(w), threads)
     }
 
@@ -360,8 +360,16 @@ impl NormCache {
         let mut out = vec![0.0; net.depth() + 1];
         let r = std::thread::scope(|sc| {
             // Named, so that a profile (`perf report --sort comm`) shows the norms apart.
-            // Each worker holds its core (crate::gemm) until it runs out of layers: the products leave it alone.
-            let spawn = |_| std::thread::Builder::new().name("gradscope-norms".into()).spawn_scoped(sc, { let held = crate::gemm::hold(1); || { let _held = held; take() } }).expect("spawn a norm thread");
+            // Each worker holds its core (crate::gemm) until it runs out of layers, so the
+            // products leave that core alone meanwhile.
+            let spawn = |_| {
+                let held = crate::gemm::hold(1);
+                let work = || {
+                    let _held = held;
+                    take()
+                };
+                std::thread::Builder::new().name("gradscope-norms".into()).spawn_scoped(sc, work).expect("spawn a norm thread")
+            };
             // A worker's panic is a bug: re-raise it rather than leave its layers at 0.
             let join = |h: std::thread::ScopedJoinHandle<'_, Vec<(usize, f64)>>| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
             let mut parts = Vec::new();
@@ -440,7 +448,7 @@ impl NormCache {
         if let Params::Generated { init, seed } = &net.params {
             if let Some(std) = init.normal_std(n_in, n_out).filter(|s| *s > 0.0) {
                 if self.cached_unit_norm(*seed, l, n_out, n_in).is_none() {
-                    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+                    let threads = crate::gemm::cores();
                     let (mut g, v) = self.norm_unit_matrix(*seed, l, n_out, n_in, threads);
                     if std != 1.0 {
                         g.mapv_inplace(|x| x * std);
@@ -464,7 +472,7 @@ impl NormCache {
     pub fn host_norms(&self, p: &Problem, known: &[Option<f64>], cancel: &AtomicBool) -> Vec<f64> {
         let big_l = p.net.depth();
         let next = AtomicUsize::new(1);
-        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let cores = crate::gemm::cores();
         let threads = cores.min(big_l).max(1);
         let per_norm = (cores / threads).max(1);
         let mut out = vec![0.0; big_l + 1];

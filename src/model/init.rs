@@ -199,14 +199,7 @@ fn fill_normal_rows(w: &mut Array2<f64>, stream: &Stream, layer: u32, std: f64) 
 /// the result is W bit for bit. For a caller that holds G already (`backend::norms`).
 pub fn scale_normal_into(out: &mut Array2<f64>, g: &Array2<f64>, std: f64) {
     assert_eq!(out.dim(), g.dim(), "W and G of one shape");
-    par_rows(out, |i, r| {
-        let gr = g.row(i);
-        if std != 1.0 {
-            r.iter_mut().zip(gr).for_each(|(v, &x)| *v = x * std);
-        } else {
-            r.iter_mut().zip(gr).for_each(|(v, &x)| *v = x);
-        }
-    });
+    par_rows(out, |i, r| scale_row(r, g.row(i).as_slice().expect("standard layout"), std));
 }
 
 /// Draws the stream's unit normal matrix G into `g` and W = std·G into `w` together,
@@ -215,57 +208,59 @@ pub fn scale_normal_into(out: &mut Array2<f64>, g: &Array2<f64>, std: f64) {
 /// For a caller that needs both (`backend::norms`: G for a norm, W for a product).
 pub fn fill_normal_and_scaled(g: &mut Array2<f64>, w: &mut Array2<f64>, stream: &Stream, layer: usize, std: f64) {
     assert_eq!(w.dim(), g.dim(), "W and G of one shape");
-    let (rows, cols) = g.dim();
-    let threads = crate::gemm::free_cores();
-    let chunk = if threads < 2 || rows < 2 || rows * cols < 1 << 15 { rows.max(1) } else { rows.div_ceil(threads) };
-    let fill = |c: usize, mut gb: ndarray::ArrayViewMut2<f64>, mut wb: ndarray::ArrayViewMut2<f64>| {
+    let chunk = row_chunk(g.dim());
+    let blocks = g.axis_chunks_iter_mut(ndarray::Axis(0), chunk).zip(w.axis_chunks_iter_mut(ndarray::Axis(0), chunk));
+    run_blocks(blocks, |c, (mut gb, mut wb)| {
         for (i, (mut gr, mut wr)) in gb.rows_mut().into_iter().zip(wb.rows_mut()).enumerate() {
             let gr = gr.as_slice_mut().expect("standard layout");
             stream.fill_normal(Purpose::Weight, layer as u32, (c * chunk + i) as u32, gr);
-            let wr = wr.as_slice_mut().expect("standard layout");
-            if std != 1.0 {
-                wr.iter_mut().zip(gr.iter()).for_each(|(v, &x)| *v = x * std);
-            } else {
-                wr.copy_from_slice(gr);
-            }
-        }
-    };
-    let fill = &fill;
-    let _helpers = crate::gemm::hold(rows.div_ceil(chunk.max(1)).saturating_sub(1));
-    std::thread::scope(|s| {
-        let blocks = g.axis_chunks_iter_mut(ndarray::Axis(0), chunk).zip(w.axis_chunks_iter_mut(ndarray::Axis(0), chunk));
-        for (c, (gb, wb)) in blocks.enumerate() {
-            if c + 1 == rows.div_ceil(chunk) {
-                fill(c, gb, wb); // the last block on the caller's thread
-            } else {
-                s.spawn(move || fill(c, gb, wb));
-            }
+            scale_row(wr.as_slice_mut().expect("standard layout"), gr, std);
         }
     });
+}
+
+/// `dst = std·src` entry by entry: the one multiply by which every path forms W = std·G
+/// (`fill_normal_rows` multiplies in place by the same std), so all give the same bits.
+fn scale_row(dst: &mut [f64], src: &[f64], std: f64) {
+    if std != 1.0 {
+        dst.iter_mut().zip(src).for_each(|(v, &x)| *v = x * std);
+    } else {
+        dst.copy_from_slice(src);
+    }
 }
 
 /// Calls `f(row index, row)` for every row, on the free cores ([`crate::gemm::free_cores`])
 /// when the matrix is large. Each entry depends only on its own Philox counter, so the
 /// result is the same on any number of threads.
 fn par_rows(w: &mut Array2<f64>, f: impl Fn(usize, &mut [f64]) + Sync) {
-    let threads = crate::gemm::free_cores();
-    let (rows, cols) = w.dim();
-    if threads < 2 || rows < 2 || rows * cols < 1 << 15 {
-        for (i, mut row) in w.rows_mut().into_iter().enumerate() {
-            f(i, row.as_slice_mut().expect("standard layout"));
+    let chunk = row_chunk(w.dim());
+    run_blocks(w.axis_chunks_iter_mut(ndarray::Axis(0), chunk), |c, mut block| {
+        for (i, mut row) in block.rows_mut().into_iter().enumerate() {
+            f(c * chunk + i, row.as_slice_mut().expect("standard layout"));
         }
-        return;
-    }
-    let chunk = rows.div_ceil(threads);
+    });
+}
+
+/// Rows per block for filling a `rows × cols` matrix on the free cores: all of them (one
+/// block, on the calling thread) when the matrix is small or no other core is free.
+fn row_chunk((rows, cols): (usize, usize)) -> usize {
+    let threads = crate::gemm::free_cores();
+    if threads < 2 || rows < 2 || rows * cols < 1 << 15 { rows.max(1) } else { rows.div_ceil(threads) }
+}
+
+/// Runs `f(block index, block)` for every block: the first on the calling thread, the
+/// others on helper threads that hold their cores ([`crate::gemm::hold`]) meanwhile.
+fn run_blocks<B: Send>(blocks: impl Iterator<Item = B>, f: impl Fn(usize, B) + Sync) {
+    let mut blocks = blocks.enumerate().collect::<Vec<_>>().into_iter();
+    let first = blocks.next();
+    let _helpers = crate::gemm::hold(blocks.len());
     let f = &f;
-    let _helpers = crate::gemm::hold(rows.div_ceil(chunk) - 1);
     std::thread::scope(|s| {
-        for (c, mut block) in w.axis_chunks_iter_mut(ndarray::Axis(0), chunk).enumerate() {
-            s.spawn(move || {
-                for (i, mut row) in block.rows_mut().into_iter().enumerate() {
-                    f(c * chunk + i, row.as_slice_mut().expect("standard layout"));
-                }
-            });
+        for (c, b) in blocks {
+            s.spawn(move || f(c, b));
+        }
+        if let Some((c, b)) = first {
+            f(c, b);
         }
     });
 }
